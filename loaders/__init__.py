@@ -1,0 +1,1 @@
+"""Checkpoint formats -> aiprod_core modules: header inspection, key maps, config from metadata, LoRA."""

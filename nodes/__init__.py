@@ -1,0 +1,1 @@
+"""Thin ComfyUI nodes, one module per domain. Each ``execute`` calls one loader/core function."""
