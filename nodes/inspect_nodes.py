@@ -5,7 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..loaders.detect import describe_file, format_report
-from .model_files import model_file_options, resolve_model_file
+from .model_files import model_choice_problem, model_file_options, resolve_model_file
 
 __all__ = ["AIPRODCheckpointInspect"]
 
@@ -34,6 +34,10 @@ class AIPRODCheckpointInspect(io.ComfyNode):
             outputs=[io.String.Output("report", tooltip="The report as text.")],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, checkpoint: str) -> bool | str:
+        return model_choice_problem("checkpoint", checkpoint, INSPECT_FOLDERS) or True
 
     @classmethod
     def execute(cls, checkpoint: str) -> io.NodeOutput:

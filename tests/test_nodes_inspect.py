@@ -57,6 +57,12 @@ def test_execute_reports_components(node):
     "checkpoints/", "checkpoints/missing.safetensors",
 ])
 def test_only_listed_files_are_accepted(node, choice):
+    problem = node.validate_inputs(checkpoint=choice)
+    assert isinstance(problem, str) and f"checkpoint={choice!r}" in problem
     with pytest.raises(ValueError, match=r"checkpoint=") as info:
         node.execute(checkpoint=choice)
-    assert repr(choice) in str(info.value)
+    assert str(info.value) == problem
+
+
+def test_listed_file_validates(node):
+    assert node.validate_inputs(checkpoint="checkpoints/tiny.safetensors") is True
