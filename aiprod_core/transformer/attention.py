@@ -1,0 +1,113 @@
+"""Multi-head attention with RMS q/k norm, rotary embedding and optional per-head gates; the feed-forward."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .rope import RotaryTables, apply_rotary
+
+__all__ = ["Attention", "FeedForward"]
+
+
+class Attention(nn.Module):
+    """Attention of x (B, T, query_dim) over context (B, S, context_dim) -> (B, T, query_dim).
+
+    ``heads`` x ``head_dim`` inner width; q and k are RMS-normalised over the whole inner width, then rotated.
+    With ``gated`` (LTX-2.3) each head's output is scaled by 2 sigmoid(gate logits of x). ``value_only`` is the
+    STG perturbation: the attention weights are skipped and the value projection passes through.
+    """
+
+    def __init__(
+        self,
+        query_dim: int,
+        heads: int,
+        head_dim: int,
+        *,
+        context_dim: int | None = None,
+        rope_type: str = "split",
+        gated: bool = False,
+        norm_eps: float = 1e-6,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__()
+        inner = heads * head_dim
+        context_dim = query_dim if context_dim is None else context_dim
+        factory = {"dtype": dtype, "device": device}
+        self.heads, self.head_dim, self.rope_type = heads, head_dim, rope_type
+        self.q_norm = nn.RMSNorm(inner, eps=norm_eps, **factory)
+        self.k_norm = nn.RMSNorm(inner, eps=norm_eps, **factory)
+        self.to_q = nn.Linear(query_dim, inner, **factory)
+        self.to_k = nn.Linear(context_dim, inner, **factory)
+        self.to_v = nn.Linear(context_dim, inner, **factory)
+        self.to_gate_logits = nn.Linear(query_dim, heads, **factory) if gated else None
+        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, **factory)])
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        rope: RotaryTables | None = None,
+        key_rope: RotaryTables | None = None,
+        value_only: bool = False,
+    ) -> torch.Tensor:
+        """``mask``: additive bias broadcastable to (B, H, T, S); ``key_rope`` defaults to ``rope``."""
+        context = x if context is None else context
+        values = self.to_v(context)  # (B, S, inner)
+        out = values if value_only else self._attend(x, context, values, mask, rope, key_rope)
+        if self.to_gate_logits is not None:
+            batch, tokens, _ = out.shape
+            gates = 2.0 * torch.sigmoid(self.to_gate_logits(x))  # (B, T, H)
+            out = (out.view(batch, tokens, self.heads, self.head_dim) * gates.unsqueeze(-1)).view(batch, tokens, -1)
+        return self.to_out[0](out)
+
+    def _attend(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor | None,
+        rope: RotaryTables | None,
+        key_rope: RotaryTables | None,
+    ) -> torch.Tensor:
+        queries = self.q_norm(self.to_q(x))  # (B, T, inner)
+        keys = self.k_norm(self.to_k(context))  # (B, S, inner)
+        if rope is not None:
+            queries = apply_rotary(queries, rope, self.rope_type)
+            keys = apply_rotary(keys, rope if key_rope is None else key_rope, self.rope_type)
+        batch = x.shape[0]
+        q, k, v = (t.view(batch, -1, self.heads, self.head_dim).transpose(1, 2) for t in (queries, keys, values))
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, head_dim)
+        return out.transpose(1, 2).reshape(batch, -1, self.heads * self.head_dim)
+
+
+class _GeluProjection(nn.Module):
+    """Linear then tanh-approximate GELU."""
+
+    def __init__(self, dim_in: int, dim_out: int, *, dtype: torch.dtype | None, device: torch.device | str | None):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out, dtype=dtype, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(self.proj(x), approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    """x (B, T, dim) -> (B, T, dim) through a 4 x dim tanh-GELU hidden layer."""
+
+    def __init__(
+        self, dim: int, mult: int = 4, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ):
+        super().__init__()
+        # Index 1 is an (empty) dropout slot in the checkpoint layout: keys are net.0.proj.* and net.2.*.
+        self.net = nn.Sequential(
+            _GeluProjection(dim, dim * mult, dtype=dtype, device=device),
+            nn.Identity(),
+            nn.Linear(dim * mult, dim, dtype=dtype, device=device),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,0 +1,180 @@
+"""Configuration of the LTX-2 / LTX-2.3 audio+video transformer, read from the checkpoint's ``config`` metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TransformerConfig"]
+
+ROPE_TYPES = ("interleaved", "split")
+# Every backend the reference accepts computes the same softmax attention; ours always uses SDPA.
+ATTENTION_TYPES = ("default", "pytorch", "xformers", "flash_attention_3")
+
+# Values the reference pins (a missing key reads as None and fails like a wrong value).
+_PINNED: tuple[tuple[str, Any], ...] = (
+    ("dropout", 0.0),
+    ("attention_bias", True),
+    ("num_vector_embeds", None),
+    ("activation_fn", "gelu-approximate"),
+    ("num_embeds_ada_norm", 1000),
+    ("use_linear_projection", False),
+    ("only_cross_attention", False),
+    ("cross_attention_norm", True),
+    ("double_self_attention", False),
+    ("upcast_attention", False),
+    ("standardization_norm", "rms_norm"),
+    ("norm_elementwise_affine", False),
+    ("qk_norm", "rms_norm"),
+    ("positional_embedding_type", "rope"),
+    ("use_middle_indices_grid", True),
+)
+# Pinned only when the audio stream is built (the video-only model ignores them).
+_PINNED_AUDIO_VIDEO: tuple[tuple[str, Any], ...] = (
+    ("use_audio_video_cross_attention", True),
+    ("share_ff", False),
+    ("av_cross_ada_norm", True),
+)
+
+
+def _reject(key: str, actual: object, expected: object) -> ValueError:
+    return ValueError(f"{key}={actual!r}, expected {expected!r}")
+
+
+def _positive_int(section: dict[str, Any], key: str, default: int | None) -> int:
+    value = section.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise _reject(key, value, "a positive int")
+    return value
+
+
+def _max_positions(section: dict[str, Any], key: str, default: list[int], dims: int) -> tuple[int, ...]:
+    value = section.get(key, default)
+    if not isinstance(value, list | tuple) or len(value) != dims or not all(isinstance(v, int) for v in value):
+        raise _reject(key, value, f"a list of {dims} ints")
+    return tuple(value)
+
+
+def _choice(section: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = section.get(key, default)
+    if value not in allowed:
+        raise _reject(key, value, allowed)
+    return value
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Sizes and switches of the audio+video transformer (``config["transformer"]`` of the checkpoint).
+
+    Video stream: ``num_attention_heads`` x ``attention_head_dim`` = ``inner_dim``; audio stream likewise
+    (``audio_inner_dim``). ``with_audio=False`` builds the video-only model. LTX-2 ("2.0") projects the caption
+    inside the transformer (``caption_proj_before_connector=False``, sized by ``caption_channels``); LTX-2.3 moves
+    that projection into the text-encoder path and adds gated attention and the cross-attention AdaLN.
+    """
+
+    with_audio: bool
+    num_layers: int
+    num_attention_heads: int
+    attention_head_dim: int
+    in_channels: int
+    out_channels: int
+    cross_attention_dim: int
+    audio_num_attention_heads: int
+    audio_attention_head_dim: int
+    audio_in_channels: int
+    audio_out_channels: int
+    audio_cross_attention_dim: int
+    norm_eps: float
+    positional_embedding_theta: float
+    positional_embedding_max_pos: tuple[int, ...]
+    audio_positional_embedding_max_pos: tuple[int, ...]
+    timestep_scale_multiplier: float
+    av_ca_timestep_scale_multiplier: float
+    rope_type: str
+    # The reference's "float64" frequencies: only the frequency table is computed in float64 (then float32).
+    double_precision_rope: bool
+    apply_gated_attention: bool
+    cross_attention_adaln: bool
+    caption_proj_before_connector: bool
+    caption_channels: int | None
+    attention_type: str = "default"
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def audio_inner_dim(self) -> int:
+        return self.audio_num_attention_heads * self.audio_attention_head_dim
+
+    @property
+    def adaln_params(self) -> int:
+        """AdaLN rows per block: shift/scale/gate for self-attention and FF, plus 3 for the text cross-attention."""
+        return 9 if self.cross_attention_adaln else 6
+
+    @property
+    def caption_projection_in_transformer(self) -> bool:
+        return not self.caption_proj_before_connector
+
+    @property
+    def cross_modal_max_pos(self) -> int:
+        """Temporal max position of the audio<->video rope: the larger of the two streams' temporal ones."""
+        return max(self.positional_embedding_max_pos[0], self.audio_positional_embedding_max_pos[0])
+
+    @classmethod
+    def from_metadata(cls, config: dict[str, Any], *, with_audio: bool = True) -> TransformerConfig:
+        """Read ``config["transformer"]`` (the checkpoint's ``config`` JSON) with the reference's defaults.
+
+        Raises ``ValueError("key=actual, expected expected")`` for any value the model does not support.
+        """
+        section = config.get("transformer", {})
+        for key, expected in _PINNED + (_PINNED_AUDIO_VIDEO if with_audio else ()):
+            if section.get(key) != expected:
+                raise _reject(key, section.get(key), expected)
+        rope_type = _choice(section, "rope_type", "interleaved", ROPE_TYPES)
+        attention_type = _choice(section, "attention_type", "default", ATTENTION_TYPES)
+        before_connector = bool(section.get("caption_proj_before_connector", False))
+        caption_channels = None if before_connector else _positive_int(section, "caption_channels", None)
+        values = {
+            key: _positive_int(section, key, default)
+            for key, default in (
+                ("num_layers", 48),
+                ("num_attention_heads", 32),
+                ("attention_head_dim", 128),
+                ("in_channels", 128),
+                ("out_channels", 128),
+                ("cross_attention_dim", 4096),
+                ("audio_num_attention_heads", 32),
+                ("audio_attention_head_dim", 64),
+                ("audio_in_channels", 128),
+                ("audio_out_channels", 128),
+                ("audio_cross_attention_dim", 2048),
+            )
+        }
+        result = cls(
+            with_audio=with_audio,
+            **values,
+            norm_eps=float(section.get("norm_eps", 1e-6)),
+            positional_embedding_theta=float(section.get("positional_embedding_theta", 10000.0)),
+            positional_embedding_max_pos=_max_positions(section, "positional_embedding_max_pos", [20, 2048, 2048], 3),
+            audio_positional_embedding_max_pos=_max_positions(section, "audio_positional_embedding_max_pos", [20], 1),
+            timestep_scale_multiplier=section.get("timestep_scale_multiplier", 1000),
+            av_ca_timestep_scale_multiplier=section.get("av_ca_timestep_scale_multiplier", 1),
+            rope_type=rope_type,
+            double_precision_rope=section.get("frequencies_precision", False) == "float64",
+            apply_gated_attention=bool(section.get("apply_gated_attention", False)),
+            cross_attention_adaln=bool(section.get("cross_attention_adaln", False)),
+            caption_proj_before_connector=before_connector,
+            caption_channels=caption_channels,
+            attention_type=attention_type,
+        )
+        result._check_widths()
+        return result
+
+    def _check_widths(self) -> None:
+        # The text context reaches attn2 at the stream's width (projected here for 2.0, by the connector for 2.3).
+        if self.cross_attention_dim != self.inner_dim:
+            raise _reject("cross_attention_dim", self.cross_attention_dim, self.inner_dim)
+        if self.with_audio and self.audio_cross_attention_dim != self.audio_inner_dim:
+            # Also the width of the audio<->video attention and of its rope.
+            raise _reject("audio_cross_attention_dim", self.audio_cross_attention_dim, self.audio_inner_dim)

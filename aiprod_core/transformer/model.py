@@ -1,0 +1,215 @@
+"""The LTX-2 / LTX-2.3 audio+video diffusion transformer (velocity prediction)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .blocks import AV_SCALE_SHIFT_ROWS, AVTransformerBlock, StreamArgs, StreamDims
+from .config import TransformerConfig
+from .embeddings import AdaLNSingle, CaptionProjection
+from .inputs import ModalityInput, TransformerOutput
+from .perturbations import Perturbations
+from .rope import rotary_tables
+
+__all__ = ["AVTransformer"]
+
+
+VIDEO, AUDIO = "", "audio_"  # state-dict prefixes of the two streams' modules
+
+
+def _context_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, S) bool / 0-1 integer keep-mask -> (B, 1, 1, S) additive bias: 0 kept, -finfo.max dropped."""
+    if mask is None:
+        return None
+    if mask.is_floating_point():
+        raise TypeError(f"context_mask dtype {mask.dtype}, expected bool or an integer 0/1 mask")
+    return ((mask.to(dtype) - 1) * torch.finfo(dtype).max).reshape(mask.shape[0], 1, 1, -1)
+
+
+def _self_attention_bias(strength: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, T, T) strengths in [0, 1] -> (B, 1, T, T) additive bias log(strength); 0 -> finfo.min (blocked)."""
+    if strength is None:
+        return None
+    finfo = torch.finfo(dtype)
+    log_strength = torch.log(strength.clamp(min=finfo.tiny)).to(dtype)
+    return torch.where(strength > 0, log_strength, torch.full_like(log_strength, finfo.min)).unsqueeze(1)
+
+
+class AVTransformer(nn.Module):
+    """LTX audio+video transformer: patchified latents -> velocities, one pass over both streams.
+
+    Inputs are ``ModalityInput`` (latent (B, T, C), positions (B, n_dims, T, 2), context (B, S, D) ...); the
+    output is ``TransformerOutput(video (B, T_v, out_channels), audio (B, T_a, audio_out_channels))``. The video
+    stream has ``inner_dim`` channels, the audio stream ``audio_inner_dim``; ``config.with_audio=False`` builds
+    the video-only model. State-dict keys are those of the checkpoint under ``model.diffusion_model.`` (without
+    the text connectors).
+    """
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__()
+        self.config = config
+        factory = {"dtype": dtype, "device": device}
+        video = StreamDims(config.inner_dim, config.num_attention_heads, config.attention_head_dim)
+        audio = StreamDims(config.audio_inner_dim, config.audio_num_attention_heads, config.audio_attention_head_dim)
+        self._add_stream(VIDEO, config.in_channels, config.out_channels, video.dim, factory)
+        if config.with_audio:
+            self._add_stream(AUDIO, config.audio_in_channels, config.audio_out_channels, audio.dim, factory)
+            # AdaLNs of the audio<->video attention, driven by the other stream's sigma.
+            self.av_ca_video_scale_shift_adaln_single = AdaLNSingle(video.dim, AV_SCALE_SHIFT_ROWS, **factory)
+            self.av_ca_audio_scale_shift_adaln_single = AdaLNSingle(audio.dim, AV_SCALE_SHIFT_ROWS, **factory)
+            self.av_ca_a2v_gate_adaln_single = AdaLNSingle(video.dim, 1, **factory)
+            self.av_ca_v2a_gate_adaln_single = AdaLNSingle(audio.dim, 1, **factory)
+        self.transformer_blocks = nn.ModuleList(
+            AVTransformerBlock(
+                index,
+                video,
+                audio if config.with_audio else None,
+                rope_type=config.rope_type,
+                gated=config.apply_gated_attention,
+                cross_attention_adaln=config.cross_attention_adaln,
+                norm_eps=config.norm_eps,
+                **factory,
+            )
+            for index in range(config.num_layers)
+        )
+
+    def _add_stream(self, prefix: str, in_channels: int, out_channels: int, dim: int, factory: dict[str, Any]) -> None:
+        config = self.config
+        setattr(self, f"{prefix}patchify_proj", nn.Linear(in_channels, dim, **factory))
+        if config.caption_projection_in_transformer:
+            projection = CaptionProjection(config.caption_channels, dim, **factory)
+            setattr(self, f"{prefix}caption_projection", projection)
+        setattr(self, f"{prefix}adaln_single", AdaLNSingle(dim, config.adaln_params, **factory))
+        if config.cross_attention_adaln:
+            setattr(self, f"{prefix}prompt_adaln_single", AdaLNSingle(dim, 2, **factory))
+        setattr(self, f"{prefix}scale_shift_table", nn.Parameter(torch.empty(2, dim, **factory)))
+        setattr(self, f"{prefix}proj_out", nn.Linear(dim, out_channels, **factory))
+
+    def forward(
+        self,
+        video: ModalityInput | None = None,
+        audio: ModalityInput | None = None,
+        perturbations: Perturbations | None = None,
+    ) -> TransformerOutput:
+        """Velocities of the given streams; ``perturbations`` (one entry per sample) default to none."""
+        batch = self._check_inputs(video, audio)
+        perturbations = Perturbations.none(batch) if perturbations is None else perturbations
+        if len(perturbations.samples) != batch:
+            raise ValueError(f"perturbations for {len(perturbations.samples)} samples, expected batch size {batch}")
+        video_x, video_args = self._prepare(VIDEO, video, audio) if video is not None else (None, None)
+        audio_x, audio_args = self._prepare(AUDIO, audio, video) if audio is not None else (None, None)
+        for block in self.transformer_blocks:
+            video_x, audio_x = block(video_x, audio_x, video_args, audio_args, perturbations)
+        return TransformerOutput(
+            video=self._output(VIDEO, video_x, video_args) if video_args is not None else None,
+            audio=self._output(AUDIO, audio_x, audio_args) if audio_args is not None else None,
+        )
+
+    def _check_inputs(self, video: ModalityInput | None, audio: ModalityInput | None) -> int:
+        if video is None and audio is None:
+            raise ValueError("video=None and audio=None, expected at least one stream")
+        if audio is not None and not self.config.with_audio:
+            raise ValueError("audio input given to a video-only transformer")
+        if video is not None and audio is not None and video.batch_size != audio.batch_size:
+            raise ValueError(f"video batch {video.batch_size} != audio batch {audio.batch_size}")
+        return (video if video is not None else audio).batch_size
+
+    def _embed(
+        self, adaln: AdaLNSingle, timesteps: torch.Tensor, batch: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """timesteps (B * T',) -> (modulation (B, T', rows * D), embedding (B, T', D))."""
+        modulation, embedded = adaln(timesteps.reshape(-1), dtype)
+        return modulation.view(batch, -1, modulation.shape[-1]), embedded.view(batch, -1, embedded.shape[-1])
+
+    def _prepare(
+        self, prefix: str, stream: ModalityInput, other: ModalityInput | None
+    ) -> tuple[torch.Tensor, StreamArgs]:
+        """Input projection and every per-call constant of one stream (timestep embeddings, rope, masks)."""
+        config = self.config
+        is_audio = prefix == AUDIO
+        dim = config.audio_inner_dim if is_audio else config.inner_dim
+        dtype, batch = stream.latent.dtype, stream.batch_size
+        multiplier = config.timestep_scale_multiplier
+        x = getattr(self, f"{prefix}patchify_proj")(stream.latent)  # (B, T, D)
+        timestep, embedded = self._embed(
+            getattr(self, f"{prefix}adaln_single"), stream.timesteps * multiplier, batch, dtype
+        )
+        prompt_timestep = None
+        if config.cross_attention_adaln:
+            prompt_adaln = getattr(self, f"{prefix}prompt_adaln_single")
+            prompt_timestep = self._embed(prompt_adaln, stream.sigma_per_sample() * multiplier, batch, dtype)[0]
+        context = stream.context
+        if config.caption_projection_in_transformer:
+            context = getattr(self, f"{prefix}caption_projection")(context)
+        if context.ndim != 3 or context.shape[0] != batch or context.shape[-1] != dim:
+            raise ValueError(f"{prefix}context shape {tuple(stream.context.shape)} does not give (B={batch}, S, {dim})")
+        rope = rotary_tables(
+            stream.positions,
+            inner_dim=dim,
+            heads=config.audio_num_attention_heads if is_audio else config.num_attention_heads,
+            max_pos=config.audio_positional_embedding_max_pos if is_audio else config.positional_embedding_max_pos,
+            theta=config.positional_embedding_theta,
+            rope_type=config.rope_type,
+            double_precision=config.double_precision_rope,
+            dtype=dtype,
+        )
+        args = StreamArgs(
+            timestep=timestep,
+            embedded_timestep=embedded,
+            context=context,
+            rope=rope,
+            enabled=stream.enabled,
+            context_mask=_context_bias(stream.context_mask, dtype),
+            self_mask=_self_attention_bias(stream.attention_mask, dtype),
+            prompt_timestep=prompt_timestep,
+        )
+        if other is not None:
+            args = self._with_cross_modal(prefix, stream, other, args)
+        return x, args
+
+    def _with_cross_modal(
+        self, prefix: str, stream: ModalityInput, other: ModalityInput, args: StreamArgs
+    ) -> StreamArgs:
+        """Temporal rope and AdaLN inputs of the audio<->video attention (modulated by the OTHER stream's sigma)."""
+        config = self.config
+        dtype, batch = stream.latent.dtype, stream.batch_size
+        # Both directions attend at the audio width with the audio head count (the reference takes the query
+        # stream's head count for the split-rope layout; the official models have equal counts).
+        cross_rope = rotary_tables(
+            stream.positions[:, :1],
+            inner_dim=config.audio_cross_attention_dim,
+            heads=config.audio_num_attention_heads,
+            max_pos=(config.cross_modal_max_pos,),
+            theta=config.positional_embedding_theta,
+            rope_type=config.rope_type,
+            double_precision=config.double_precision_rope,
+            dtype=dtype,
+        )
+        scaled_sigma = other.sigma_per_sample() * config.timestep_scale_multiplier  # (B,)
+        gate_factor = config.av_ca_timestep_scale_multiplier / config.timestep_scale_multiplier
+        scale_shift = getattr(self, f"av_ca_{'audio' if prefix else 'video'}_scale_shift_adaln_single")
+        gate = getattr(self, f"av_ca_{'v2a' if prefix else 'a2v'}_gate_adaln_single")
+        return replace(
+            args,
+            cross_rope=cross_rope,
+            cross_scale_shift=self._embed(scale_shift, scaled_sigma, batch, dtype)[0],  # (B, 1, 4 D)
+            cross_gate=self._embed(gate, scaled_sigma * gate_factor, batch, dtype)[0],  # (B, 1, D)
+        )
+
+    def _output(self, prefix: str, x: torch.Tensor, args: StreamArgs) -> torch.Tensor:
+        """Final AdaLN (shift, scale from the embedded timestep) and projection: (B, T, D) -> (B, T, out)."""
+        table = getattr(self, f"{prefix}scale_shift_table")
+        values = table[None, None].to(device=x.device, dtype=x.dtype) + args.embedded_timestep[:, :, None]
+        shift, scale = values[:, :, 0], values[:, :, 1]  # (B, T', D)
+        x = nn.functional.layer_norm(x, (x.shape[-1],), eps=self.config.norm_eps)
+        return getattr(self, f"{prefix}proj_out")(x * (1 + scale) + shift)
