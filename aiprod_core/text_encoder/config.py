@@ -1,0 +1,152 @@
+"""Configuration of the text path after Gemma: feature extractor (text projection) and embeddings connectors.
+
+Both are read from the single-file checkpoint's ``config["transformer"]`` section, with the reference's defaults.
+LTX-2 ("2.0", 19B) projects the stacked Gemma hidden states back to the Gemma width (``aggregate_embed``) and the
+transformer holds the caption projection; LTX-2.3 (22B) has ``caption_proj_before_connector`` and projects to the
+video / audio widths (``video_aggregate_embed`` / ``audio_aggregate_embed``) before the connectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+__all__ = ["ConnectorConfig", "FeatureExtractorKind", "TextEmbeddingsConfig"]
+
+# The reference builds the connector registers, rope theta and output norm with fixed values.
+CONNECTOR_NUM_REGISTERS = 128
+CONNECTOR_ROPE_THETA = 10000.0
+ROPE_TYPES = ("interleaved", "split")
+
+# LTX-2.3 ("V2") projection keys and the only values the reference implements (encoder_configurator.py).
+_V2_PROJECTION_KEYS: dict[str, bool] = {
+    "caption_proj_before_connector": True,
+    "caption_projection_first_linear": False,
+    "caption_proj_input_norm": False,
+    "caption_projection_second_linear": False,
+}
+_V2_NORM_TYPE = "per_token_rms"
+
+
+class FeatureExtractorKind(str, Enum):
+    """``AGGREGATE`` (LTX-2): per-sample min/max norm -> ``aggregate_embed``. ``DUAL`` (LTX-2.3): per-token RMS
+    norm -> ``video_aggregate_embed`` and ``audio_aggregate_embed``."""
+
+    AGGREGATE = "aggregate"
+    DUAL = "dual"
+
+
+def _reject(key: str, actual: Any, expected: Any) -> None:
+    raise ValueError(f"{key}={actual!r}, expected {expected!r}")
+
+
+@dataclass(frozen=True)
+class ConnectorConfig:
+    """One 1-D embeddings connector (video or audio): width = ``num_heads * head_dim``."""
+
+    num_heads: int
+    head_dim: int
+    num_layers: int
+    num_registers: int
+    rope_type: str
+    double_precision_rope: bool
+    rope_max_pos: int
+    gated_attention: bool
+    rope_theta: float = CONNECTOR_ROPE_THETA
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+
+@dataclass(frozen=True)
+class TextEmbeddingsConfig:
+    """Feature extractor kind and output widths plus the two connectors, from ``config["transformer"]``."""
+
+    kind: FeatureExtractorKind
+    caption_channels: int
+    video_dim: int  # inner width of the video stream (LTX-2.3 projection target)
+    audio_dim: int
+    video_connector: ConnectorConfig
+    audio_connector: ConnectorConfig
+
+    @classmethod
+    def from_metadata(cls, config: dict[str, Any]) -> TextEmbeddingsConfig:
+        """Build from the checkpoint's whole ``config`` metadata (its ``transformer`` section is read)."""
+        section = config.get("transformer", {})
+        kind = _feature_extractor_kind(section)
+        rope_type = section.get("rope_type", "interleaved")
+        if rope_type not in ROPE_TYPES:
+            _reject("rope_type", rope_type, ROPE_TYPES)
+        max_pos = section.get("connector_positional_embedding_max_pos", [1])
+        if len(max_pos) != 1:
+            _reject("connector_positional_embedding_max_pos", max_pos, "one entry (1-D positions)")
+        if not section.get("connector_norm_output", True):
+            _reject("connector_norm_output", section["connector_norm_output"], True)
+        registers = section.get("connector_num_learnable_registers", CONNECTOR_NUM_REGISTERS)
+        if registers != CONNECTOR_NUM_REGISTERS:  # the reference always builds 128 registers
+            _reject("connector_num_learnable_registers", registers, CONNECTOR_NUM_REGISTERS)
+        shared = {
+            "num_registers": registers,
+            "rope_type": rope_type,
+            "double_precision_rope": section.get("frequencies_precision", False) == "float64",
+            "rope_max_pos": int(max_pos[0]),
+            "gated_attention": bool(section.get("connector_apply_gated_attention", False)),
+        }
+        heads = section.get("connector_num_attention_heads", 30)
+        head_dim = section.get("connector_attention_head_dim", 128)
+        layers = section.get("connector_num_layers", 2)
+        video = ConnectorConfig(num_heads=heads, head_dim=head_dim, num_layers=layers, **shared)
+        audio = ConnectorConfig(
+            num_heads=section.get("audio_connector_num_attention_heads", heads),
+            head_dim=section.get("audio_connector_attention_head_dim", head_dim),
+            num_layers=section.get("audio_connector_num_layers", layers),
+            **shared,
+        )
+        made = cls(
+            kind=kind,
+            caption_channels=int(section.get("caption_channels", 3840)),
+            video_dim=int(section.get("num_attention_heads", 32) * section.get("attention_head_dim", 128)),
+            audio_dim=int(section.get("audio_num_attention_heads", 32) * section.get("audio_attention_head_dim", 64)),
+            video_connector=video,
+            audio_connector=audio,
+        )
+        made.validate()
+        return made
+
+    @property
+    def video_features_dim(self) -> int:
+        """Width of the feature extractor's video output (= the video connector's width)."""
+        return self.caption_channels if self.kind is FeatureExtractorKind.AGGREGATE else self.video_dim
+
+    @property
+    def audio_features_dim(self) -> int:
+        return self.caption_channels if self.kind is FeatureExtractorKind.AGGREGATE else self.audio_dim
+
+    def validate(self) -> None:
+        """The connectors must run at the widths the feature extractor produces."""
+        if self.video_connector.inner_dim != self.video_features_dim:
+            _reject("connector_num_attention_heads * connector_attention_head_dim",
+                    self.video_connector.inner_dim, self.video_features_dim)  # fmt: skip
+        if self.audio_connector.inner_dim != self.audio_features_dim:
+            _reject("audio_connector_num_attention_heads * audio_connector_attention_head_dim",
+                    self.audio_connector.inner_dim, self.audio_features_dim)  # fmt: skip
+        for connector in (self.video_connector, self.audio_connector):
+            if connector.head_dim % 2:
+                _reject("connector_attention_head_dim", connector.head_dim, "an even number")
+
+
+def _feature_extractor_kind(section: dict[str, Any]) -> FeatureExtractorKind:
+    present = section.keys() & _V2_PROJECTION_KEYS.keys()
+    if not present:
+        return FeatureExtractorKind.AGGREGATE
+    for key in sorted(_V2_PROJECTION_KEYS):
+        if key not in section:
+            _reject(key, None, _V2_PROJECTION_KEYS[key])
+        if section[key] != _V2_PROJECTION_KEYS[key]:
+            _reject(key, section[key], _V2_PROJECTION_KEYS[key])
+    norm_type = section.get("text_encoder_norm_type", _V2_NORM_TYPE)
+    if norm_type != _V2_NORM_TYPE:
+        _reject("text_encoder_norm_type", norm_type, _V2_NORM_TYPE)
+    return FeatureExtractorKind.DUAL
