@@ -35,10 +35,12 @@ COMPONENT_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 UNPREFIXED_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("transformer", ("transformer_blocks.", "patchify_proj.", "adaln_single.")),
     ("latent_upsampler", ("initial_conv.", "res_blocks.", "post_upsample_res_blocks.", "final_conv.")),
+    # A VAE saved alone without its `vae.` / `audio_vae.` prefix; video or audio is told by its config section.
+    ("vae_split", ("encoder.", "decoder.", "per_channel_statistics.")),
 )
 LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.", ".lora.up.")
 # Components whose architecture can only be known from the `config` metadata.
-CONFIG_DEPENDENT = {"transformer", "video_vae", "audio_vae", "vocoder", "latent_upsampler"}
+CONFIG_DEPENDENT = {"transformer", "video_vae", "audio_vae", "vocoder", "latent_upsampler", "vae_split"}
 FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
 GENERATIONS = (("2.3", "LTX-2.3 (22B family)"), ("2.", "LTX-2 (19B family)"))
 
@@ -139,7 +141,7 @@ def _kind(names: set[str]) -> str:
         return "single-file checkpoint" if "transformer" in model_parts else "component bundle"
     if model_parts:
         return f"{next(iter(model_parts))} only"
-    for name, kind in (("lora", "LoRA"), ("latent_upsampler", "latent upsampler"),
+    for name, kind in (("lora", "LoRA"), ("latent_upsampler", "latent upsampler"), ("vae_split", "VAE (split file)"),
                        ("gemma_language_model", "Gemma text encoder weights")):
         if name in names:
             return kind

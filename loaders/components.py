@@ -1,0 +1,154 @@
+"""What each loadable component is: its config section, its file layouts (key maps) and how to build it.
+
+The builders construct our `aiprod_core` modules from the checkpoint's ``config`` metadata; the loader calls
+them with ``device="meta"`` and fills the parameters from the file afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import key_maps as km
+from .safetensors_header import TensorInfo
+
+__all__ = ["COMPONENTS", "FOLDER_HINTS", "ComponentSpec"]
+
+Builder = Callable[[dict[str, Any], Mapping[str, TensorInfo], torch.dtype | None, str], nn.Module]
+
+# Where a file holding each kind of content belongs (keys: `detect` component names and kinds).
+FOLDER_HINTS: dict[str, str] = {
+    "transformer": "the checkpoint loader (models/checkpoints) or the diffusion model loader "
+    "(models/diffusion_models)",
+    "video_vae": "the VAE loader (models/vae)",
+    "vae_split": "the VAE loader (models/vae)",
+    "audio_vae": "the audio VAE loader (models/checkpoints or models/vae)",
+    "vocoder": "the audio VAE loader (models/checkpoints or models/vae)",
+    "text_projection": "the text encoder loader together with its LTX checkpoint (models/checkpoints)",
+    "lora": "a LoRA loader (models/loras)",
+    "latent_upsampler": "the latent upscale model loader (models/latent_upscale_models)",
+    "gemma_language_model": "the text encoder loader (models/text_encoders)",
+    "gemma_vision_tower": "the text encoder loader (models/text_encoders)",
+}
+GEMMA_3_12B_NUM_LAYERS = 48  # used only when the file has no text projection to infer the width from
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One loadable component: name, ``config`` section it needs (None: flat config) and accepted layouts."""
+
+    name: str
+    label: str
+    config_section: str | None
+    key_maps: tuple[km.KeyMap, ...]
+    build: Builder
+    folder_hint: str
+
+
+def _transformer(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                 device: str) -> nn.Module:
+    from ..aiprod_core.transformer import AVTransformer, TransformerConfig
+
+    return AVTransformer(TransformerConfig.from_metadata(config, with_audio=True), dtype=dtype, device=device)
+
+
+def _video_encoder(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                   device: str) -> nn.Module:
+    from ..aiprod_core.video_vae import VideoEncoder, VideoVAEConfig
+
+    return VideoEncoder(VideoVAEConfig.from_metadata(config), dtype=dtype, device=device)
+
+
+def _video_decoder(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                   device: str) -> nn.Module:
+    from ..aiprod_core.video_vae import VideoDecoder, VideoVAEConfig
+
+    return VideoDecoder(VideoVAEConfig.from_metadata(config), dtype=dtype, device=device)
+
+
+def _audio_encoder(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                   device: str) -> nn.Module:
+    from ..aiprod_core.audio_vae import AudioEncoder, AudioVAEConfig
+
+    return AudioEncoder(AudioVAEConfig.from_metadata(config), dtype=dtype, device=device)
+
+
+def _audio_decoder(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                   device: str) -> nn.Module:
+    from ..aiprod_core.audio_vae import AudioDecoder, AudioVAEConfig
+
+    return AudioDecoder(AudioVAEConfig.from_metadata(config), dtype=dtype, device=device)
+
+
+def _vocoder(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+             device: str) -> nn.Module:
+    from ..aiprod_core.audio_vae import VocoderConfig, build_vocoder
+
+    return build_vocoder(VocoderConfig.from_metadata(config), dtype=dtype, device=device)
+
+
+def gemma_dims(config: dict[str, Any], projection_width: int | None) -> tuple[int, int]:
+    """(Gemma hidden size, Gemma layer count) the text projection was trained on.
+
+    The hidden size is the transformer's ``caption_channels``; the projection's input width is
+    hidden x (layers + 1) (every hidden state plus the embeddings), which gives the layer count.
+    """
+    hidden = int(config.get("transformer", {}).get("caption_channels", 3840))
+    if projection_width is None:
+        return hidden, GEMMA_3_12B_NUM_LAYERS
+    if projection_width % hidden or projection_width // hidden < 2:
+        raise ValueError(f"text projection input width={projection_width!r}, expected a multiple (>= 2) of "
+                         f"caption_channels {hidden!r}")
+    return hidden, projection_width // hidden - 1
+
+
+def _text_embeddings(config: dict[str, Any], tensors: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                     device: str) -> nn.Module:
+    from ..aiprod_core.text_encoder import TextEmbeddingsConfig, TextEmbeddingsProcessor
+
+    width = None
+    for name in ("aggregate_embed.weight", "video_aggregate_embed.weight"):
+        info = tensors.get("text_embedding_projection." + name)
+        if info is not None and len(info.shape) == 2:
+            width = info.shape[1]
+            break
+    hidden, layers = gemma_dims(config, width)
+    return TextEmbeddingsProcessor(TextEmbeddingsConfig.from_metadata(config), hidden, layers,
+                                   dtype=dtype, device=device)
+
+
+def _upsampler(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+               device: str) -> nn.Module:
+    from ..aiprod_core.upsampler import LatentUpsampler, LatentUpsamplerConfig
+
+    return LatentUpsampler(LatentUpsamplerConfig.from_metadata(config), dtype=dtype, device=device)
+
+
+_CHECKPOINT_HINT = FOLDER_HINTS["transformer"]
+_AUDIO_HINT = FOLDER_HINTS["audio_vae"]
+COMPONENTS: dict[str, ComponentSpec] = {
+    spec.name: spec
+    for spec in (
+        ComponentSpec("transformer", "transformer", "transformer",
+                      (km.AIPRODV_MODEL_COMFY_RENAMING_MAP, km.TRANSFORMER_SPLIT_MAP), _transformer, _CHECKPOINT_HINT),
+        ComponentSpec("video_encoder", "video VAE encoder", "vae",
+                      (km.VIDEO_VAE_ENCODER_MAP, km.VIDEO_VAE_ENCODER_SPLIT_MAP), _video_encoder,
+                      FOLDER_HINTS["video_vae"]),
+        ComponentSpec("video_decoder", "video VAE decoder", "vae",
+                      (km.VIDEO_VAE_DECODER_MAP, km.VIDEO_VAE_DECODER_SPLIT_MAP), _video_decoder,
+                      FOLDER_HINTS["video_vae"]),
+        ComponentSpec("audio_encoder", "audio VAE encoder", "audio_vae",
+                      (km.AUDIO_VAE_ENCODER_MAP, km.AUDIO_VAE_ENCODER_SPLIT_MAP), _audio_encoder, _AUDIO_HINT),
+        ComponentSpec("audio_decoder", "audio VAE decoder", "audio_vae",
+                      (km.AUDIO_VAE_DECODER_MAP, km.AUDIO_VAE_DECODER_SPLIT_MAP), _audio_decoder, _AUDIO_HINT),
+        ComponentSpec("vocoder", "vocoder", "vocoder", (km.VOCODER_MAP,), _vocoder, _AUDIO_HINT),
+        ComponentSpec("text_embeddings", "text projection and connectors", "transformer",
+                      (km.TEXT_EMBEDDINGS_MAP, km.TEXT_EMBEDDINGS_SPLIT_MAP), _text_embeddings, _CHECKPOINT_HINT),
+        ComponentSpec("latent_upsampler", "latent upsampler", None, (km.KeyMap("UPSAMPLER_MAP", (("", ""),),
+                      marker="initial_conv."),), _upsampler, FOLDER_HINTS["latent_upsampler"]),
+    )
+}

@@ -1,0 +1,151 @@
+"""Checkpoint key layouts as data: one named `KeyMap` per source format and component.
+
+A key map says which tensors of a file belong to a component and what they are called inside our module:
+``renames`` are ``(file prefix, module prefix)`` pairs tried in order (first match wins, only the leading
+prefix is replaced), ``excludes`` are file prefixes never taken, and ``marker`` is a file prefix at least one
+key must start with for the layout to be considered present in a file at all.
+
+Unlike the reference's maps (``str.replace`` anywhere in the key), a rename here only ever touches the leading
+prefix, and the transformer map leaves the text connectors (stored under the same ``model.diffusion_model.``
+prefix) to the text-embeddings map instead of taking them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "AIPRODV_LORA_COMFY_RENAMING_MAP",
+    "AIPRODV_MODEL_COMFY_RENAMING_MAP",
+    "AUDIO_VAE_DECODER_MAP",
+    "AUDIO_VAE_ENCODER_MAP",
+    "CONNECTORS_MAP",
+    "TEXT_EMBEDDINGS_MAP",
+    "TEXT_PROJECTION_MAP",
+    "VIDEO_VAE_DECODER_MAP",
+    "VIDEO_VAE_ENCODER_MAP",
+    "VOCODER_MAP",
+    "KeyMap",
+]
+
+DIFFUSION_MODEL_PREFIX = "model.diffusion_model."
+CONNECTOR_NAMES = ("video_embeddings_connector.", "audio_embeddings_connector.", "embeddings_connector.")
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """A named file layout of one component: file key -> module key by leading-prefix replacement."""
+
+    name: str
+    renames: tuple[tuple[str, str], ...]
+    excludes: tuple[str, ...] = ()
+    marker: str | None = None  # defaults to the first rename's file prefix
+
+    def to_module_key(self, file_key: str) -> str | None:
+        """The module key of ``file_key``, or None when the key is not part of this layout."""
+        if self.excludes and file_key.startswith(self.excludes):
+            return None
+        for file_prefix, module_prefix in self.renames:
+            if file_key.startswith(file_prefix):
+                return module_prefix + file_key[len(file_prefix) :]
+        return None
+
+    def to_file_key(self, module_key: str) -> str | None:
+        """Inverse of `to_module_key` (first rename whose module prefix matches)."""
+        for file_prefix, module_prefix in self.renames:
+            if module_key.startswith(module_prefix):
+                file_key = file_prefix + module_key[len(module_prefix) :]
+                if self.to_module_key(file_key) == module_key:
+                    return file_key
+        return None
+
+    def is_present(self, file_keys: Iterable[str]) -> bool:
+        """Whether the file holds this layout (some key starts with the marker and is not excluded)."""
+        marker = self.marker if self.marker is not None else self.renames[0][0]
+        return any(k.startswith(marker) and self.to_module_key(k) is not None for k in file_keys)
+
+    def select(self, file_keys: Iterable[str]) -> dict[str, str]:
+        """module key -> file key for every file key this layout takes (file order kept)."""
+        selected: dict[str, str] = {}
+        for file_key in file_keys:
+            module_key = self.to_module_key(file_key)
+            if module_key is not None:
+                selected[module_key] = file_key
+        return selected
+
+
+def _split_of(keymap: KeyMap, strip: str, name: str, marker: str | None = None) -> KeyMap:
+    """The same component saved alone without the single-file prefix ``strip`` (ComfyUI split files)."""
+    renames = tuple((fp.removeprefix(strip), mp) for fp, mp in keymap.renames)
+    excludes = tuple(e.removeprefix(strip) for e in keymap.excludes)
+    return KeyMap(name, renames, excludes, marker)
+
+
+# ---- transformer ---------------------------------------------------------------------------------------
+AIPRODV_MODEL_COMFY_RENAMING_MAP = KeyMap(
+    "AIPRODV_MODEL_COMFY_RENAMING_MAP",
+    renames=((DIFFUSION_MODEL_PREFIX, ""),),
+    excludes=tuple(DIFFUSION_MODEL_PREFIX + c for c in CONNECTOR_NAMES),
+)
+# diffusion_models/ file without the prefix: everything except the connectors and other components' keys.
+TRANSFORMER_SPLIT_MAP = KeyMap(
+    "TRANSFORMER_SPLIT_MAP",
+    renames=(("", ""),),
+    excludes=(*CONNECTOR_NAMES, "vae.", "audio_vae.", "vocoder.", "text_embedding_projection.", "model."),
+    marker="transformer_blocks.",
+)
+
+# ---- video VAE (statistics shared by encoder and decoder) ----------------------------------------------
+VIDEO_VAE_ENCODER_MAP = KeyMap(
+    "VIDEO_VAE_ENCODER_MAP",
+    renames=(("vae.encoder.", ""), ("vae.per_channel_statistics.", "per_channel_statistics.")),
+)
+VIDEO_VAE_DECODER_MAP = KeyMap(
+    "VIDEO_VAE_DECODER_MAP",
+    renames=(("vae.decoder.", ""), ("vae.per_channel_statistics.", "per_channel_statistics.")),
+)
+VIDEO_VAE_ENCODER_SPLIT_MAP = _split_of(VIDEO_VAE_ENCODER_MAP, "vae.", "VIDEO_VAE_ENCODER_SPLIT_MAP")
+VIDEO_VAE_DECODER_SPLIT_MAP = _split_of(VIDEO_VAE_DECODER_MAP, "vae.", "VIDEO_VAE_DECODER_SPLIT_MAP")
+
+# ---- audio VAE ------------------------------------------------------------------------------------------
+AUDIO_VAE_ENCODER_MAP = KeyMap(
+    "AUDIO_VAE_ENCODER_MAP",
+    renames=(("audio_vae.encoder.", ""), ("audio_vae.per_channel_statistics.", "per_channel_statistics.")),
+)
+AUDIO_VAE_DECODER_MAP = KeyMap(
+    "AUDIO_VAE_DECODER_MAP",
+    renames=(("audio_vae.decoder.", ""), ("audio_vae.per_channel_statistics.", "per_channel_statistics.")),
+)
+AUDIO_VAE_ENCODER_SPLIT_MAP = _split_of(AUDIO_VAE_ENCODER_MAP, "audio_vae.", "AUDIO_VAE_ENCODER_SPLIT_MAP")
+AUDIO_VAE_DECODER_SPLIT_MAP = _split_of(AUDIO_VAE_DECODER_MAP, "audio_vae.", "AUDIO_VAE_DECODER_SPLIT_MAP")
+
+# ---- vocoder: the prefix is stripped once (LTX-2.3 keeps vocoder.* / bwe_generator.* / mel_stft.* beneath) --
+VOCODER_MAP = KeyMap("VOCODER_MAP", renames=(("vocoder.", ""),))
+
+# ---- text projection and connectors (one module: TextEmbeddingsProcessor) --------------------------------
+TEXT_PROJECTION_MAP = KeyMap("TEXT_PROJECTION_MAP", renames=(("text_embedding_projection.", "feature_extractor."),))
+CONNECTORS_MAP = KeyMap(
+    "CONNECTORS_MAP",
+    renames=(
+        (DIFFUSION_MODEL_PREFIX + "video_embeddings_connector.", "video_connector."),
+        (DIFFUSION_MODEL_PREFIX + "audio_embeddings_connector.", "audio_connector."),
+    ),
+)
+TEXT_EMBEDDINGS_MAP = KeyMap(
+    "TEXT_EMBEDDINGS_MAP",
+    renames=TEXT_PROJECTION_MAP.renames + CONNECTORS_MAP.renames,
+    marker=DIFFUSION_MODEL_PREFIX + "video_embeddings_connector.",
+)
+# Connectors inside an unprefixed diffusion_models/ file (the text projection then travels separately).
+TEXT_EMBEDDINGS_SPLIT_MAP = _split_of(
+    TEXT_EMBEDDINGS_MAP, DIFFUSION_MODEL_PREFIX, "TEXT_EMBEDDINGS_SPLIT_MAP", marker="video_embeddings_connector."
+)
+
+# ---- LoRA source formats: LoRA key prefix -> path relative to the diffusion model -------------------------
+AIPRODV_LORA_COMFY_RENAMING_MAP = KeyMap("AIPRODV_LORA_COMFY_RENAMING_MAP", renames=(("diffusion_model.", ""),))
+LORA_DIFFUSERS_MAP = KeyMap("LORA_DIFFUSERS_MAP", renames=(("transformer.", ""),))
+LORA_SINGLE_FILE_MAP = KeyMap("LORA_SINGLE_FILE_MAP", renames=((DIFFUSION_MODEL_PREFIX, ""),))
+LORA_KOHYA_MAP = KeyMap("LORA_KOHYA_MAP", renames=(("lora_unet_", ""),))
+# Tried in this order; a key no map takes is used as it stands (LoRAs saved without a prefix).
+LORA_SOURCE_MAPS = (LORA_SINGLE_FILE_MAP, AIPRODV_LORA_COMFY_RENAMING_MAP, LORA_DIFFUSERS_MAP, LORA_KOHYA_MAP)

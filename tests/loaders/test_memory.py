@@ -1,0 +1,93 @@
+"""Peak memory of a load: a ~1 GB transformer checkpoint loads with at most 1.15x its size in extra RSS.
+
+Two fresh subprocesses: one writes the checkpoint (random bf16, a transformer config sized to ~1 GB) and exits;
+the other resets its peak-RSS counter (``/proc/self/clear_refs``) after imports, loads the transformer with our
+loader and reports the peak resident set above that baseline (memory-mapped file pages count too).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MAX_PEAK_RATIO = 1.15
+NUM_LAYERS = 21  # ~46 MB per layer at video 16 x 64, audio 16 x 32: ~1.02 GB in all
+
+_PRELUDE = f"""
+import json, sys, types
+package = types.ModuleType("aiprod")
+package.__path__ = [{str(REPO_ROOT)!r}]
+sys.modules["aiprod"] = package
+sys.path.insert(0, {str(REPO_ROOT / "tests")!r})
+import torch
+torch.set_num_threads(1)
+"""
+
+_WRITER = _PRELUDE + textwrap.dedent("""
+    from safetensors.torch import save_file
+    from support import tiny_configs as tc
+    from aiprod.aiprod_core.transformer import AVTransformer, TransformerConfig
+
+    config = tc.checkpoint_config(tc.LTX23)
+    config["transformer"].update(
+        num_attention_heads=16, attention_head_dim=64, cross_attention_dim=1024, audio_num_attention_heads=16,
+        audio_attention_head_dim=32, audio_cross_attention_dim=512, num_layers=int(sys.argv[2]))
+    meta = AVTransformer(TransformerConfig.from_metadata(config), dtype=torch.bfloat16, device="meta")
+    generator = torch.Generator().manual_seed(0)
+    tensors = {"model.diffusion_model." + k: torch.randn(v.shape, generator=generator, dtype=torch.bfloat16)
+               for k, v in meta.state_dict().items()}
+    save_file(tensors, sys.argv[1], metadata={"config": json.dumps(config), "model_version": "2.3.0"})
+""")
+
+_LOADER = _PRELUDE + textwrap.dedent("""
+    from aiprod.loaders.component_loader import load_component
+
+    def status(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset VmHWM to the current RSS
+    baseline = status("VmRSS")
+    module = load_component(sys.argv[1], "transformer", dtype=torch.bfloat16).module
+    peak = status("VmHWM")
+    size = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    print(json.dumps({"baseline": baseline, "peak": peak, "component_bytes": size}))
+""")
+
+
+def _run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_peak_rss_of_a_1gb_transformer_load(tmp_path):
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc/self/clear_refs to reset the peak-RSS counter")
+    path = tmp_path / "transformer-1gb.safetensors"
+    try:
+        _run(_WRITER, str(path), str(NUM_LAYERS))
+        assert path.stat().st_size > 1.0e9
+        result = json.loads(_run(_LOADER, str(path)).strip().splitlines()[-1])
+    finally:
+        path.unlink(missing_ok=True)  # pytest keeps the last temp dirs: do not leave 1 GB behind
+    extra = result["peak"] - result["baseline"]
+    ratio = extra / result["component_bytes"]
+    summary = (f"peak RSS above baseline {extra / 2**20:.0f} MiB for {result['component_bytes'] / 2**20:.0f} MiB "
+               f"of tensors: ratio {ratio:.3f}")
+    logger.info(summary)
+    assert result["component_bytes"] > 1.0e9
+    assert ratio <= MAX_PEAK_RATIO, summary
