@@ -1,0 +1,174 @@
+"""Write generated clips to disk: MP4 (H.264 + AAC) for sharing, MOV (ProRes 422 HQ + PCM) for editing.
+
+Frames are ``(F, H, W, 3)`` floats in [0, 1] (ComfyUI's IMAGE layout); audio is ``(C, S)`` at its own sample
+rate. The audio track is fitted to exactly the video's duration (``round(F * sample_rate / fps)`` samples,
+zero-padded or trimmed), so the two streams end together. Files are written atomically: a hidden temporary
+file beside the target is renamed over it only after the container is closed, and removed on any error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+__all__ = ["VIDEO_FORMATS", "VideoFormat", "audio_samples_for", "fit_audio", "frame_rate", "write_video_file"]
+
+logger = logging.getLogger(__name__)
+
+AUDIO_CHUNK_SAMPLES = 1024  # AAC's frame size; PCM accepts any chunk
+NTSC_RATES = (24, 30, 60, 120)  # 24000/1001 ... for fps given as 23.976 etc.
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    """A container with its video and audio encoders."""
+
+    container: str
+    suffix: str
+    video_codec: str
+    pixel_format: str
+    audio_codec: str
+    audio_sample_format: str
+    video_options: dict[str, str] = field(default_factory=dict)
+
+
+VIDEO_FORMATS: dict[str, VideoFormat] = {
+    "mp4": VideoFormat("mp4", ".mp4", "libx264", "yuv420p", "aac", "fltp", {"preset": "medium"}),
+    "mov-prores": VideoFormat("mov", ".mov", "prores_ks", "yuv422p10le", "pcm_s16le", "s16", {"profile": "3"}),
+}
+
+
+def frame_rate(fps: float) -> Fraction:
+    """Exact rational frame rate: 23.976 -> 24000/1001, 25.0 -> 25."""
+    if not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps={fps!r}: must be a finite number > 0")
+    for nominal in NTSC_RATES:
+        ntsc = Fraction(nominal * 1000, 1001)
+        if abs(fps - float(ntsc)) < 1e-3:
+            return ntsc
+    return Fraction(fps).limit_denominator(1000)
+
+
+def audio_samples_for(frames: int, fps: float, sample_rate: int) -> int:
+    """Audio samples spanning exactly ``frames`` video frames."""
+    return round(frames * sample_rate / frame_rate(fps))
+
+
+def fit_audio(waveform: torch.Tensor, samples: int) -> torch.Tensor:
+    """(C, S) -> (C, samples): trim the tail or pad it with silence."""
+    if waveform.shape[-1] >= samples:
+        return waveform[..., :samples]
+    return torch.nn.functional.pad(waveform, (0, samples - waveform.shape[-1]))
+
+
+def _check_inputs(frames: torch.Tensor, waveform: torch.Tensor | None, sample_rate: int | None, fmt: str) -> None:
+    if fmt not in VIDEO_FORMATS:
+        raise ValueError(f"format={fmt!r}: expected one of {', '.join(VIDEO_FORMATS)}")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+        raise ValueError(f"frames shape {tuple(frames.shape)}: expected (F, H, W, 3) with F >= 1")
+    if not torch.isfinite(frames).all():
+        raise ValueError("frames contain NaN or infinite values; the generation diverged (try other settings)")
+    if waveform is None:
+        return
+    if waveform.ndim != 2 or not 1 <= waveform.shape[0] <= 2:
+        raise ValueError(f"audio waveform shape {tuple(waveform.shape)}: expected (C, S) with C = 1 or 2")
+    if sample_rate is None or sample_rate <= 0:
+        raise ValueError(f"sample_rate={sample_rate!r}: must be a positive integer when audio is given")
+    if not torch.isfinite(waveform).all():
+        raise ValueError("audio waveform contains NaN or infinite values")
+
+
+def _to_uint8_even(frames: torch.Tensor) -> np.ndarray:
+    """(F, H, W, 3) [0, 1] -> uint8, edge-padded to even H and W (4:2:0 / 4:2:2 chroma needs even sizes)."""
+    pixels = (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    pad_h, pad_w = pixels.shape[1] % 2, pixels.shape[2] % 2
+    if pad_h or pad_w:
+        pixels = np.pad(pixels, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return pixels
+
+
+def _encode_video(container: av.container.OutputContainer, spec: VideoFormat, pixels: np.ndarray,
+                  rate: Fraction, crf: int) -> None:
+    stream = container.add_stream(spec.video_codec, rate=rate)
+    stream.width, stream.height = pixels.shape[2], pixels.shape[1]
+    stream.pix_fmt = spec.pixel_format
+    stream.time_base = 1 / rate
+    options = dict(spec.video_options)
+    if spec.video_codec == "libx264":
+        options["crf"] = str(crf)
+    stream.options = options
+    for index, image in enumerate(pixels):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = index
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())
+
+
+def _audio_stream(container: av.container.OutputContainer, spec: VideoFormat, channels: int, sample_rate: int):
+    stream = container.add_stream(spec.audio_codec, rate=sample_rate)
+    stream.layout = "stereo" if channels == 2 else "mono"
+    stream.time_base = Fraction(1, sample_rate)
+    return stream
+
+
+def _encode_audio(container: av.container.OutputContainer, stream, spec: VideoFormat,
+                  waveform: torch.Tensor) -> None:
+    channels, total = waveform.shape
+    layout = "stereo" if channels == 2 else "mono"
+    samples = waveform.detach().float().clamp(-1, 1).cpu().numpy()  # planar (C, S)
+    packed = spec.audio_sample_format == "s16"
+    if packed:
+        samples = (samples * 32767).round().astype(np.int16).T.reshape(1, -1)  # interleaved (1, S * C)
+    step = AUDIO_CHUNK_SAMPLES
+    for start in range(0, total, step):
+        if packed:
+            chunk = samples[:, start * channels:(start + step) * channels]
+        else:
+            chunk = np.ascontiguousarray(samples[:, start:start + step])
+        frame = av.AudioFrame.from_ndarray(chunk, format=spec.audio_sample_format, layout=layout)
+        frame.sample_rate = stream.rate
+        frame.pts = start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())
+
+
+def write_video_file(path: str | os.PathLike[str], frames: torch.Tensor, fps: float,
+                     waveform: torch.Tensor | None = None, sample_rate: int | None = None,
+                     fmt: str = "mp4", crf: int = 19) -> Path:
+    """Encode ``frames`` (F, H, W, 3) and optional ``waveform`` (C, S) into ``path`` atomically.
+
+    The audio is fitted to exactly F / fps seconds. Raises ``ValueError`` for bad inputs before anything is
+    written; any encoding or disk error removes the temporary file and leaves ``path`` untouched.
+    """
+    _check_inputs(frames, waveform, sample_rate, fmt)
+    spec = VIDEO_FORMATS[fmt]
+    rate = frame_rate(fps)
+    target = Path(path)
+    if target.suffix.lower() != spec.suffix:
+        raise ValueError(f"path={str(target)!r}: a {fmt} file must end in {spec.suffix}")
+    pixels = _to_uint8_even(frames)
+    temp = target.with_name(f".{target.stem}.partial{spec.suffix}")
+    try:
+        with av.open(str(temp), mode="w", format=spec.container) as container:
+            audio_stream = None
+            if waveform is not None:
+                waveform = fit_audio(waveform, audio_samples_for(frames.shape[0], fps, sample_rate))
+                audio_stream = _audio_stream(container, spec, waveform.shape[0], sample_rate)
+            _encode_video(container, spec, pixels, rate, crf)
+            if audio_stream is not None:
+                _encode_audio(container, audio_stream, spec, waveform)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    logger.info("wrote %s (%d frames at %s fps%s)", target, frames.shape[0], rate,
+                f", audio {waveform.shape[-1]} samples at {sample_rate} Hz" if waveform is not None else "")
+    return target
