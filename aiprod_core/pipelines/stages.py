@@ -1,0 +1,268 @@
+"""The stages every pipeline is composed of (and ComfyUI exposes one node each): prompt contexts, conditioning,
+sampling, latent upsampling, video decode and audio decode.
+
+Each stage borrows the modules it needs from the `ModelHost` for its own duration only, runs without autograd
+and returns plain tensors / `AVLatents`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..conditioning import (
+    AttentionStrength,
+    ConditioningItem,
+    ImageAtLatentIndex,
+    Keyframe,
+    ReferenceVideo,
+    apply_conditionings,
+)
+from ..sampling import GaussianNoiser, Guidance, Prompt, StepReport, X0Denoiser, denoise
+from ..sampling.steps import DiffusionStep
+from ..upsampler import upsample_latent
+from ..video_vae import TilingConfig, tiled_decode
+from .latents import AVLatents, PromptContexts
+from .models import ModelHost
+from .pixels import reference_mask_to_latent, reference_video_pixels
+from .preprocess import DEFAULT_IMAGE_CRF, conditioning_image
+
+__all__ = [
+    "ImageCondition",
+    "ReferenceCondition",
+    "decode_audio",
+    "decode_video",
+    "image_conditionings",
+    "prompt_contexts",
+    "reference_conditionings",
+    "sample",
+    "seeded",
+    "upsample",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageCondition:
+    """An image (H, W, 3) or (1, H, W, 3) in [0, 1] (or uint8) at pixel frame ``frame_index`` (negative: from the end)
+    with conditioning ``strength``.
+
+    ``crf``: the H.264 round trip the reference applies to conditioning images (0 skips it).
+    """
+
+    image: torch.Tensor
+    frame_index: int = 0
+    strength: float = 1.0
+    crf: float = DEFAULT_IMAGE_CRF
+
+
+@dataclass(frozen=True)
+class ReferenceCondition:
+    """An IC-LoRA reference video (F, H, W, 3) in [0, 1] (or uint8).
+
+    attention_strength: how strongly its tokens and the generated ones attend each other (1 = fully).
+    attention_mask: optional (F, H, W) pixel mask in [0, 1] multiplied by ``attention_strength``.
+    """
+
+    video: torch.Tensor
+    strength: float = 1.0
+    attention_strength: float = 1.0
+    attention_mask: torch.Tensor | None = None
+
+
+def _dtype_of(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def seeded(seed_or_generator: int | torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """A generator on ``device`` seeded with an int seed; a generator (or None) is passed through."""
+    if seed_or_generator is None or isinstance(seed_or_generator, torch.Generator):
+        return seed_or_generator
+    return torch.Generator(device=device).manual_seed(int(seed_or_generator))
+
+
+HiddenStates = tuple[Sequence[torch.Tensor], torch.Tensor]  # Gemma's L x (1, S, D) hidden states, mask (1, S)
+
+
+@torch.no_grad()
+def prompt_contexts(
+    processor: nn.Module, positive: HiddenStates, negative: HiddenStates | None, host: ModelHost
+) -> PromptContexts:
+    """Gemma hidden states of each prompt -> the transformer's contexts (feature extractor + connectors).
+
+    Each prompt is processed on its own, as the reference does. The connectors' mask (all ones: registers fill the
+    padding) is not passed on, as in the reference pipelines.
+    """
+
+    def process(prompt: HiddenStates, model: nn.Module) -> Prompt:
+        hidden, mask = prompt
+        dtype = _dtype_of(model)
+        embeddings = model(tuple(h.to(host.device, dtype) for h in hidden), mask.to(host.device))
+        return Prompt(embeddings.video, embeddings.audio)
+
+    with host.use(processor) as model:
+        return PromptContexts(process(positive, model), None if negative is None else process(negative, model))
+
+
+@torch.no_grad()
+def image_conditionings(
+    encoder: nn.Module,
+    images: Sequence[ImageCondition],
+    latents: AVLatents,
+    host: ModelHost,
+    *,
+    keyframes_only: bool = False,
+) -> list[ConditioningItem]:
+    """Encode images at the latents' resolution: frame 0 replaces the first latent frame, others are keyframes.
+
+    ``keyframes_only``: every image (frame 0 included) becomes an appended keyframe (keyframe interpolation).
+    """
+    if not images:
+        return []
+    items: list[ConditioningItem] = []
+    with host.use(encoder) as vae:
+        dtype = _dtype_of(vae)
+        for condition in images:
+            pixels = conditioning_image(condition.image, latents.height, latents.width, condition.crf)
+            pixels = pixels.to(host.device, dtype)  # (1, 3, 1, H, W)
+            latent = vae(pixels)  # (1, 128, 1, H', W')
+            frame = condition.frame_index + (latents.frames if condition.frame_index < 0 else 0)
+            if frame == 0 and not keyframes_only:
+                items.append(ImageAtLatentIndex(latent, condition.strength, 0))
+            else:
+                items.append(Keyframe(latent, frame, condition.strength))
+    return items
+
+
+@torch.no_grad()
+def reference_conditionings(
+    encoder: nn.Module,
+    references: Sequence[ReferenceCondition],
+    latents: AVLatents,
+    host: ModelHost,
+    downscale_factor: int = 1,
+) -> list[ConditioningItem]:
+    """Encode IC-LoRA reference videos at 1 / ``downscale_factor`` of the latents' resolution (first frames)."""
+    height, width = latents.height // downscale_factor, latents.width // downscale_factor
+    items: list[ConditioningItem] = []
+    with host.use(encoder) as vae:
+        dtype = _dtype_of(vae)
+        for reference in references:
+            pixels = reference_video_pixels(reference.video[: latents.frames], height, width).to(host.device, dtype)
+            latent = vae(pixels)  # (1, 128, F', H' / d, W' / d)
+            item: ConditioningItem = ReferenceVideo(latent, downscale_factor, reference.strength)
+            strength: float | torch.Tensor | None = None
+            if reference.attention_mask is not None:
+                mask = reference_mask_to_latent(reference.attention_mask, latent.shape[2:])
+                strength = mask.to(latent.device, latent.dtype) * reference.attention_strength
+            elif reference.attention_strength < 1.0:
+                strength = reference.attention_strength
+            items.append(item if strength is None else AttentionStrength(item, strength))
+    return items
+
+
+@torch.no_grad()
+def sample(
+    transformer: nn.Module,
+    latents: AVLatents,
+    conditionings: Sequence[ConditioningItem],
+    sigmas: torch.Tensor,
+    guidance: Guidance,
+    generator: torch.Generator | int,
+    host: ModelHost,
+    *,
+    dtype: torch.dtype,
+    noise_scale: float = 1.0,
+    step: DiffusionStep | None = None,
+    callback: Callable[[StepReport], None] | None = None,
+) -> AVLatents:
+    """One sampling stage: condition and noise the latents (video draw, then audio), denoise along ``sigmas``.
+
+    ``latents`` are the starting point (zeros for a fresh clip, an upsampled stage-1 result for a refinement
+    with ``noise_scale`` = sigmas[0]); ``generator``: a seed, or a generator a pipeline keeps drawing from.
+    Returns the denoised latents without the appended conditioning tokens.
+    """
+    device = host.device
+    video_layout, audio_layout = latents.video_layout(), latents.audio_layout()
+    video = video_layout.initial_state(device, dtype, latents.video.to(device, dtype))
+    video = apply_conditionings(video, list(conditionings), video_layout)
+    audio = audio_layout.initial_state(device, dtype, latents.audio.to(device, dtype))
+    noiser = GaussianNoiser(seeded(generator, device))
+    video, audio = noiser(video, noise_scale), noiser(audio, noise_scale)
+    with host.use(transformer) as model:
+        video, audio = denoise(
+            X0Denoiser(model), sigmas.to(device), video, audio, guidance=guidance, step=step, callback=callback
+        )
+    if video is None or audio is None:
+        raise RuntimeError("denoise dropped a stream")
+    return AVLatents(
+        video=video_layout.unpatchify(video.latent),
+        audio=audio_layout.unpatchify(audio.latent),
+        frames=latents.frames,
+        fps=latents.fps,
+    )
+
+
+@torch.no_grad()
+def upsample(latents: AVLatents, upsampler: nn.Module, encoder: nn.Module, host: ModelHost) -> AVLatents:
+    """x2 spatial latent upsample of the video (normalised with the video VAE statistics); audio unchanged."""
+    stats = encoder.per_channel_statistics
+    mean, std = stats.get_buffer("mean-of-means"), stats.get_buffer("std-of-means")
+    with host.use(upsampler) as model:
+        video = latents.video.to(host.device, _dtype_of(model))
+        upsampled = upsample_latent(video, model, mean.to(host.device), std.to(host.device))
+    return latents.with_video(upsampled.to(latents.video.dtype))
+
+
+@torch.no_grad()
+def decode_video(
+    decoder: nn.Module,
+    latent: torch.Tensor,
+    host: ModelHost,
+    *,
+    generator: torch.Generator | int | None = None,
+    tiling: TilingConfig | None = None,
+) -> torch.Tensor:
+    """Video latent (B, 128, F', H', W') -> frames (B, F, H, W, 3) float32 in [0, 1].
+
+    ``generator`` drives the timestep-conditioned (LTX-2) decoder's noise; ``tiling`` bounds memory.
+    """
+    generator = seeded(generator, host.device)
+    with host.use(decoder) as vae:
+        latent = latent.to(host.device, _dtype_of(vae))
+        video = vae(latent, generator=generator) if tiling is None else tiled_decode(vae, latent, tiling,
+                                                                                    generator=generator)
+    frames = ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # (B, 3, F, H, W)
+    return frames.permute(0, 2, 3, 4, 1).contiguous()
+
+
+@torch.no_grad()
+def decode_audio(
+    decoder: nn.Module,
+    vocoder: nn.Module,
+    latent: torch.Tensor,
+    host: ModelHost,
+    *,
+    duration: float | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Audio latent (B, 8, T, 16) -> (waveform (B, 2, S) float32, sample rate).
+
+    With ``duration`` (seconds) the waveform is cut, or padded with silence at its end, to exactly
+    round(duration x sample rate) samples.
+    """
+    with host.use(decoder) as audio_vae:
+        mel = audio_vae(latent.to(host.device, _dtype_of(audio_vae)))  # (B, 2, 4 T - 3, 64)
+    with host.use(vocoder) as model:
+        waveform = model(mel.to(_dtype_of(model))).float()  # (B, 2, S')
+    rate = int(vocoder.output_sampling_rate)
+    if duration is not None:
+        samples = round(duration * rate)
+        if waveform.shape[-1] < samples:
+            logger.debug("audio: padding %d samples of silence", samples - waveform.shape[-1])
+        waveform = torch.nn.functional.pad(waveform, (0, max(0, samples - waveform.shape[-1])))[..., :samples]
+    return waveform, rate
