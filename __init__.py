@@ -5,13 +5,96 @@ scanner can read them; node classes are V3 (``comfy_api.latest``) and carry V1 s
 """
 
 from .nodes.inspect_nodes import AIPRODCheckpointInspect
+from .nodes.latent_nodes import (
+    AIPRODEmptyLatent,
+    AIPRODImageCondition,
+    AIPRODLoadLatent,
+    AIPRODReferenceVideo,
+    AIPRODSaveLatent,
+)
+from .nodes.loader_nodes import (
+    AIPRODAudioVAELoader,
+    AIPRODCheckpointLoader,
+    AIPRODDiffusionModelLoader,
+    AIPRODICLoraLoader,
+    AIPRODLoraLoader,
+    AIPRODTextEncoderLoader,
+    AIPRODUpsamplerLoader,
+    AIPRODVideoVAELoader,
+)
+from .nodes.output_nodes import AIPRODAudioDecode, AIPRODSaveVideo, AIPRODVideoDecode
+from .nodes.pipeline_nodes import (
+    AIPRODDistilledPipeline,
+    AIPRODICLoraPipeline,
+    AIPRODKeyframePipeline,
+    AIPRODTextToVideoPipeline,
+    AIPRODTwoStagePipeline,
+)
+from .nodes.sampling_nodes import AIPRODGuider, AIPRODLatentUpsample, AIPRODSampler
+from .nodes.text_nodes import AIPRODEnhancePrompt, AIPRODLoadPrompt, AIPRODSavePrompt, AIPRODTextEncode
 
 NODE_CLASS_MAPPINGS = {
     "AIPRODCheckpointInspect": AIPRODCheckpointInspect,
+    "AIPRODCheckpointLoader": AIPRODCheckpointLoader,
+    "AIPRODDiffusionModelLoader": AIPRODDiffusionModelLoader,
+    "AIPRODVideoVAELoader": AIPRODVideoVAELoader,
+    "AIPRODAudioVAELoader": AIPRODAudioVAELoader,
+    "AIPRODUpsamplerLoader": AIPRODUpsamplerLoader,
+    "AIPRODTextEncoderLoader": AIPRODTextEncoderLoader,
+    "AIPRODLoraLoader": AIPRODLoraLoader,
+    "AIPRODICLoraLoader": AIPRODICLoraLoader,
+    "AIPRODTextEncode": AIPRODTextEncode,
+    "AIPRODSavePrompt": AIPRODSavePrompt,
+    "AIPRODLoadPrompt": AIPRODLoadPrompt,
+    "AIPRODEnhancePrompt": AIPRODEnhancePrompt,
+    "AIPRODEmptyLatent": AIPRODEmptyLatent,
+    "AIPRODImageCondition": AIPRODImageCondition,
+    "AIPRODReferenceVideo": AIPRODReferenceVideo,
+    "AIPRODSaveLatent": AIPRODSaveLatent,
+    "AIPRODLoadLatent": AIPRODLoadLatent,
+    "AIPRODGuider": AIPRODGuider,
+    "AIPRODSampler": AIPRODSampler,
+    "AIPRODLatentUpsample": AIPRODLatentUpsample,
+    "AIPRODVideoDecode": AIPRODVideoDecode,
+    "AIPRODAudioDecode": AIPRODAudioDecode,
+    "AIPRODSaveVideo": AIPRODSaveVideo,
+    "AIPRODTextToVideoPipeline": AIPRODTextToVideoPipeline,
+    "AIPRODTwoStagePipeline": AIPRODTwoStagePipeline,
+    "AIPRODDistilledPipeline": AIPRODDistilledPipeline,
+    "AIPRODICLoraPipeline": AIPRODICLoraPipeline,
+    "AIPRODKeyframePipeline": AIPRODKeyframePipeline,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "AIPRODCheckpointInspect": "AIPROD Checkpoint Inspect",
+    "AIPRODCheckpointLoader": "AIPROD Checkpoint Loader",
+    "AIPRODDiffusionModelLoader": "AIPROD Diffusion Model Loader",
+    "AIPRODVideoVAELoader": "AIPROD Video VAE Loader",
+    "AIPRODAudioVAELoader": "AIPROD Audio VAE Loader",
+    "AIPRODUpsamplerLoader": "AIPROD Latent Upsampler Loader",
+    "AIPRODTextEncoderLoader": "AIPROD Text Encoder Loader",
+    "AIPRODLoraLoader": "AIPROD LoRA Loader",
+    "AIPRODICLoraLoader": "AIPROD IC-LoRA Loader",
+    "AIPRODTextEncode": "AIPROD Text Encode",
+    "AIPRODSavePrompt": "AIPROD Save Prompt",
+    "AIPRODLoadPrompt": "AIPROD Load Prompt",
+    "AIPRODEnhancePrompt": "AIPROD Enhance Prompt",
+    "AIPRODEmptyLatent": "AIPROD Empty Audio+Video Latent",
+    "AIPRODImageCondition": "AIPROD Image / Keyframe Condition",
+    "AIPRODReferenceVideo": "AIPROD IC-LoRA Reference Video",
+    "AIPRODSaveLatent": "AIPROD Save Audio+Video Latent",
+    "AIPRODLoadLatent": "AIPROD Load Audio+Video Latent",
+    "AIPRODGuider": "AIPROD Guider",
+    "AIPRODSampler": "AIPROD Sampler",
+    "AIPRODLatentUpsample": "AIPROD Latent Upsample",
+    "AIPRODVideoDecode": "AIPROD Video Decode",
+    "AIPRODAudioDecode": "AIPROD Audio Decode",
+    "AIPRODSaveVideo": "AIPROD Save Video",
+    "AIPRODTextToVideoPipeline": "AIPROD Text/Image to Video (one stage)",
+    "AIPRODTwoStagePipeline": "AIPROD Two-Stage Pipeline",
+    "AIPRODDistilledPipeline": "AIPROD Distilled Pipeline",
+    "AIPRODICLoraPipeline": "AIPROD IC-LoRA Pipeline",
+    "AIPRODKeyframePipeline": "AIPROD Keyframe Interpolation Pipeline",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
