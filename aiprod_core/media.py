@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 AUDIO_CHUNK_SAMPLES = 1024  # AAC's frame size; PCM accepts any chunk
 NTSC_RATES = (24, 30, 60, 120)  # 24000/1001 ... for fps given as 23.976 etc.
+MIN_FPS, MAX_FPS = 1.0, 240.0  # as the generation's frame-rate rule (aiprod_core.pipelines.validation)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ def frame_rate(fps: float) -> Fraction:
     """Exact rational frame rate: 23.976 -> 24000/1001, 25.0 -> 25."""
     if not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"fps={fps!r}: must be a finite number > 0")
+    if not MIN_FPS <= fps <= MAX_FPS:  # the audio track is fitted to frames / fps seconds: bound what that asks for
+        raise ValueError(f"fps={fps!r}: must be between {MIN_FPS:g} and {MAX_FPS:g} frames per second")
     for nominal in NTSC_RATES:
         ntsc = Fraction(nominal * 1000, 1001)
         if abs(fps - float(ntsc)) < 1e-3:
@@ -140,6 +143,14 @@ def _encode_audio(container: av.container.OutputContainer, stream, spec: VideoFo
     container.mux(stream.encode())
 
 
+def _discard(temp: Path) -> None:
+    """Remove a temporary file; never mask the error being handled (e.g. on a folder that turned read-only)."""
+    try:
+        temp.unlink(missing_ok=True)
+    except OSError as exc:
+        logger.warning("could not remove the temporary file %s: %s", temp, exc)
+
+
 def write_video_file(path: str | os.PathLike[str], frames: torch.Tensor, fps: float,
                      waveform: torch.Tensor | None = None, sample_rate: int | None = None,
                      fmt: str = "mp4", crf: int = 19) -> Path:
@@ -152,6 +163,8 @@ def write_video_file(path: str | os.PathLike[str], frames: torch.Tensor, fps: fl
     spec = VIDEO_FORMATS[fmt]
     rate = frame_rate(fps)
     target = Path(path)
+    if "\x00" in str(target):  # C code (FFmpeg) would cut the name at the NUL and write another file
+        raise ValueError(f"path={str(target)!r}: a file name cannot contain a NUL byte")
     if target.suffix.lower() != spec.suffix:
         raise ValueError(f"path={str(target)!r}: a {fmt} file must end in {spec.suffix}")
     pixels = _to_uint8_even(frames)
@@ -166,8 +179,12 @@ def write_video_file(path: str | os.PathLike[str], frames: torch.Tensor, fps: fl
             if audio_stream is not None:
                 _encode_audio(container, audio_stream, spec, waveform)
         os.replace(temp, target)
+    except OSError as exc:  # disk full, read-only folder ...: say which file, and that nothing is left behind
+        _discard(temp)
+        raise OSError(exc.errno, f"cannot write {target}: {exc.strerror or exc}; nothing was saved (free disk "
+                      "space or pick a writable output folder)") from exc
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _discard(temp)
         raise
     logger.info("wrote %s (%d frames at %s fps%s)", target, frames.shape[0], rate,
                 f", audio {waveform.shape[-1]} samples at {sample_rate} Hz" if waveform is not None else "")

@@ -181,6 +181,23 @@ def find_gemma_files(path: str | os.PathLike[str]) -> GemmaFiles:
     return _folder_files(where) if where.is_dir() else _single_file(where)
 
 
+def _clipping_tokenizer_class(base: type) -> type:
+    """``base`` (the core's prompt tokenizer) that also warns, naming the prompt's token count, when a prompt is
+    longer than ``max_length`` tokens and its tail is clipped (validation rule: a warning, not an error)."""
+
+    class ClippingPromptTokenizer(base):
+        def __call__(self, prompts):
+            if not isinstance(prompts, str):
+                for prompt in prompts:
+                    count = len(self.tokenizer(prompt.strip(), truncation=False, verbose=False).input_ids)
+                    if count > self.max_length:
+                        logger.warning("prompt: %d tokens; only the first %d reach the model (the tokenizer clips "
+                                       "the rest): %.60r...", count, self.max_length, prompt)
+            return super().__call__(prompts)
+
+    return ClippingPromptTokenizer
+
+
 def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
                device: torch.device | str = "cpu", max_length: int = 1024) -> LoadedGemma:
     """Load the Gemma-3 text backbone (strict, streamed) and its tokenizer from a folder or a single file."""
@@ -209,7 +226,7 @@ def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloa
     encoder.load_state_dict(state, strict=True, assign=True)
     encoder.to(device).requires_grad_(False).eval()
     try:
-        tokenizer = GemmaPromptTokenizer.from_folder(files.tokenizer_dir, max_length)
+        tokenizer = _clipping_tokenizer_class(GemmaPromptTokenizer).from_folder(files.tokenizer_dir, max_length)
     except (OSError, ValueError) as exc:
         raise TokenizerFileError(files.tokenizer_dir, f"holds a tokenizer that cannot be loaded ({exc}).",
                                  GEMMA_HINT) from exc

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["support.fixtures", "support.host_fixtures", "support.demo_fixtures", "support.e2e_fixtures"]
+pytest_plugins = ["support.fixtures", "support.host_fixtures", "support.demo_fixtures", "support.e2e_fixtures",
+                  "support.reliability_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,6 +35,7 @@ __all__ = [
     "ImageCondition",
     "ReferenceCondition",
     "decode_audio",
+    "decode_oom_message",
     "decode_video",
     "image_conditionings",
     "prompt_contexts",
@@ -233,12 +234,26 @@ def decode_video(
     ``generator`` drives the timestep-conditioned (LTX-2) decoder's noise; ``tiling`` bounds memory.
     """
     generator = seeded(generator, host.device)
-    with host.use(decoder) as vae:
-        latent = latent.to(host.device, _dtype_of(vae))
-        video = vae(latent, generator=generator) if tiling is None else tiled_decode(vae, latent, tiling,
-                                                                                    generator=generator)
+    try:
+        with host.use(decoder) as vae:
+            latent = latent.to(host.device, _dtype_of(vae))
+            video = vae(latent, generator=generator) if tiling is None else tiled_decode(vae, latent, tiling,
+                                                                                        generator=generator)
+    except torch.OutOfMemoryError as exc:  # same type, so hosts still free memory on it; the message says what to do
+        raise torch.OutOfMemoryError(decode_oom_message(exc, tiling)) from exc
     frames = ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # (B, 3, F, H, W)
     return frames.permute(0, 2, 3, 4, 1).contiguous()
+
+
+def decode_oom_message(exc: BaseException, tiling: TilingConfig | None) -> str:
+    """What to do when the video decoder runs out of memory: smaller tiles or a low-VRAM mode."""
+    spatial = tiling.spatial if tiling is not None else None
+    temporal = tiling.temporal if tiling is not None else None
+    now = (f"spatial_tile={spatial.tile_size_in_pixels if spatial else 0}, "
+           f"temporal_tile={temporal.tile_size_in_frames if temporal else 0}")
+    return (f"{exc}\nOut of memory while decoding the video ({now}; 0 = no tiling on that axis). Decode in smaller "
+            "tiles: spatial_tile 256 (or 128) pixels and temporal_tile 32 (or 16) frames, or run with low-VRAM "
+            "settings (ComfyUI: --lowvram, or --novram / --cpu-vae where memory is very short).")
 
 
 @torch.no_grad()

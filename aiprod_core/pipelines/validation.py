@@ -21,6 +21,8 @@ Rules and where they come from:
   we. Two images on one frame are rejected.
 - Prompts: any string, empty included (the reference encodes "" as BOS + padding; an empty negative prompt is
   common). Past the tokenizer's 1024 tokens the prompt is clipped by the tokenizer: a warning, not an error.
+- Frame rate: 1 .. 240 fps (finite). The audio latent covers frames / fps seconds, so a tiny positive rate would
+  ask for days of audio tokens; the node schemas' min / max are skipped by ComfyUI for validated inputs.
 - Seeds 0 .. 2**64 - 1 (ComfyUI's range; ``torch.Generator.manual_seed`` accepts it); guidance scales finite and
   >= 0, rescale and strengths in [0, 1]; CRF 0..51.
 """
@@ -38,8 +40,10 @@ from ..sampling.guidance import STG, Pass, SigmaBinnedGuider, StreamGuider
 from .preprocess import DEFAULT_IMAGE_CRF, MAX_CRF
 
 __all__ = [
+    "MAX_FRAME_RATE",
     "MAX_SIDE",
     "MAX_VIDEO_TOKENS",
+    "MIN_FRAME_RATE",
     "ImageCondition",
     "PipelineKind",
     "ReferenceVideoPlan",
@@ -69,6 +73,8 @@ MAX_SIDE = 8192
 MAX_VIDEO_TOKENS = 1 << 18  # 262,144 latent tokens: e.g. 3840x2176 at 241 frames, 1920x1088 at 961 frames
 MAX_STEPS = 1000
 MAX_SEED = 2**64 - 1
+MIN_FRAME_RATE = 1.0  # with the longest clip (8193 frames): ~2.3 h of audio, ~205k audio latent tokens at most
+MAX_FRAME_RATE = 240.0
 MAX_PROMPT_TOKENS = 1024  # the reference's tokenizer length (module_ops_from_gemma_root)
 
 
@@ -155,8 +161,15 @@ def check_budget(width: int, height: int, num_frames: int, max_tokens: int = MAX
 
 
 def check_frame_rate(frame_rate: float) -> None:
+    """frames per second in [`MIN_FRAME_RATE`, `MAX_FRAME_RATE`]: the audio latent covers frames / fps seconds, so a
+    tiny positive rate (1e-6) would ask for days of audio tokens and exhaust memory before sampling starts."""
     if not _is_real(frame_rate) or not math.isfinite(frame_rate) or frame_rate <= 0:
         raise ValueError(f"frame_rate={frame_rate!r}: must be a finite number > 0 (frames per second)")
+    if not MIN_FRAME_RATE <= frame_rate <= MAX_FRAME_RATE:
+        raise ValueError(
+            f"frame_rate={frame_rate!r}: must be between {MIN_FRAME_RATE:g} and {MAX_FRAME_RATE:g} frames per second "
+            "(the audio lasts frames / fps seconds; a lower rate would ask for hours of audio)"
+        )
 
 
 def check_steps(steps: int, name: str = "num_inference_steps") -> None:
