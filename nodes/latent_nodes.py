@@ -11,7 +11,14 @@ from comfy_api.latest import io, ui
 from ..aiprod_core.pipelines import AVLatents, ImageCondition, ReferenceCondition, empty_latents
 from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.pipelines.preprocess import DEFAULT_IMAGE_CRF, MAX_CRF
-from .files import read_tensors, resolve_saved_file, saved_file_options, saved_file_problem, write_tensors
+from .files import (
+    filename_prefix_problem,
+    read_tensors,
+    resolve_saved_file,
+    saved_file_options,
+    saved_file_problem,
+    write_tensors,
+)
 from .types import LatentBundle, LatentSocket
 
 __all__ = [
@@ -27,7 +34,6 @@ __all__ = [
 CATEGORY = "AIPROD/latents"
 LATENT_KIND = "av_latents"
 MAX_FRAMES = 8 * 1024 + 1
-MAX_FPS = 240.0
 
 
 # The core's parameter names -> the names of the nodes' inputs, so a message names what the user sets.
@@ -73,7 +79,7 @@ def size_inputs(width: int = 768, height: int = 512, frames: int = 121, fps: flo
                      tooltip="Height in pixels: a multiple of 32 (64 for two-stage pipelines)."),
         io.Int.Input("frames", default=frames, min=1, max=MAX_FRAMES, step=8,
                      tooltip="Frame count: 8k+1 (9, 17, ..., 97, 121)."),
-        io.Float.Input("fps", default=fps, min=0.01, max=MAX_FPS, step=0.01,
+        io.Float.Input("fps", default=fps, min=rules.MIN_FRAME_RATE, max=rules.MAX_FRAME_RATE, step=0.01,
                        tooltip="Frames per second (any positive number, e.g. 23.976); sets the audio length too."),
     ]
 
@@ -249,6 +255,10 @@ class AIPRODSaveLatent(io.ComfyNode):
                                       tooltip="The saved file as an 'AIPROD Load Latent' choice.")],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, filename_prefix: str) -> bool | str:
+        return filename_prefix_problem(filename_prefix) or True
 
     @classmethod
     def execute(cls, latent: LatentBundle, filename_prefix: str) -> io.NodeOutput:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import folder_paths
@@ -11,8 +10,10 @@ from comfy_api.latest import io, ui
 
 from ..aiprod_core.media import VIDEO_FORMATS, write_video_file
 from ..aiprod_core.pipelines import decode_audio, decode_video
+from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.video_vae import TilingConfig
 from ..aiprod_core.video_vae.tiling import SpatialTiling, TemporalTiling
+from .files import filename_prefix_problem
 from .latent_nodes import first_problem
 from .runtime import ComfyModelHost
 from .types import AudioVAE, AudioVAESocket, LatentBundle, LatentSocket, VideoVAE, VideoVAESocket
@@ -155,7 +156,7 @@ class AIPRODSaveVideo(io.ComfyNode):
             "output folder, atomically.",
             inputs=[
                 io.Image.Input("images", tooltip="Frames (F, H, W, 3)."),
-                io.Float.Input("fps", default=24.0, min=0.01, max=240.0, step=0.01,
+                io.Float.Input("fps", default=24.0, min=rules.MIN_FRAME_RATE, max=rules.MAX_FRAME_RATE, step=0.01,
                                tooltip="Frame rate (connect 'AIPROD Video Decode' fps)."),
                 io.String.Input("filename_prefix", default="aiprod/video",
                                 tooltip="File name prefix under the output folder."),
@@ -169,14 +170,16 @@ class AIPRODSaveVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, fps: float, format: str, crf: int) -> bool | str:
+    def validate_inputs(cls, fps: float, format: str, crf: int, filename_prefix: str) -> bool | str:
         if format is not None and format not in FORMATS:
             return f"format={format!r}: expected one of {list(FORMATS)!r}"
         if crf is not None and not 0 <= crf <= 51:
             return f"crf={crf!r}: must be in [0, 51]"
-        if fps is not None and not (math.isfinite(fps) and fps > 0):
-            return f"fps={fps!r}: must be a finite number > 0"
-        return True
+        if fps is not None:
+            problem = first_problem(lambda: rules.check_frame_rate(fps))
+            if problem:
+                return problem
+        return filename_prefix_problem(filename_prefix) or True
 
     @classmethod
     def execute(cls, images: torch.Tensor, fps: float, filename_prefix: str, format: str, crf: int,

@@ -8,7 +8,14 @@ from comfy_api.latest import io, ui
 from ..aiprod_core.pipelines import PromptContexts, prompt_contexts
 from ..aiprod_core.sampling import Prompt
 from ..aiprod_core.text_encoder.prompts import DEFAULT_NEGATIVE_PROMPT, causal_lm_from_encoder, enhance_prompt
-from .files import read_tensors, resolve_saved_file, saved_file_options, saved_file_problem, write_tensors
+from .files import (
+    filename_prefix_problem,
+    read_tensors,
+    resolve_saved_file,
+    saved_file_options,
+    saved_file_problem,
+    write_tensors,
+)
 from .runtime import ComfyModelHost, release
 from .types import ConditioningSocket, TextEncoder, TextEncoderSocket
 
@@ -121,6 +128,10 @@ class AIPRODSavePrompt(io.ComfyNode):
             outputs=[io.String.Output(display_name="file", tooltip="The saved file as a 'AIPROD Load Prompt' choice.")],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, filename_prefix: str) -> bool | str:
+        return filename_prefix_problem(filename_prefix) or True
 
     @classmethod
     def execute(cls, conditioning: PromptContexts, filename_prefix: str) -> io.NodeOutput:

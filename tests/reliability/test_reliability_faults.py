@@ -148,9 +148,6 @@ def test_output_disk_read_only_while_saving_latents(rel, rel_client):
     assert rel_client.run(_save_latent(next(_SEEDS)), timeout=120).ok
 
 
-@pytest.mark.xfail(strict=True, reason="node bug: nodes/files.py write_tensors writes the .safetensors file in place "
-                   "(safetensors save_file straight to the target): a full disk leaves a truncated file that the "
-                   "Load Latent / Load Prompt lists then offer; write to a temporary beside it and os.replace")
 def test_output_disk_full_while_saving_latents_leaves_no_partial_file(rel, rel_client):
     before = rel.output_files()
     with rel.fault("enospc_write"):
