@@ -15,7 +15,7 @@ from ..aiprod_core.video_vae import TilingConfig
 from ..aiprod_core.video_vae.tiling import SpatialTiling, TemporalTiling
 from .files import filename_prefix_problem
 from .latent_nodes import first_problem
-from .runtime import ComfyModelHost
+from .runtime import ComfyModelHost, DecodeProgress
 from .types import AudioVAE, AudioVAESocket, LatentBundle, LatentSocket, VideoVAE, VideoVAESocket
 
 __all__ = ["AIPRODAudioDecode", "AIPRODSaveVideo", "AIPRODVideoDecode", "save_video", "tiling_config"]
@@ -99,7 +99,8 @@ class AIPRODVideoDecode(io.ComfyNode):
         host = ComfyModelHost()
         tiling = tiling_config(spatial_tile, spatial_overlap, temporal_tile, temporal_overlap)
         generator = torch.Generator(device=host.device).manual_seed(seed)
-        frames = decode_video(video_vae.decoder.get(), latent.latents.video, host, generator=generator, tiling=tiling)
+        frames = decode_video(video_vae.decoder.get(), latent.latents.video, host, generator=generator, tiling=tiling,
+                              on_chunk=DecodeProgress())
         return io.NodeOutput(frames[0].cpu(), latent.latents.fps)
 
 

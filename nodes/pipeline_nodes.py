@@ -27,7 +27,7 @@ from ..aiprod_core.pipelines.preprocess import DEFAULT_IMAGE_CRF
 from ..aiprod_core.pipelines.validation import PipelineKind
 from .latent_nodes import check_size, first_problem, reference_frames, size_inputs
 from .output_nodes import check_tiling, tiling_config, tiling_inputs
-from .runtime import ComfyModelHost, StepProgress
+from .runtime import ComfyModelHost, DecodeProgress, StepProgress
 from .types import (
     AudioVAE,
     AudioVAESocket,
@@ -117,7 +117,8 @@ def _request(values: dict[str, Any], images: tuple[ImageCondition, ...], total_s
     tiling = tiling_config(values["spatial_tile"], values["spatial_overlap"], values["temporal_tile"],
                            values["temporal_overlap"])
     return GenerationRequest(values["width"], values["height"], values["frames"], values["fps"], values["seed"],
-                             images=images, tiling=tiling, callback=StepProgress(total_steps))
+                             images=images, tiling=tiling, callback=StepProgress(total_steps),
+                             decode_callback=DecodeProgress())
 
 
 def _models(values: dict[str, Any], refiner: TransformerHandle | None = None) -> PipelineModels:

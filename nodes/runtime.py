@@ -108,6 +108,19 @@ class StepProgress:
         self.bar.update_absolute(self.done, self.total, ("JPEG", image, PREVIEW_MAX_SIZE) if image else None)
 
 
+class DecodeProgress:
+    """The tiled decode's per-chunk callback: ComfyUI progress bar over frames and the interrupt check."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        if self.bar is None:
+            self.bar = comfy.utils.ProgressBar(total)
+        self.bar.update_absolute(done, total)
+
+
 def latent_preview(report: StepReport) -> Any:
     """A PIL image of the first latent frame of this step's x0 video: three latent channels, min-max scaled."""
     state, x0 = report.video, report.x0_video

@@ -67,6 +67,7 @@ class GenerationRequest:
     images: tuple[ImageCondition, ...] = ()
     tiling: TilingConfig | None = None
     callback: Callable[[StepReport], None] | None = field(default=None, compare=False)
+    decode_callback: Callable[[int, int], None] | None = field(default=None, compare=False)  # (done, total) frames
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ def _refine(run: _Run, stage_1: AVLatents, transformer: torch.nn.Module, keyfram
 def _finish(run: _Run, latents: AVLatents) -> GenerationResult:
     """Decode video (with the run's generator, after every sampling draw) and audio of exactly the clip's length."""
     m, r = run.models, run.request
-    frames = decode_video(m.video_decoder, latents.video, run.host, generator=run.generator, tiling=r.tiling)
+    frames = decode_video(m.video_decoder, latents.video, run.host, generator=run.generator, tiling=r.tiling,
+                          on_chunk=r.decode_callback)
     waveform, rate = decode_audio(m.audio_decoder, m.vocoder, latents.audio, run.host, duration=latents.duration)
     return GenerationResult(frames[0], waveform[0], rate, latents.fps, latents)
 

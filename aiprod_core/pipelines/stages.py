@@ -228,17 +228,21 @@ def decode_video(
     *,
     generator: torch.Generator | int | None = None,
     tiling: TilingConfig | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Video latent (B, 128, F', H', W') -> frames (B, F, H, W, 3) float32 in [0, 1].
 
-    ``generator`` drives the timestep-conditioned (LTX-2) decoder's noise; ``tiling`` bounds memory.
+    ``generator`` drives the timestep-conditioned (LTX-2) decoder's noise; ``tiling`` bounds memory;
+    ``on_chunk(frames_done, frames_total)`` runs between tiled chunks (progress / interrupt checks).
     """
     generator = seeded(generator, host.device)
     try:
         with host.use(decoder) as vae:
             latent = latent.to(host.device, _dtype_of(vae))
-            video = vae(latent, generator=generator) if tiling is None else tiled_decode(vae, latent, tiling,
-                                                                                        generator=generator)
+            if tiling is None:
+                video = vae(latent, generator=generator)
+            else:
+                video = tiled_decode(vae, latent, tiling, generator=generator, on_chunk=on_chunk)
     except torch.OutOfMemoryError as exc:  # same type, so hosts still free memory on it; the message says what to do
         raise torch.OutOfMemoryError(decode_oom_message(exc, tiling)) from exc
     frames = ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0)  # (B, 3, F, H, W)

@@ -10,7 +10,7 @@ decoded and the previous one, whose overlap is still being blended), whatever th
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -325,11 +325,13 @@ def tiled_decode(
     timestep: torch.Tensor | float | None = None,
     generator: torch.Generator | None = None,
     out: torch.Tensor | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """Decode latent (B, C, F', H', W') into video (B, 3, F, H, W), writing chunks into ``out`` as they finish.
 
     ``out`` (preallocated by the caller, any device/dtype) is allocated here when not given; the working
-    memory besides it does not grow with the clip length.
+    memory besides it does not grow with the clip length. ``on_chunk(frames_done, frames_total)`` runs after
+    each finished chunk (progress, and a host's interrupt check: raising there stops the decode).
     """
     scales = decoder.scale_factors
     b, _, frames, height, width = latent.shape
@@ -346,4 +348,6 @@ def tiled_decode(
         raise ValueError(f"out.shape={tuple(out.shape)!r}, expected {shape!r}")
     for start, chunk in iter_tiled_decode(decoder, latent, tiling, timestep, generator):
         out[:, :, start : start + chunk.shape[2]] = chunk
+        if on_chunk is not None:
+            on_chunk(start + chunk.shape[2], shape[2])
     return out
