@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 ENV_STAMP := .venv/.aiprod-stamp
 
-.PHONY: env lint test demo clean
+.PHONY: env lint test demo bench clean
 
 env:
 	@bash scripts/env.sh >/dev/null
@@ -18,6 +18,9 @@ test: env
 
 demo: env
 	$(PY) scripts/demo.py
+
+bench: env
+	$(PY) bench/run.py
 
 clean:
 	rm -rf .cache/tiny-models out .pytest_cache .ruff_cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .rope import RotaryTables, apply_rotary
+from .rope import HeadRotation, RotaryTables, apply_rotary, rotate_heads
 
 __all__ = ["Attention", "FeedForward"]
 
@@ -50,11 +50,12 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         *,
         mask: torch.Tensor | None = None,
-        rope: RotaryTables | None = None,
-        key_rope: RotaryTables | None = None,
+        rope: RotaryTables | HeadRotation | None = None,
+        key_rope: RotaryTables | HeadRotation | None = None,
         value_only: bool = False,
     ) -> torch.Tensor:
-        """``mask``: additive bias broadcastable to (B, H, T, S); ``key_rope`` defaults to ``rope``."""
+        """``mask``: additive bias broadcastable to (B, H, T, S); ``key_rope`` defaults to ``rope`` (both given as
+        layout tables, or both as ``HeadRotation``, the split layout prepared once per forward pass)."""
         context = x if context is None else context
         values = self.to_v(context)  # (B, S, inner)
         out = values if value_only else self._attend(x, context, values, mask, rope, key_rope)
@@ -70,18 +71,24 @@ class Attention(nn.Module):
         context: torch.Tensor,
         values: torch.Tensor,
         mask: torch.Tensor | None,
-        rope: RotaryTables | None,
-        key_rope: RotaryTables | None,
+        rope: RotaryTables | HeadRotation | None,
+        key_rope: RotaryTables | HeadRotation | None,
     ) -> torch.Tensor:
         queries = self.q_norm(self.to_q(x))  # (B, T, inner)
         keys = self.k_norm(self.to_k(context))  # (B, S, inner)
-        if rope is not None:
-            queries = apply_rotary(queries, rope, self.rope_type)
-            keys = apply_rotary(keys, rope if key_rope is None else key_rope, self.rope_type)
+        key_rope = rope if key_rope is None else key_rope
         batch = x.shape[0]
-        q, k, v = (t.view(batch, -1, self.heads, self.head_dim).transpose(1, 2) for t in (queries, keys, values))
+        if rope is not None and not isinstance(rope, HeadRotation):
+            queries = apply_rotary(queries, rope, self.rope_type)
+            keys = apply_rotary(keys, key_rope, self.rope_type)
+        q, k, v = (self._heads(t, batch) for t in (queries, keys, values))  # (B, H, T|S, head_dim) views
+        if isinstance(rope, HeadRotation):
+            q, k = rotate_heads(q, rope), rotate_heads(k, key_rope)
         out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, head_dim)
         return out.transpose(1, 2).reshape(batch, -1, self.heads * self.head_dim)
+
+    def _heads(self, t: torch.Tensor, batch: int) -> torch.Tensor:
+        return t.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
 
 
 class _GeluProjection(nn.Module):

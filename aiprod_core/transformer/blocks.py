@@ -11,7 +11,7 @@ from torch import nn
 
 from .attention import Attention, FeedForward
 from .perturbations import Perturbations, Skip
-from .rope import RotaryTables
+from .rope import HeadRotation, RotaryTables
 
 __all__ = ["AVTransformerBlock", "StreamArgs", "StreamDims"]
 
@@ -43,12 +43,12 @@ class StreamArgs:
     timestep: torch.Tensor
     embedded_timestep: torch.Tensor
     context: torch.Tensor
-    rope: RotaryTables
+    rope: RotaryTables | HeadRotation
     enabled: bool = True
     context_mask: torch.Tensor | None = None
     self_mask: torch.Tensor | None = None
     prompt_timestep: torch.Tensor | None = None
-    cross_rope: RotaryTables | None = None
+    cross_rope: RotaryTables | HeadRotation | None = None
     cross_scale_shift: torch.Tensor | None = None
     cross_gate: torch.Tensor | None = None
 
@@ -67,6 +67,11 @@ def _modulation(table: torch.Tensor, timestep: torch.Tensor, rows: slice) -> tup
     batch, tokens = timestep.shape[:2]
     learned = table[rows].to(device=timestep.device, dtype=timestep.dtype)[None, None]
     return (learned + timestep.reshape(batch, tokens, table.shape[0], -1)[:, :, rows]).unbind(dim=2)
+
+
+def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x * (1 + scale) + shift in one pass over x (B, T, D); shift / scale (B, T' , D) broadcast."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 def _index(flags: tuple[bool, ...], value: bool, device: torch.device) -> torch.Tensor:
@@ -167,24 +172,25 @@ class AVTransformerBlock(nn.Module):
     ) -> torch.Tensor:
         """Modulated self-attention (per-sample STG skip) then text cross-attention; x (B, T, D)."""
         shift, scale, gate = _modulation(modules.table, args.timestep, SELF_ATTENTION_ROWS)
-        hidden = self._norm(x) * (1 + scale) + shift
+        hidden = _modulate(self._norm(x), shift, scale)
         skip = perturbations.flags(modules.skip_self_attention, self.index)
-        x = x + _self_attention(modules.self_attention, hidden, args, skip) * gate
-        return x + self._text_attention(x, args, modules)
+        x = torch.addcmul(x, _self_attention(modules.self_attention, hidden, args, skip), gate)
+        return self._text_attention(x, args, modules)
 
     def _text_attention(self, x: torch.Tensor, args: StreamArgs, modules: _StreamModules) -> torch.Tensor:
+        """x (B, T, D) plus its (gated) text cross-attention."""
         if modules.prompt_table is None:
-            return modules.text_attention(self._norm(x), args.context, mask=args.context_mask)
+            return x + modules.text_attention(self._norm(x), args.context, mask=args.context_mask)
         # LTX-2.3: the query is AdaLN-modulated and gated, the context modulated by the prompt (sigma) AdaLN.
         shift_q, scale_q, gate = _modulation(modules.table, args.timestep, TEXT_ATTENTION_ROWS)
         shift_kv, scale_kv = _modulation(modules.prompt_table, args.prompt_timestep, slice(None))
-        queries = self._norm(x) * (1 + scale_q) + shift_q
-        context = args.context * (1 + scale_kv) + shift_kv
-        return modules.text_attention(queries, context, mask=args.context_mask) * gate
+        queries = _modulate(self._norm(x), shift_q, scale_q)
+        context = _modulate(args.context, shift_kv, scale_kv)
+        return torch.addcmul(x, modules.text_attention(queries, context, mask=args.context_mask), gate)
 
     def _feed_forward(self, x: torch.Tensor, args: StreamArgs, modules: _StreamModules) -> torch.Tensor:
         shift, scale, gate = _modulation(modules.table, args.timestep, FEED_FORWARD_ROWS)
-        return x + modules.feed_forward(self._norm(x) * (1 + scale) + shift) * gate
+        return torch.addcmul(x, modules.feed_forward(_modulate(self._norm(x), shift, scale)), gate)
 
     def _cross_modal(
         self,
@@ -207,8 +213,8 @@ class AVTransformerBlock(nn.Module):
             new_video_x = _gated_cross_attention(
                 self.audio_to_video_attn,
                 video_x,
-                queries=video_norm * (1 + scale_v) + shift_v,
-                context=audio_norm * (1 + scale_a) + shift_a,
+                queries=_modulate(video_norm, shift_v, scale_v),
+                context=_modulate(audio_norm, shift_a, scale_a),
                 gate=gate,
                 ropes=(video.cross_rope, audio.cross_rope),
                 skip=perturbations.flags(Skip.AUDIO_TO_VIDEO, self.index),
@@ -219,8 +225,8 @@ class AVTransformerBlock(nn.Module):
             audio_x = _gated_cross_attention(
                 self.video_to_audio_attn,
                 audio_x,
-                queries=audio_norm * (1 + scale_a) + shift_a,
-                context=video_norm * (1 + scale_v) + shift_v,
+                queries=_modulate(audio_norm, shift_a, scale_a),
+                context=_modulate(video_norm, shift_v, scale_v),
                 gate=gate,
                 ropes=(audio.cross_rope, video.cross_rope),
                 skip=perturbations.flags(Skip.VIDEO_TO_AUDIO, self.index),
@@ -256,7 +262,7 @@ def _gated_cross_attention(
     queries: torch.Tensor,
     context: torch.Tensor,
     gate: torch.Tensor,
-    ropes: tuple[RotaryTables, RotaryTables],
+    ropes: tuple[RotaryTables | HeadRotation, RotaryTables | HeadRotation],
     skip: tuple[bool, ...],
 ) -> torch.Tensor:
     """x + attention(queries, context) * gate for the samples not flagged in ``skip`` (modality isolation).
@@ -267,7 +273,7 @@ def _gated_cross_attention(
         return x
     rope, key_rope = ropes
     if not any(skip):
-        return x + attention(queries, context, rope=rope, key_rope=key_rope) * gate
+        return torch.addcmul(x, attention(queries, context, rope=rope, key_rope=key_rope), gate)
     keep = _index(skip, False, x.device)
     delta = attention(queries[keep], context[keep], rope=rope.rows(keep), key_rope=key_rope.rows(keep)) * gate[keep]
     return x.index_add(0, keep, delta)

@@ -13,12 +13,14 @@ from .config import TransformerConfig
 from .embeddings import AdaLNSingle, CaptionProjection
 from .inputs import ModalityInput, TransformerOutput
 from .perturbations import Perturbations
-from .rope import rotary_tables
+from .rope import HeadRotation, RotaryTables, head_rotation, rotary_tables
+from .sharing import SharingPlan, run_blocks
 
 __all__ = ["AVTransformer"]
 
 
 VIDEO, AUDIO = "", "audio_"  # state-dict prefixes of the two streams' modules
+Rotation = RotaryTables | HeadRotation
 
 
 def _context_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -58,6 +60,8 @@ class AVTransformer(nn.Module):
     ):
         super().__init__()
         self.config = config
+        # Last rotary tables per stream / kind: (positions, dtype, rotation). Not state: never saved or loaded.
+        self._rope_cache: dict[str, tuple[torch.Tensor, torch.dtype, Rotation]] = {}
         factory = {"dtype": dtype, "device": device}
         video = StreamDims(config.inner_dim, config.num_attention_heads, config.attention_head_dim)
         audio = StreamDims(config.audio_inner_dim, config.audio_num_attention_heads, config.audio_attention_head_dim)
@@ -108,7 +112,12 @@ class AVTransformer(nn.Module):
             raise ValueError(f"perturbations for {len(perturbations.samples)} samples, expected batch size {batch}")
         video_x, video_args = self._prepare(VIDEO, video, audio) if video is not None else (None, None)
         audio_x, audio_args = self._prepare(AUDIO, audio, video) if audio is not None else (None, None)
-        for block in self.transformer_blocks:
+        plan = SharingPlan.find((video, audio), perturbations, len(self.transformer_blocks)) if batch > 1 else None
+        if plan is not None:
+            video_x, audio_x = run_blocks(
+                self.transformer_blocks, (video_x, audio_x), (video_args, audio_args), perturbations, plan
+            )
+        for block in self.transformer_blocks if plan is None else ():
             video_x, audio_x = block(video_x, audio_x, video_args, audio_args, perturbations)
         return TransformerOutput(
             video=self._output(VIDEO, video_x, video_args) if video_args is not None else None,
@@ -127,9 +136,46 @@ class AVTransformer(nn.Module):
     def _embed(
         self, adaln: AdaLNSingle, timesteps: torch.Tensor, batch: int, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """timesteps (B * T',) -> (modulation (B, T', rows * D), embedding (B, T', D))."""
-        modulation, embedded = adaln(timesteps.reshape(-1), dtype)
+        """timesteps (B * T',) -> (modulation (B, T'', rows * D), embedding (B, T'', D)).
+
+        T'' is 1 when every token of a sample shares its timestep (the modulation then broadcasts over the
+        tokens); otherwise the AdaLN runs once per distinct timestep value and is gathered per token.
+        """
+        per_sample = timesteps.reshape(batch, -1)  # (B, T')
+        if per_sample.shape[1] > 1 and bool((per_sample == per_sample[:, :1]).all()):
+            per_sample = per_sample[:, :1]
+        flat = per_sample.reshape(-1)
+        values, inverse = torch.unique(flat, return_inverse=True)
+        if values.numel() < flat.numel():
+            modulation, embedded = adaln(values, dtype)
+            modulation, embedded = modulation[inverse], embedded[inverse]
+        else:
+            modulation, embedded = adaln(flat, dtype)
         return modulation.view(batch, -1, modulation.shape[-1]), embedded.view(batch, -1, embedded.shape[-1])
+
+    def _rotation(self, key: str, positions: torch.Tensor, dtype: torch.dtype, **table_args: Any) -> Rotation:
+        """Rotary tables of ``positions`` (B, n_dims, T, 2), computed once per distinct positions tensor.
+
+        Samples with equal positions share one table row (broadcast over the batch). The ``split`` layout is
+        prepared for the attention's head layout (``HeadRotation``). The last result per ``key`` is kept, so the
+        steps of a denoising loop (positions fixed) reuse it.
+        """
+        if positions.shape[0] > 1 and bool((positions == positions[:1]).all()):
+            positions = positions[:1]
+        cached = self._rope_cache.get(key)
+        if (
+            cached is not None
+            and cached[0].shape == positions.shape
+            and cached[0].device == positions.device
+            and cached[1] == dtype
+            and torch.is_inference(cached[0]) == torch.is_inference_mode_enabled()
+            and torch.equal(cached[0], positions)
+        ):
+            return cached[2]
+        tables = rotary_tables(positions, dtype=dtype, rope_type=self.config.rope_type, **table_args)
+        rotation: Rotation = head_rotation(tables) if self.config.rope_type == "split" else tables
+        self._rope_cache[key] = (positions.clone(), dtype, rotation)
+        return rotation
 
     def _prepare(
         self, prefix: str, stream: ModalityInput, other: ModalityInput | None
@@ -153,15 +199,15 @@ class AVTransformer(nn.Module):
             context = getattr(self, f"{prefix}caption_projection")(context)
         if context.ndim != 3 or context.shape[0] != batch or context.shape[-1] != dim:
             raise ValueError(f"{prefix}context shape {tuple(stream.context.shape)} does not give (B={batch}, S, {dim})")
-        rope = rotary_tables(
+        rope = self._rotation(
+            f"{prefix}self",
             stream.positions,
+            dtype,
             inner_dim=dim,
             heads=config.audio_num_attention_heads if is_audio else config.num_attention_heads,
             max_pos=config.audio_positional_embedding_max_pos if is_audio else config.positional_embedding_max_pos,
             theta=config.positional_embedding_theta,
-            rope_type=config.rope_type,
             double_precision=config.double_precision_rope,
-            dtype=dtype,
         )
         args = StreamArgs(
             timestep=timestep,
@@ -185,15 +231,15 @@ class AVTransformer(nn.Module):
         dtype, batch = stream.latent.dtype, stream.batch_size
         # Both directions attend at the audio width with the audio head count (the reference takes the query
         # stream's head count for the split-rope layout; the official models have equal counts).
-        cross_rope = rotary_tables(
+        cross_rope = self._rotation(
+            f"{prefix}cross",
             stream.positions[:, :1],
+            dtype,
             inner_dim=config.audio_cross_attention_dim,
             heads=config.audio_num_attention_heads,
             max_pos=(config.cross_modal_max_pos,),
             theta=config.positional_embedding_theta,
-            rope_type=config.rope_type,
             double_precision=config.double_precision_rope,
-            dtype=dtype,
         )
         scaled_sigma = other.sigma_per_sample() * config.timestep_scale_multiplier  # (B,)
         gate_factor = config.av_ca_timestep_scale_multiplier / config.timestep_scale_multiplier

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["RotaryTables", "apply_rotary", "rotary_tables"]
+__all__ = ["HeadRotation", "RotaryTables", "apply_rotary", "head_rotation", "rotary_tables", "rotate_heads"]
 
 
 class RotaryTables(NamedTuple):
@@ -21,7 +21,10 @@ class RotaryTables(NamedTuple):
     sin: torch.Tensor
 
     def rows(self, index: torch.Tensor) -> RotaryTables:
-        """The tables of the batch elements in ``index`` (the batch is the leading dimension in both layouts)."""
+        """The tables of the batch elements in ``index`` (the batch is the leading dimension in both layouts);
+        tables of batch 1 are shared by every element and returned as they are."""
+        if self.cos.shape[0] == 1:
+            return self
         return RotaryTables(self.cos[index], self.sin[index])
 
 
@@ -98,3 +101,33 @@ def apply_rotary(x: torch.Tensor, tables: RotaryTables, rope_type: str) -> torch
         dim=-1,
     )
     return out.transpose(1, 2).reshape(batch, tokens, -1)
+
+
+class HeadRotation(NamedTuple):
+    """The ``split`` rotation in the attention's head layout, shared by every block of a forward pass.
+
+    cos ``(B, H, T, head_dim)`` is cos repeated over both halves; sin ``(B, H, T, head_dim)`` is (-sin, sin), so
+    that rotating x (B, H, T, head_dim) is ``x * cos + swap_halves(x) * sin``: three passes over x instead of the
+    seven of the half-by-half formula, and no layout round trip before attention.
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    def rows(self, index: torch.Tensor) -> HeadRotation:
+        """The rotation of the batch elements in ``index`` (batch 1: shared, returned as it is)."""
+        if self.cos.shape[0] == 1:
+            return self
+        return HeadRotation(self.cos[index], self.sin[index])
+
+
+def head_rotation(tables: RotaryTables) -> HeadRotation:
+    """``split`` tables (B, H, T, head_dim // 2) -> the full-width head-layout rotation (B, H, T, head_dim)."""
+    return HeadRotation(torch.cat((tables.cos, tables.cos), dim=-1), torch.cat((-tables.sin, tables.sin), dim=-1))
+
+
+def rotate_heads(x: torch.Tensor, rotation: HeadRotation) -> torch.Tensor:
+    """Rotate x (B, H, T, head_dim) (any strides): first' = first cos - second sin, second' = second cos + first sin."""
+    first, second = x.chunk(2, dim=-1)
+    swapped = torch.cat((second, first), dim=-1)  # (B, H, T, head_dim), contiguous
+    return torch.addcmul(x * rotation.cos, swapped, rotation.sin)

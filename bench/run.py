@@ -1,0 +1,147 @@
+"""Run every benchmark case, ours and the reference interleaved, each measurement in a fresh subprocess.
+
+Writes ``bench/results.json``: per case ``{"ours_s", "ref_s", "ratio", "ours_peak_mb", "ref_peak_mb"}`` (medians
+over ``--repeats`` runs; ``ratio`` = ours_s / ref_s, or for ``vae_decode_memory_growth`` our peak at 4x the frames
+over our peak at 1x). See bench/README.md for the method and sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+PYTHON = sys.executable
+logger = logging.getLogger("bench")
+
+# (case, module, needs): ``needs`` are modules of other parts of the pack the case cannot run without.
+TIMED_CASES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("transformer_forward", ()),
+    ("vae_decode_tiled", ()),
+    ("checkpoint_load", ("loaders.component_loader", "loaders.components")),
+    ("pipeline_one_stage_guided", ("aiprod_core.pipelines",)),
+    ("pipeline_distilled", ("aiprod_core.pipelines",)),
+)
+GROWTH_CASE = "vae_decode_memory_growth"
+
+
+# Same environment for every worker: 2 threads, tqdm off, and one malloc arena: with glibc's per-thread arenas the
+# peak RSS of identical runs varies by ~100 MB (which thread allocated what, heap fragmentation); with one arena it
+# repeats within a few MB. (A fixed mmap threshold would make it exact but slows both sides ~40 % in page faults.)
+WORKER_ENV = {"OMP_NUM_THREADS": "2", "MALLOC_ARENA_MAX": "1", "TQDM_DISABLE": "1"}
+
+
+def _measure(case: str, side: str, variant: str = "") -> dict[str, float]:
+    command = [PYTHON, "-m", "bench.worker", case, side, variant]
+    env = {**os.environ, **WORKER_ENV}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[2:])} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _available(needs: tuple[str, ...]) -> str | None:
+    for name in needs:
+        if not (ROOT / (name.replace(".", "/") + ".py")).exists() and not (ROOT / name.replace(".", "/")).is_dir():
+            return f"{name} is not in the tree yet"
+    return None
+
+
+def _timed_case(case: str, repeats: int) -> dict[str, object]:
+    samples: dict[str, list[dict[str, float]]] = {"ours": [], "ref": []}
+    for index in range(repeats):
+        order = ("ours", "ref") if index % 2 == 0 else ("ref", "ours")  # interleaved, alternating first
+        for side in order:
+            samples[side].append(_measure(case, side))
+    ours_s = statistics.median(s["seconds"] for s in samples["ours"])
+    ref_s = statistics.median(s["seconds"] for s in samples["ref"])
+    return {
+        "ours_s": round(ours_s, 4),
+        "ref_s": round(ref_s, 4),
+        "ratio": round(ours_s / ref_s, 4),
+        "ours_peak_mb": round(statistics.median(s["peak_mb"] for s in samples["ours"]), 1),
+        "ref_peak_mb": round(statistics.median(s["peak_mb"] for s in samples["ref"]), 1),
+        "ours_runs_s": [round(s["seconds"], 4) for s in samples["ours"]],
+        "ref_runs_s": [round(s["seconds"], 4) for s in samples["ref"]],
+    }
+
+
+def _growth_case(repeats: int) -> dict[str, object]:
+    runs: dict[str, list[dict[str, float]]] = {"1x": [], "4x": []}
+    ref_runs: dict[str, list[dict[str, float]]] = {"1x": [], "4x": []}
+    for _ in range(repeats):
+        for variant in ("1x", "4x"):
+            runs[variant].append(_measure(GROWTH_CASE, "ours", variant))
+            ref_runs[variant].append(_measure(GROWTH_CASE, "ref", variant))
+
+    def peak(samples: list[dict[str, float]]) -> float:
+        return statistics.median(s["peak_mb"] for s in samples)
+
+    def net(samples: list[dict[str, float]]) -> float:
+        return statistics.median(s["peak_mb"] - s["start_mb"] for s in samples)
+
+    ours_1x, ours_4x = peak(runs["1x"]), peak(runs["4x"])
+    ref_1x, ref_4x = peak(ref_runs["1x"]), peak(ref_runs["4x"])
+    return {
+        "ours_s": round(statistics.median(s["seconds"] for s in runs["4x"]), 4),
+        "ref_s": round(statistics.median(s["seconds"] for s in ref_runs["4x"]), 4),
+        "ratio": round(ours_4x / ours_1x, 4),
+        "ours_peak_mb": round(ours_4x, 1),
+        "ref_peak_mb": round(ref_4x, 1),
+        "ours_peak_1x_mb": round(ours_1x, 1),
+        "ref_peak_1x_mb": round(ref_1x, 1),
+        "ref_ratio": round(ref_4x / ref_1x, 4),
+        "ours_decode_working_mb_1x_4x": [round(net(runs["1x"]), 1), round(net(runs["4x"]), 1)],
+        "ref_decode_working_mb_1x_4x": [round(net(ref_runs["1x"]), 1), round(net(ref_runs["4x"]), 1)],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", nargs="*", help="only these cases")
+    parser.add_argument("--out", default=str(BENCH / "results.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    results: dict[str, object] = {}
+    started = time.perf_counter()
+    wanted = [c for c, _ in TIMED_CASES] + [GROWTH_CASE]
+    order = [c for c in wanted if not args.cases or c in args.cases]
+    # The pipeline cases depend on the most code still in flux: they run last.
+    order.sort(key=lambda c: c.startswith("pipeline_"))
+    needs = dict(TIMED_CASES)
+    for case in order:
+        missing = _available(needs.get(case, ()))
+        if missing is not None:
+            logger.warning("%s: skipped (%s)", case, missing)
+            results[case] = {"skipped": missing}
+            continue
+        t0 = time.perf_counter()
+        try:
+            results[case] = _growth_case(args.repeats) if case == GROWTH_CASE else _timed_case(case, args.repeats)
+        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
+            logger.error("%s: failed: %s", case, error)
+            results[case] = {"error": str(error)[-2000:]}
+        logger.info("%s: %s (%.0f s)", case, json.dumps(results[case]), time.perf_counter() - t0)
+    results["_meta"] = {
+        "repeats": args.repeats,
+        "threads": 2,
+        "total_s": round(time.perf_counter() - started, 1),
+        "peak_method": "VmHWM of the worker process over the timed call (reset via /proc/self/clear_refs)",
+        "worker_env": WORKER_ENV,
+    }
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    logger.info("wrote %s", args.out)
+    return 0 if all("error" not in v for v in results.values() if isinstance(v, dict)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
