@@ -225,7 +225,9 @@ def stream_tensors(
 
     One tensor at a time from the memory map, re-opened per `MAPPED_WINDOW_BYTES`; fp8 tensors bound for a wider
     dtype are de-quantised (times ``scales[module key]`` when given); ``transform`` sees each tensor before the
-    final cast. Every returned tensor owns its memory.
+    final cast. A tensor that needs no conversion stays a view of the file's private (copy-on-write) mapping,
+    as ComfyUI's own loader keeps them: no copy and no second resident set; pages are read on first use, and
+    in-place writes (LoRA fusion) copy the touched pages, never the file. Converted tensors own their memory.
     """
     items = sorted(keys.items(), key=lambda kv: kv[1])
     scales = scales or {}
@@ -240,10 +242,7 @@ def stream_tensors(
                     value = dequantise(value, scales.get(module_key), target)
                 if transform is not None:
                     value = transform(file_key, value, target)
-                value = value.to(device=device, dtype=target)
-                if value.data_ptr() == stored.data_ptr() and value.numel():
-                    value = value.clone()  # own the memory: the mapping is closed after this window
-                state[module_key] = value
+                state[module_key] = value.to(device=device, dtype=target)
                 del stored, value
     return state
 
