@@ -122,7 +122,7 @@ class _HungryDecoder(nn.Module):
     (TilingConfig(SpatialTiling(512, 64), TemporalTiling(64, 24)), "spatial_tile=512, temporal_tile=64"),
 ])
 def test_decode_out_of_memory_says_how_to_fit(tiling, now, monkeypatch):
-    def hungry_tiles(decoder, latent, tiling, generator=None):
+    def hungry_tiles(decoder, latent, tiling, generator=None, on_chunk=None):
         return decoder(latent, generator=generator)
 
     monkeypatch.setattr(stages, "tiled_decode", hungry_tiles)
