@@ -63,8 +63,9 @@ def filename_prefix_problem(prefix: str | None) -> str | None:
     return None
 
 
-def write_tensors(tensors: dict[str, torch.Tensor], prefix: str, kind: str) -> tuple[str, str, str]:
-    """Save ``tensors`` as ``<prefix>_NNNNN_.safetensors`` in the output folder; (path, file name, subfolder).
+def write_tensors(tensors: dict[str, torch.Tensor], prefix: str, kind: str) -> str:
+    """Save ``tensors`` as ``<prefix>_NNNNN_.safetensors`` in the output folder; return the file as the
+    ``output/<subfolder>/<name>`` choice the Load nodes list.
 
     Atomic: written to a hidden ``.partial`` file beside the target and renamed over it when complete, so a
     full disk never leaves a truncated file that Load Latent / Load Prompt would list.
@@ -86,7 +87,7 @@ def write_tensors(tensors: dict[str, torch.Tensor], prefix: str, kind: str) -> t
         with contextlib.suppress(OSError):
             os.remove(partial)
         raise
-    return path, filename, subfolder
+    return "output/" + "/".join(p for p in (subfolder, filename) if p)
 
 
 def read_tensors(path: str, kind: str) -> dict[str, torch.Tensor]:

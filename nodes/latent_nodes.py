@@ -265,8 +265,7 @@ class AIPRODSaveLatent(io.ComfyNode):
         lat = latent.latents
         tensors = {"video": lat.video, "audio": lat.audio, "frames": torch.tensor(lat.frames),
                    "fps": torch.tensor(lat.fps, dtype=torch.float64)}
-        _, filename, subfolder = write_tensors(tensors, filename_prefix, LATENT_KIND)
-        choice = "output/" + "/".join(p for p in (subfolder, filename) if p)
+        choice = write_tensors(tensors, filename_prefix, LATENT_KIND)
         return io.NodeOutput(choice, ui=ui.PreviewText(choice))
 
 

@@ -135,8 +135,7 @@ class AIPRODSavePrompt(io.ComfyNode):
 
     @classmethod
     def execute(cls, conditioning: PromptContexts, filename_prefix: str) -> io.NodeOutput:
-        _, filename, subfolder = write_tensors(_tensors(conditioning), filename_prefix, PROMPT_KIND)
-        choice = "output/" + "/".join(p for p in (subfolder, filename) if p)
+        choice = write_tensors(_tensors(conditioning), filename_prefix, PROMPT_KIND)
         return io.NodeOutput(choice, ui=ui.PreviewText(choice))
 
 
