@@ -4,9 +4,10 @@ config (``config`` metadata) -> our module on the meta device -> every key and s
 header (nothing read yet) -> tensors streamed with ``safetensors.safe_open`` one at a time, each cast to the
 requested dtype (or fused with LoRA deltas) -> ``load_state_dict(strict=True, assign=True)``.
 
-Memory: the file is memory-mapped; each tensor is copied once into memory the module owns. The mapping is
-re-opened every `MAPPED_WINDOW_BYTES` so pages already copied leave the process, keeping the peak resident
-set at about the module's size plus one window.
+Memory: the file is memory-mapped. A tensor stored in the requested dtype stays a view of the (copy-on-write)
+mapping: no copy. A cast tensor is converted into memory the module owns; the mapping is re-opened every
+`MAPPED_WINDOW_BYTES` so source pages already converted leave the process, keeping the peak resident set at
+about the module's size plus one window.
 """
 
 from __future__ import annotations
