@@ -69,7 +69,7 @@ def swap_in_fp8_linears(module: nn.Module, layers: dict[str, dict[str, Any]]) ->
     skipped = []
     for path, spec in layers.items():
         linear = module.get_submodule(path)
-        if type(linear) is not nn.Linear:
+        if not isinstance(linear, nn.Linear):
             skipped.append(path)
             continue
         replacement = Fp8Linear(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..modules import Linear
 from .config import ConnectorConfig
 
 __all__ = ["EmbeddingsConnector"]
@@ -77,11 +78,11 @@ class ConnectorAttention(nn.Module):
         factory = {"dtype": dtype, "device": device}
         self.q_norm = nn.RMSNorm(dim, eps=NORM_EPS, **factory)
         self.k_norm = nn.RMSNorm(dim, eps=NORM_EPS, **factory)
-        self.to_q = nn.Linear(dim, dim, **factory)
-        self.to_k = nn.Linear(dim, dim, **factory)
-        self.to_v = nn.Linear(dim, dim, **factory)
-        self.to_gate_logits = nn.Linear(dim, config.num_heads, **factory) if config.gated_attention else None
-        self.to_out = nn.Sequential(nn.Linear(dim, dim, **factory), nn.Identity())
+        self.to_q = Linear(dim, dim, **factory)
+        self.to_k = Linear(dim, dim, **factory)
+        self.to_v = Linear(dim, dim, **factory)
+        self.to_gate_logits = Linear(dim, config.num_heads, **factory) if config.gated_attention else None
+        self.to_out = nn.Sequential(Linear(dim, dim, **factory), nn.Identity())
 
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None
@@ -106,7 +107,7 @@ class ConnectorAttention(nn.Module):
 class _GeluTanhProjection(nn.Module):
     def __init__(self, dim_in: int, dim_out: int, dtype: torch.dtype | None, device: torch.device | str | None):
         super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out, dtype=dtype, device=device)
+        self.proj = Linear(dim_in, dim_out, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.gelu(self.proj(x), approximate="tanh")
@@ -121,7 +122,7 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(
             _GeluTanhProjection(dim, hidden, dtype, device),
             nn.Identity(),
-            nn.Linear(hidden, dim, dtype=dtype, device=device),
+            Linear(hidden, dim, dtype=dtype, device=device),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..modules import Linear
 from .config import FeatureExtractorKind, TextEmbeddingsConfig
 
 __all__ = ["TextFeatureExtractor", "stack_hidden_states"]
@@ -74,10 +75,10 @@ class TextFeatureExtractor(nn.Module):
         if config.kind is FeatureExtractorKind.AGGREGATE:
             if config.caption_channels != gemma_hidden_size:
                 raise ValueError(f"caption_channels={config.caption_channels!r}, expected {gemma_hidden_size!r}")
-            self.aggregate_embed = nn.Linear(flat, gemma_hidden_size, bias=False, **factory)
+            self.aggregate_embed = Linear(flat, gemma_hidden_size, bias=False, **factory)
         else:
-            self.video_aggregate_embed = nn.Linear(flat, config.video_dim, bias=True, **factory)
-            self.audio_aggregate_embed = nn.Linear(flat, config.audio_dim, bias=True, **factory)
+            self.video_aggregate_embed = Linear(flat, config.video_dim, bias=True, **factory)
+            self.audio_aggregate_embed = Linear(flat, config.audio_dim, bias=True, **factory)
 
     def forward(
         self, hidden_states: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..modules import Linear
 from .rope import HeadRotation, RotaryTables, apply_rotary, rotate_heads
 
 __all__ = ["Attention", "FeedForward"]
@@ -38,11 +39,11 @@ class Attention(nn.Module):
         self.heads, self.head_dim, self.rope_type = heads, head_dim, rope_type
         self.q_norm = nn.RMSNorm(inner, eps=norm_eps, **factory)
         self.k_norm = nn.RMSNorm(inner, eps=norm_eps, **factory)
-        self.to_q = nn.Linear(query_dim, inner, **factory)
-        self.to_k = nn.Linear(context_dim, inner, **factory)
-        self.to_v = nn.Linear(context_dim, inner, **factory)
-        self.to_gate_logits = nn.Linear(query_dim, heads, **factory) if gated else None
-        self.to_out = nn.ModuleList([nn.Linear(inner, query_dim, **factory)])
+        self.to_q = Linear(query_dim, inner, **factory)
+        self.to_k = Linear(context_dim, inner, **factory)
+        self.to_v = Linear(context_dim, inner, **factory)
+        self.to_gate_logits = Linear(query_dim, heads, **factory) if gated else None
+        self.to_out = nn.ModuleList([Linear(inner, query_dim, **factory)])
 
     def forward(
         self,
@@ -96,7 +97,7 @@ class _GeluProjection(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int, *, dtype: torch.dtype | None, device: torch.device | str | None):
         super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out, dtype=dtype, device=device)
+        self.proj = Linear(dim_in, dim_out, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.gelu(self.proj(x), approximate="tanh")
@@ -113,7 +114,7 @@ class FeedForward(nn.Module):
         self.net = nn.Sequential(
             _GeluProjection(dim, dim * mult, dtype=dtype, device=device),
             nn.Identity(),
-            nn.Linear(dim * mult, dim, dtype=dtype, device=device),
+            Linear(dim * mult, dim, dtype=dtype, device=device),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

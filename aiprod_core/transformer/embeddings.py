@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ..modules import Linear
+
 __all__ = ["AdaLNSingle", "CaptionProjection", "sinusoidal_embedding"]
 
 SINUSOID_CHANNELS = 256
@@ -26,8 +28,8 @@ class _TimestepMLP(nn.Module):
 
     def __init__(self, dim: int, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None):
         super().__init__()
-        self.linear_1 = nn.Linear(SINUSOID_CHANNELS, dim, dtype=dtype, device=device)
-        self.linear_2 = nn.Linear(dim, dim, dtype=dtype, device=device)
+        self.linear_1 = Linear(SINUSOID_CHANNELS, dim, dtype=dtype, device=device)
+        self.linear_2 = Linear(dim, dim, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(nn.functional.silu(self.linear_1(x)))
@@ -55,7 +57,7 @@ class AdaLNSingle(nn.Module):
     ):
         super().__init__()
         self.emb = _TimestepEmbedding(dim, dtype=dtype, device=device)
-        self.linear = nn.Linear(dim, rows * dim, dtype=dtype, device=device)
+        self.linear = Linear(dim, rows * dim, dtype=dtype, device=device)
 
     def forward(self, timesteps: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         embedded = self.emb(timesteps, dtype)
@@ -74,8 +76,8 @@ class CaptionProjection(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
-        self.linear_1 = nn.Linear(caption_channels, dim, dtype=dtype, device=device)
-        self.linear_2 = nn.Linear(dim, dim, dtype=dtype, device=device)
+        self.linear_1 = Linear(caption_channels, dim, dtype=dtype, device=device)
+        self.linear_2 = Linear(dim, dim, dtype=dtype, device=device)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         return self.linear_2(nn.functional.gelu(self.linear_1(context), approximate="tanh"))

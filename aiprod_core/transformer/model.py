@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..modules import Linear
 from .blocks import AV_SCALE_SHIFT_ROWS, AVTransformerBlock, StreamArgs, StreamDims
 from .config import TransformerConfig
 from .embeddings import AdaLNSingle, CaptionProjection
@@ -89,7 +90,7 @@ class AVTransformer(nn.Module):
 
     def _add_stream(self, prefix: str, in_channels: int, out_channels: int, dim: int, factory: dict[str, Any]) -> None:
         config = self.config
-        setattr(self, f"{prefix}patchify_proj", nn.Linear(in_channels, dim, **factory))
+        setattr(self, f"{prefix}patchify_proj", Linear(in_channels, dim, **factory))
         if config.caption_projection_in_transformer:
             projection = CaptionProjection(config.caption_channels, dim, **factory)
             setattr(self, f"{prefix}caption_projection", projection)
@@ -97,7 +98,7 @@ class AVTransformer(nn.Module):
         if config.cross_attention_adaln:
             setattr(self, f"{prefix}prompt_adaln_single", AdaLNSingle(dim, 2, **factory))
         setattr(self, f"{prefix}scale_shift_table", nn.Parameter(torch.empty(2, dim, **factory)))
-        setattr(self, f"{prefix}proj_out", nn.Linear(dim, out_channels, **factory))
+        setattr(self, f"{prefix}proj_out", Linear(dim, out_channels, **factory))
 
     def forward(
         self,

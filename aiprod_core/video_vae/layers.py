@@ -9,6 +9,8 @@ import math
 import torch
 from torch import nn
 
+from ..modules import Linear
+
 __all__ = ["CausalConv3d", "PerChannelStatistics", "PixelNorm", "TimestepEmbedder", "patchify", "unpatchify"]
 
 PIXEL_NORM_EPS = 1e-8
@@ -168,8 +170,8 @@ class PerChannelStatistics(nn.Module):
 class _TimestepMLP(nn.Module):
     def __init__(self, width: int, dtype: torch.dtype | None, device: torch.device | str | None) -> None:
         super().__init__()
-        self.linear_1 = nn.Linear(TIMESTEP_FREQUENCY_CHANNELS, width, dtype=dtype, device=device)
-        self.linear_2 = nn.Linear(width, width, dtype=dtype, device=device)
+        self.linear_1 = Linear(TIMESTEP_FREQUENCY_CHANNELS, width, dtype=dtype, device=device)
+        self.linear_2 = Linear(width, width, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(nn.functional.silu(self.linear_1(x)))
