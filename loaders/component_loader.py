@@ -1,13 +1,12 @@
 """Strict loading of one component from a safetensors file into our module.
 
 config (``config`` metadata) -> our module on the meta device -> every key and shape checked against the file
-header (nothing read yet) -> tensors streamed with ``safetensors.safe_open`` one at a time, each cast to the
-requested dtype (or fused with LoRA deltas) -> ``load_state_dict(strict=True, assign=True)``.
+header (nothing read yet) -> tensors read in file order from one private memory mapping (`MappedFile`), each cast
+to the requested dtype (or fused with LoRA deltas) -> ``load_state_dict(strict=True, assign=True)``.
 
-Memory: the file is memory-mapped. A tensor stored in the requested dtype stays a view of the (copy-on-write)
-mapping: no copy. A cast tensor is converted into memory the module owns; the mapping is re-opened every
-`MAPPED_WINDOW_BYTES` so source pages already converted leave the process, keeping the peak resident set at
-about the module's size plus one window.
+Memory: a tensor stored in the requested dtype stays a view of the (copy-on-write) mapping: no copy. A cast
+tensor is converted into memory the module owns and its source pages are dropped at once, keeping the peak
+resident set at about the module's size plus one tensor.
 """
 
 from __future__ import annotations
@@ -15,11 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import safetensors
 import torch
 from torch import nn
 
@@ -28,10 +26,10 @@ from .detect import LORA_MARKERS, describe_file
 from .errors import CheckpointFormatError, StateDictMismatchError, WrongComponentError
 from .fp8 import FP8_DTYPES, SCALE_SUFFIXES, dequantise, swap_in_fp8_linears
 from .key_maps import KeyMap
+from .mapped_file import TORCH_DTYPES, MappedFile
 from .safetensors_header import SafetensorsHeader, TensorInfo, read_header
 
 __all__ = [
-    "MAPPED_WINDOW_BYTES",
     "LoadPlan",
     "LoadedComponent",
     "check_keys",
@@ -42,7 +40,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MAPPED_WINDOW_BYTES = 64 * 1024 * 1024
 SHOWN_KEYS = 8  # how many offending keys an error message lists
 FP8_NAMES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
 Fp8Mode = Literal["upcast", "keep"]
@@ -193,25 +190,11 @@ def check_keys(path: str, label: str, layout: KeyMap, keys: dict[str, str], tens
                                  mismatched=mismatched)
 
 
-def _windows(items: list[tuple[str, str]], tensors: dict[str, TensorInfo]) -> Iterable[list[tuple[str, str]]]:
-    window: list[tuple[str, str]] = []
-    size = 0
-    for item in items:
-        window.append(item)
-        size += tensors[item[1]].nbytes
-        if size >= MAPPED_WINDOW_BYTES:
-            yield window
-            window, size = [], 0
-    if window:
-        yield window
-
-
 def _read_scales(plan: LoadPlan, device: torch.device) -> dict[str, torch.Tensor]:
     if not plan.scales:
         return {}
-    with safetensors.safe_open(plan.path, framework="pt", device="cpu") as handle:
-        return {k: handle.get_tensor(f).to(device=device, dtype=torch.float32, copy=True)
-                for k, f in plan.scales.items()}
+    with MappedFile(plan.header) as mapped:
+        return {k: mapped.tensor(f).to(device=device, dtype=torch.float32, copy=True) for k, f in plan.scales.items()}
 
 
 def stream_tensors(
@@ -224,27 +207,32 @@ def stream_tensors(
 ) -> dict[str, torch.Tensor]:
     """Read ``keys`` (module key -> file key) of one file, each cast to ``targets[module key]`` on ``device``.
 
-    One tensor at a time from the memory map, re-opened per `MAPPED_WINDOW_BYTES`; fp8 tensors bound for a wider
-    dtype are de-quantised (times ``scales[module key]`` when given); ``transform`` sees each tensor before the
-    final cast. A tensor that needs no conversion stays a view of the file's private (copy-on-write) mapping,
-    as ComfyUI's own loader keeps them: no copy and no second resident set; pages are read on first use, and
-    in-place writes (LoRA fusion) copy the touched pages, never the file. Converted tensors own their memory.
+    One tensor at a time, in file order, from one private memory mapping (`MappedFile`); fp8 tensors bound for a
+    wider dtype are de-quantised (times ``scales[module key]`` when given); ``transform`` sees each tensor before
+    the final cast. A tensor that needs no conversion stays a view of the mapping, as ComfyUI's own loader keeps
+    them: no copy and no second resident set; pages are read on first use, and in-place writes (LoRA fusion) copy
+    the touched pages, never the file. A converted tensor owns its memory and its source pages are dropped right
+    away, so a cast load peaks at about the module's size plus one tensor.
     """
-    items = sorted(keys.items(), key=lambda kv: kv[1])
+    items = sorted(keys.items(), key=lambda kv: header.tensors[kv[1]].begin)
     scales = scales or {}
     state: dict[str, torch.Tensor] = {}
-    for window in _windows(items, header.tensors):
-        with safetensors.safe_open(header.path, framework="pt", device="cpu") as handle:
-            for module_key, file_key in window:
-                target = targets[module_key]
-                stored = handle.get_tensor(file_key)  # a view of the memory map
-                value = stored
-                if value.dtype in FP8_DTYPES and target not in FP8_DTYPES:
-                    value = dequantise(value, scales.get(module_key), target)
-                if transform is not None:
-                    value = transform(file_key, value, target)
-                state[module_key] = value.to(device=device, dtype=target)
-                del stored, value
+    with MappedFile(header) as mapped:
+        for module_key, file_key in items:
+            target = targets[module_key]
+            stored = mapped.tensor(file_key)  # a view of the mapping
+            value = stored
+            if value.dtype in FP8_DTYPES and target not in FP8_DTYPES:
+                value = dequantise(value, scales.get(module_key), target)
+            if transform is not None:
+                value = transform(file_key, value, target)
+            value = value.to(device=device, dtype=target)
+            shares_map = value.device.type == "cpu" and (
+                value.untyped_storage().data_ptr() == stored.untyped_storage().data_ptr())
+            state[module_key] = value
+            del stored, value
+            if not shares_map:
+                mapped.release(file_key)
     return state
 
 
@@ -294,7 +282,6 @@ def load_component(
     return LoadedComponent(module=module.eval(), layout=plan.layout.name, config=plan.config)
 
 
-_STORED = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, **FP8_NAMES}
 
 
 def _target_dtype(header: SafetensorsHeader, plan: LoadPlan, module_key: str, meta: torch.Tensor,
@@ -306,5 +293,5 @@ def _target_dtype(header: SafetensorsHeader, plan: LoadPlan, module_key: str, me
     file_key = plan.keys.get(module_key)
     if file_key is None:
         return meta.dtype
-    stored = _STORED.get(header.tensors[file_key].dtype, meta.dtype)
+    stored = TORCH_DTYPES.get(header.tensors[file_key].dtype, meta.dtype)
     return torch.bfloat16 if stored in FP8_DTYPES else stored  # an fp8 weight not kept in fp8 is computed in bf16

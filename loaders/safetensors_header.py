@@ -31,13 +31,15 @@ DTYPE_SIZES: dict[str, float] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorInfo:
-    """One tensor's entry in the header: dtype name (e.g. ``"BF16"``), shape and byte length."""
+    """One tensor's entry in the header: dtype name (e.g. ``"BF16"``), shape, byte length and where its bytes
+    begin in the data section (after the 8-byte length and the JSON header)."""
 
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
+    begin: int = 0
 
     @property
     def numel(self) -> int:
@@ -46,12 +48,13 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class SafetensorsHeader:
-    """The parsed header of one safetensors file."""
+    """The parsed header of one safetensors file (``header_bytes``: length of its JSON part)."""
 
     path: str
     file_size: int
     metadata: dict[str, str]
     tensors: dict[str, TensorInfo]
+    header_bytes: int = 0
 
 
 def _refuse_non_safetensors(path: str) -> None:
@@ -101,7 +104,16 @@ def _parse_entry(path: str, name: str, entry: object, data_size: int) -> TensorI
             path, f"is truncated: tensor {name!r} ends at byte {end} of a {data_size}-byte data section.",
             "The download is probably incomplete; download it again.",
         )
-    return TensorInfo(dtype=str(entry["dtype"]), shape=tuple(int(d) for d in entry["shape"]), nbytes=end - begin)
+    info = TensorInfo(dtype=str(entry["dtype"]), shape=tuple(int(d) for d in entry["shape"]), nbytes=end - begin,
+                      begin=begin)
+    size = DTYPE_SIZES.get(info.dtype)
+    if size is not None and (min(info.shape, default=0) < 0 or info.numel * size != info.nbytes):
+        raise CheckpointFormatError(
+            path, f"has an inconsistent header entry for tensor {name!r}: shape {list(info.shape)} of {info.dtype} "
+            f"needs {info.numel * size:g} bytes, its data offsets give {info.nbytes}.",
+            "The file is damaged or was written by a broken tool.",
+        )
+    return info
 
 
 def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
@@ -124,4 +136,5 @@ def read_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     metadata = {str(k): str(v) for k, v in raw_meta.items()} if isinstance(raw_meta, dict) else {}
     data_size = file_size - HEADER_LENGTH_BYTES - len(raw)
     tensors = {name: _parse_entry(path, name, entry, data_size) for name, entry in table.items()}
-    return SafetensorsHeader(path=path, file_size=file_size, metadata=metadata, tensors=tensors)
+    return SafetensorsHeader(path=path, file_size=file_size, metadata=metadata, tensors=tensors,
+                             header_bytes=len(raw))
