@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..modules import Conv3d
+
 __all__ = ["LatentUpsampler", "LatentUpsamplerConfig", "upsample_latent"]
 
 GROUP_NORM_GROUPS = 32
@@ -157,7 +159,7 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, dims: int, dtype: torch.dtype | None, device: torch.device | str | None):
         super().__init__()
-        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        conv = nn.Conv2d if dims == 2 else Conv3d
         factory = {"dtype": dtype, "device": device}
         self.conv1 = conv(channels, channels, 3, padding=1, **factory)
         self.norm1 = nn.GroupNorm(GROUP_NORM_GROUPS, channels, **factory)
@@ -199,7 +201,7 @@ class LatentUpsampler(nn.Module):
         self.config = config
         factory = {"dtype": dtype, "device": device}
         mid = config.mid_channels
-        conv = nn.Conv2d if config.dims == 2 else nn.Conv3d
+        conv = nn.Conv2d if config.dims == 2 else Conv3d
         self.initial_conv = conv(config.in_channels, mid, 3, padding=1, **factory)
         self.initial_norm = nn.GroupNorm(GROUP_NORM_GROUPS, mid, **factory)
         self.initial_activation = nn.SiLU()
@@ -219,9 +221,9 @@ class LatentUpsampler(nn.Module):
         mid = config.mid_channels
         factory = {"dtype": dtype, "device": device}
         if config.spatial_upsample and config.temporal_upsample:
-            return nn.Sequential(nn.Conv3d(mid, 8 * mid, 3, padding=1, **factory), PixelShuffle((2, 2, 2)))
+            return nn.Sequential(Conv3d(mid, 8 * mid, 3, padding=1, **factory), PixelShuffle((2, 2, 2)))
         if config.temporal_upsample:
-            return nn.Sequential(nn.Conv3d(mid, 2 * mid, 3, padding=1, **factory), _TemporalShuffle((2,)))
+            return nn.Sequential(Conv3d(mid, 2 * mid, 3, padding=1, **factory), _TemporalShuffle((2,)))
         if config.rational_resampler:
             return RationalResampler(mid, config.spatial_scale, dtype, device)
         return nn.Sequential(nn.Conv2d(mid, 4 * mid, 3, padding=1, **factory), PixelShuffle((2, 2)))

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from ..modules import Linear
+from ..modules import Conv3d, Linear, onednn_usable
 
 __all__ = ["CausalConv3d", "PerChannelStatistics", "PixelNorm", "TimestepEmbedder", "patchify", "unpatchify"]
 
@@ -43,7 +43,7 @@ class CausalConv3d(nn.Module):
         super().__init__()
         self.time_kernel = kernel_size
         spatial_pad = kernel_size // 2
-        self.conv = nn.Conv3d(
+        self.conv = Conv3d(
             in_channels,
             out_channels,
             kernel_size,
@@ -65,34 +65,18 @@ class CausalConv3d(nn.Module):
             pieces.append(x[:, :, -1:].expand(-1, -1, back, -1, -1))
         if len(pieces) > 1:
             x = torch.cat(pieces, dim=2)
-        if _use_onednn(x, self.conv):
+        if self.conv.padding_mode != "zeros" and onednn_usable(x, self.conv.weight):
             return self._onednn_conv(x)
-        return self.conv(x)
+        return self.conv(x)  # zero padding: `Conv3d` takes the oneDNN route itself
 
     def _onednn_conv(self, x: torch.Tensor) -> torch.Tensor:
-        """The same convolution through oneDNN: on CPU, float32 ``nn.Conv3d`` falls back to PyTorch's im2col
-        ``slow_conv3d`` (3-6x slower here); the oneDNN kernel agrees to float32 rounding."""
+        """The convolution through oneDNN (see `modules.Conv3d`) with a non-zero padding mode applied first."""
         conv = self.conv
-        padding = list(conv.padding)
-        if conv.padding_mode != "zeros":
-            _, pad_h, pad_w = padding
-            x = nn.functional.pad(x, (pad_w, pad_w, pad_h, pad_h, 0, 0), mode=conv.padding_mode)
-            padding = [0, 0, 0]
+        _, pad_h, pad_w = conv.padding
+        x = nn.functional.pad(x, (pad_w, pad_w, pad_h, pad_h, 0, 0), mode=conv.padding_mode)
         return torch.ops.aten.mkldnn_convolution(
-            x.contiguous(), conv.weight, conv.bias, padding, list(conv.stride), list(conv.dilation), conv.groups
+            x.contiguous(), conv.weight, conv.bias, [0, 0, 0], list(conv.stride), list(conv.dilation), conv.groups
         )
-
-
-def _use_onednn(x: torch.Tensor, conv: nn.Conv3d) -> bool:
-    """oneDNN for CPU float32 / bfloat16 inference (no autograd through it)."""
-    return (
-        x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
-        and conv.weight.dtype == x.dtype
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-        and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
-    )
 
 
 class PixelNorm(nn.Module):
