@@ -197,7 +197,12 @@ def _split(x: torch.Tensor | None, parts: int) -> list[torch.Tensor | None]:
 
 
 def _repeat(x: torch.Tensor | None, times: int) -> torch.Tensor | None:
-    return None if x is None else torch.cat([x] * times, dim=0)
+    """``times`` copies of x along the batch; a batch-1 x becomes a broadcast view (no per-step allocation)."""
+    if x is None or times == 1:
+        return x
+    if x.shape[0] == 1:
+        return x.expand(times, *x.shape[1:])
+    return torch.cat([x] * times, dim=0)
 
 
 def _batched_input(

@@ -161,8 +161,8 @@ class AVTransformer(nn.Module):
         prepared for the attention's head layout (``HeadRotation``). The last result per ``key`` is kept, so the
         steps of a denoising loop (positions fixed) reuse it.
         """
-        if positions.shape[0] > 1 and bool((positions == positions[:1]).all()):
-            positions = positions[:1]
+        if positions.shape[0] > 1 and (positions.stride(0) == 0 or bool((positions == positions[:1]).all())):
+            positions = positions[:1]  # a broadcast view (stride 0) repeats its first row by construction
         cached = self._rope_cache.get(key)
         if (
             cached is not None
