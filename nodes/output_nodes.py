@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import comfy.model_management as mm
 import folder_paths
 import torch
 from comfy_api.latest import io, ui
@@ -27,6 +28,11 @@ SPATIAL_TILE, SPATIAL_OVERLAP, TEMPORAL_TILE, TEMPORAL_OVERLAP = 512, 64, 64, 24
 MAX_TILE = 8192
 _TILING_NAMES = {"tile_size_in_pixels": "spatial_tile", "tile_overlap_in_pixels": "spatial_overlap",
                  "tile_size_in_frames": "temporal_tile", "tile_overlap_in_frames": "temporal_overlap"}
+
+
+def vae_host() -> ComfyModelHost:
+    """Decoding follows ComfyUI's VAE placement (``--cpu-vae`` decodes on the CPU, as the OOM advice suggests)."""
+    return ComfyModelHost(mm.vae_device(), mm.vae_offload_device())
 
 
 def tiling_config(spatial_tile: int, spatial_overlap: int, temporal_tile: int, temporal_overlap: int
@@ -96,7 +102,7 @@ class AIPRODVideoDecode(io.ComfyNode):
     @classmethod
     def execute(cls, video_vae: VideoVAE, latent: LatentBundle, spatial_tile: int, spatial_overlap: int,
                 temporal_tile: int, temporal_overlap: int, seed: int) -> io.NodeOutput:
-        host = ComfyModelHost()
+        host = vae_host()
         tiling = tiling_config(spatial_tile, spatial_overlap, temporal_tile, temporal_overlap)
         generator = torch.Generator(device=host.device).manual_seed(seed)
         frames = decode_video(video_vae.decoder.get(), latent.latents.video, host, generator=generator, tiling=tiling,
@@ -125,7 +131,7 @@ class AIPRODAudioDecode(io.ComfyNode):
     @classmethod
     def execute(cls, audio_vae: AudioVAE, latent: LatentBundle) -> io.NodeOutput:
         lat = latent.latents
-        waveform, rate = decode_audio(audio_vae.decoder.get(), audio_vae.vocoder.get(), lat.audio, ComfyModelHost(),
+        waveform, rate = decode_audio(audio_vae.decoder.get(), audio_vae.vocoder.get(), lat.audio, vae_host(),
                                       duration=lat.duration)  # fmt: skip
         return io.NodeOutput({"waveform": waveform[:1].cpu(), "sample_rate": int(rate)})
 
