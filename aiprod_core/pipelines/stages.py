@@ -23,6 +23,7 @@ from ..conditioning import (
     apply_conditionings,
 )
 from ..sampling import GaussianNoiser, Guidance, Prompt, StepReport, X0Denoiser, denoise
+from ..sampling.state import LatentState
 from ..sampling.steps import DiffusionStep
 from ..upsampler import upsample_latent
 from ..video_vae import TilingConfig, tiled_decode
@@ -41,6 +42,7 @@ __all__ = [
     "prompt_contexts",
     "reference_conditionings",
     "sample",
+    "sample_oom_message",
     "seeded",
     "upsample",
 ]
@@ -195,10 +197,13 @@ def sample(
     audio = audio_layout.initial_state(device, dtype, latents.audio.to(device, dtype))
     noiser = GaussianNoiser(seeded(generator, device))
     video, audio = noiser(video, noise_scale), noiser(audio, noise_scale)
-    with host.use(transformer) as model:
-        video, audio = denoise(
-            X0Denoiser(model), sigmas.to(device), video, audio, guidance=guidance, step=step, callback=callback
-        )
+    try:
+        with host.use(transformer) as model:
+            video, audio = denoise(
+                X0Denoiser(model), sigmas.to(device), video, audio, guidance=guidance, step=step, callback=callback
+            )
+    except torch.OutOfMemoryError as exc:  # same type, so hosts still free memory on it; the message says what to do
+        raise torch.OutOfMemoryError(sample_oom_message(exc, latents, video)) from exc
     if video is None or audio is None:
         raise RuntimeError("denoise dropped a stream")
     return AVLatents(
@@ -258,6 +263,16 @@ def decode_oom_message(exc: BaseException, tiling: TilingConfig | None) -> str:
     return (f"{exc}\nOut of memory while decoding the video ({now}; 0 = no tiling on that axis). Decode in smaller "
             "tiles: spatial_tile 256 (or 128) pixels and temporal_tile 32 (or 16) frames, or run with low-VRAM "
             "settings (ComfyUI: --lowvram, or --novram / --cpu-vae where memory is very short).")
+
+
+def sample_oom_message(exc: BaseException, latents: AVLatents, video: LatentState | None) -> str:
+    """What to do when sampling runs out of memory: stream the weights, keep fp8, or make the clip smaller."""
+    frames, height, width = latents.video.shape[-3:]
+    tokens = video.latent.shape[1] if video is not None else frames * height * width
+    return (f"{exc}\nOut of memory while sampling a latent of {frames} x {height} x {width} ({tokens} video tokens "
+            "per pass). Stream the transformer's blocks from CPU memory (loader: weight_streaming = on), keep fp8 "
+            "checkpoints in fp8 (loader: fp8 = keep), or lower the resolution or frame count; ComfyUI's --lowvram "
+            "frees other models first.")
 
 
 @torch.no_grad()

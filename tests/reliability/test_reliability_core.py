@@ -1,5 +1,5 @@
 """Reliability of the core and the loaders, called directly (sharper than through the host): atomic video writes
-under disk errors, the out-of-memory advice of the video decode, unreadable files, over-long prompts."""
+under disk errors, the out-of-memory advice of sampling and the video decode, unreadable files, over-long prompts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from torch import nn
 
 from aiprod.aiprod_core import media
 from aiprod.aiprod_core.pipelines import LocalHost, decode_video, stages
+from aiprod.aiprod_core.pipelines.latents import empty_latents
+from aiprod.aiprod_core.pipelines.stages import sample
 from aiprod.aiprod_core.pipelines.validation import check_frame_rate, validate_request
+from aiprod.aiprod_core.sampling import Guidance, Prompt
 from aiprod.aiprod_core.video_vae import TilingConfig
 from aiprod.aiprod_core.video_vae.tiling import SpatialTiling, TemporalTiling
 from aiprod.loaders.errors import CheckpointFormatError
@@ -168,3 +171,25 @@ def test_prompt_longer_than_the_tokenizer_warns_with_its_length(demo_models, cap
     assert ids.shape == mask.shape == (2, 16)
     assert "only the first 16 reach the model" in caplog.text
     assert caplog.text.count("only the first") == 1  # the short prompt is not flagged
+
+
+class _HungryTransformer(nn.Module):
+    """Stands in for the transformer: runs out of memory on its first forward, like CUDA does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+
+
+def test_sampling_out_of_memory_says_how_to_fit():
+    latents = empty_latents(64, 64, 9, 24.0)  # latent 2 x 2 x 2
+    guidance = Guidance(Prompt(torch.zeros(1, 4, 8), torch.zeros(1, 4, 8)))
+    with pytest.raises(torch.OutOfMemoryError) as caught:
+        sample(_HungryTransformer(), latents, [], torch.tensor([1.0, 0.0]), guidance, 0, LocalHost(),
+               dtype=torch.float32)
+    message = str(caught.value)
+    assert message.startswith("CUDA out of memory. Tried to allocate 3.00 GiB")  # the original stays first
+    assert "2 x 2 x 2 (8 video tokens" in message and "weight_streaming = on" in message and "fp8 = keep" in message
