@@ -17,6 +17,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..transformer.streaming import BlockStreamer, find_blocks
+
 __all__ = ["LocalHost", "ModelHost", "OffloadingHost", "PipelineModels"]
 
 logger = logging.getLogger(__name__)
@@ -47,11 +49,18 @@ class LocalHost:
 
 
 class OffloadingHost:
-    """Moves a module to ``device`` for a stage and back to ``offload_device`` after it, then frees the cache."""
+    """Moves a module to ``device`` for a stage and back to ``offload_device`` after it, then frees the cache.
 
-    def __init__(self, device: torch.device | str, offload_device: torch.device | str = "cpu") -> None:
+    ``stream_blocks``: a module with a block list (the transformer) is not moved whole; its blocks stream from
+    host memory around each block's forward (`BlockStreamer`, low-VRAM mode) with the first ``resident_blocks``
+    kept on the device. Other modules are moved as usual.
+    """
+
+    def __init__(self, device: torch.device | str, offload_device: torch.device | str = "cpu", *,
+                 stream_blocks: bool = False, resident_blocks: int = 0, prefetch: int = 1) -> None:
         self._device = torch.device(device)
         self.offload_device = torch.device(offload_device)
+        self.streamer = BlockStreamer(resident_blocks=resident_blocks, prefetch=prefetch) if stream_blocks else None
 
     @property
     def device(self) -> torch.device:
@@ -59,15 +68,27 @@ class OffloadingHost:
 
     @contextlib.contextmanager
     def use(self, module: nn.Module) -> Iterator[nn.Module]:
+        if self.streamer is not None and find_blocks(module, self.streamer.blocks_attr) is not None:
+            logger.debug("streaming the blocks of %s to %s", type(module).__name__, self._device)
+            module.to(self.offload_device)
+            try:
+                with self.streamer.attached(module, self._device):
+                    yield module
+            finally:
+                self._free_cache()
+            return
         logger.debug("loading %s to %s", type(module).__name__, self._device)
         module.to(self._device)
         try:
             yield module
         finally:
             module.to(self.offload_device)
-            gc.collect()
-            if self._device.type == "cuda":
-                torch.cuda.empty_cache()
+            self._free_cache()
+
+    def _free_cache(self) -> None:
+        gc.collect()
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 @dataclass
