@@ -25,7 +25,14 @@ from .model_files import (
     text_encoder_options,
     text_encoder_problem,
 )
-from .runtime import WEIGHT_DTYPES, load_device, weight_dtype
+from .runtime import (
+    WEIGHT_DTYPES,
+    WEIGHT_STREAMING,
+    check_weight_streaming,
+    load_device,
+    mark_weight_streaming,
+    weight_dtype,
+)
 from .types import (
     AudioVAE,
     AudioVAESocket,
@@ -72,6 +79,20 @@ def _fp8_input() -> io.Combo.Input:
                           "keeps fp8 weights (half the memory) and up-casts per layer at run time.")
 
 
+def _streaming_input() -> io.Combo.Input:
+    return io.Combo.Input("weight_streaming", options=list(WEIGHT_STREAMING), default="auto", optional=True,
+                          tooltip="Low-VRAM mode. auto: stream the transformer's blocks from CPU memory only when it "
+                          "does not fit in VRAM; on: always stream them (slower, needs ~2 blocks of VRAM for "
+                          "weights); off: always load the whole transformer on the GPU. No effect on a CPU-only "
+                          "ComfyUI.")
+
+
+def _streaming_problem(choice: object) -> str | None:
+    if choice in WEIGHT_STREAMING:
+        return None
+    return f"weight_streaming={choice!r}: expected one of {list(WEIGHT_STREAMING)!r}"
+
+
 def _choice(parameter: str, choice: str, folders: tuple[str, ...]) -> str | None:
     return model_choice_problem(parameter, choice, folders)
 
@@ -97,17 +118,21 @@ def _generation(path: str) -> str | None:
 
 
 def make_transformer(path: str, dtype_choice: str, fp8: str, loras: tuple[tuple[str, float], ...] = (),
-                     generation: str | None = None, factor: int = 1) -> TransformerHandle:
-    """A lazy transformer handle: ``path`` with ``loras`` fused (fp8-kept layers get run-time adapters)."""
+                     generation: str | None = None, factor: int = 1, streaming: str = "auto") -> TransformerHandle:
+    """A lazy transformer handle: ``path`` with ``loras`` fused (fp8-kept layers get run-time adapters), marked
+    for ``streaming`` (the weight_streaming choice) when it loads."""
     dtype = weight_dtype(dtype_choice)
+    check_weight_streaming(streaming)  # an unknown choice fails here, before anything loads
 
     def load():
         if loras:
-            return load_component_with_loras(path, "transformer", list(loras), dtype=dtype, device=load_device(),
-                                             fp8=fp8).module  # fmt: skip
-        return load_component(path, "transformer", dtype=dtype, device=load_device(), fp8=fp8).module
+            module = load_component_with_loras(path, "transformer", list(loras), dtype=dtype, device=load_device(),
+                                               fp8=fp8).module  # fmt: skip
+        else:
+            module = load_component(path, "transformer", dtype=dtype, device=load_device(), fp8=fp8).module
+        return mark_weight_streaming(module, streaming)
 
-    handle = TransformerHandle(path, dtype, fp8, loras, generation, factor)
+    handle = TransformerHandle(path, dtype, fp8, loras, generation, factor, streaming)
     return TransformerHandle(**{**handle.__dict__, "lazy": LazyModule(load, f"transformer {path}")})
 
 
@@ -147,6 +172,7 @@ class AIPRODCheckpointLoader(io.ComfyNode):
                                tooltip="A single-file LTX-2 / LTX-2.3 checkpoint from models/checkpoints."),
                 _dtype_input(),
                 _fp8_input(),
+                _streaming_input(),
             ],
             outputs=[
                 ModelSocket.Output(display_name="model", tooltip="The audio+video transformer."),
@@ -156,18 +182,18 @@ class AIPRODCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, checkpoint: str) -> bool | str:
-        return _choice("checkpoint", checkpoint, CHECKPOINTS) or True
+    def validate_inputs(cls, checkpoint: str, weight_streaming: str = "auto") -> bool | str:
+        return _choice("checkpoint", checkpoint, CHECKPOINTS) or _streaming_problem(weight_streaming) or True
 
     @classmethod
     def fingerprint_inputs(cls, checkpoint: str | None = None, **_: object) -> object:
         return _fingerprint("checkpoint", checkpoint, CHECKPOINTS)
 
     @classmethod
-    def execute(cls, checkpoint: str, weight_dtype: str, fp8: str) -> io.NodeOutput:
+    def execute(cls, checkpoint: str, weight_dtype: str, fp8: str, weight_streaming: str = "auto") -> io.NodeOutput:
         path = resolve_model_file("checkpoint", checkpoint, CHECKPOINTS)
         _check_contents(path, "transformer", "video_decoder", "audio_decoder", "vocoder", fp8=fp8)
-        model = make_transformer(path, weight_dtype, fp8, generation=_generation(path))
+        model = make_transformer(path, weight_dtype, fp8, generation=_generation(path), streaming=weight_streaming)
         return io.NodeOutput(model, _video_vae(path, "auto"), _audio_vae(path, "auto"))
 
 
@@ -186,23 +212,25 @@ class AIPRODDiffusionModelLoader(io.ComfyNode):
                                tooltip="A transformer file from models/diffusion_models (needs its config metadata)."),
                 _dtype_input(),
                 _fp8_input(),
+                _streaming_input(),
             ],
             outputs=[ModelSocket.Output(display_name="model", tooltip="The audio+video transformer.")],
         )
 
     @classmethod
-    def validate_inputs(cls, model_file: str) -> bool | str:
-        return _choice("model_file", model_file, DIFFUSION) or True
+    def validate_inputs(cls, model_file: str, weight_streaming: str = "auto") -> bool | str:
+        return _choice("model_file", model_file, DIFFUSION) or _streaming_problem(weight_streaming) or True
 
     @classmethod
     def fingerprint_inputs(cls, model_file: str | None = None, **_: object) -> object:
         return _fingerprint("model_file", model_file, DIFFUSION)
 
     @classmethod
-    def execute(cls, model_file: str, weight_dtype: str, fp8: str) -> io.NodeOutput:
+    def execute(cls, model_file: str, weight_dtype: str, fp8: str, weight_streaming: str = "auto") -> io.NodeOutput:
         path = resolve_model_file("model_file", model_file, DIFFUSION)
         _check_contents(path, "transformer", fp8=fp8)
-        return io.NodeOutput(make_transformer(path, weight_dtype, fp8, generation=_generation(path)))
+        return io.NodeOutput(make_transformer(path, weight_dtype, fp8, generation=_generation(path),
+                                              streaming=weight_streaming))
 
 
 class AIPRODVideoVAELoader(io.ComfyNode):
@@ -401,7 +429,7 @@ class AIPRODLoraLoader(io.ComfyNode):
         read_header(path)
         return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.fp8,
                                               (*model.loras, (path, strength)), model.generation,
-                                              model.reference_downscale_factor))
+                                              model.reference_downscale_factor, model.weight_streaming))
 
 
 def _choice_of(model: TransformerHandle) -> str:
@@ -440,5 +468,5 @@ class AIPRODICLoraLoader(io.ComfyNode):
                              "factors are supported")
         factor = int(factor)
         handle = make_transformer(model.path, _choice_of(model), model.fp8, (*model.loras, (path, strength)),
-                                  model.generation, factor)
+                                  model.generation, factor, model.weight_streaming)
         return io.NodeOutput(handle, factor)

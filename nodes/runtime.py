@@ -15,14 +15,33 @@ import torch
 from torch import nn
 
 from ..aiprod_core.sampling import StepReport
+from ..aiprod_core.transformer.streaming import BlockStreamer, find_blocks, max_resident_blocks, streaming_footprint
 
-__all__ = ["WEIGHT_DTYPES", "ComfyModelHost", "StepProgress", "load_device", "release", "weight_dtype"]
+__all__ = [
+    "WEIGHT_DTYPES",
+    "WEIGHT_STREAMING",
+    "ComfyModelHost",
+    "StepProgress",
+    "check_weight_streaming",
+    "load_device",
+    "mark_weight_streaming",
+    "release",
+    "weight_dtype",
+]
 
 logger = logging.getLogger(__name__)
 
 WEIGHT_DTYPES = ("auto", "bf16", "fp16", "fp32")
 _NAMED = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _PATCHER_ATTR = "_aiprod_patcher"
+WEIGHT_STREAMING = ("auto", "off", "on")
+_STREAMING_ATTR = "_aiprod_weight_streaming"
+STREAM_PREFETCH = 1  # blocks copied ahead of the one computing
+# Device memory kept free for a stage's activations and attention workspace when deciding whether the transformer
+# fits whole ("auto") and how many blocks may stay resident while streaming: a rough allowance, not a measurement.
+WORKING_RESERVE_BYTES = 2 * 1024**3
+_HOST_MEMORY_DEVICES = ("cpu", "mps")  # devices computing from system memory: nothing to stream
+_NOTICES: set[str] = set()  # info messages already logged in this process
 PREVIEW_MAX_SIZE = 512
 PREVIEW_UPSCALE = 8  # latent cells -> preview pixels
 
@@ -73,9 +92,74 @@ class ComfyModelHost:
     @contextlib.contextmanager
     def use(self, module: nn.Module) -> Iterator[nn.Module]:
         mm.throw_exception_if_processing_interrupted()
-        # Our layers are plain torch modules (no comfy cast ops): load them fully, never partially.
-        mm.load_models_gpu([self.patcher(module)], force_full_load=True)
-        yield module
+        streamer = self._streamer(module)
+        if streamer is None:
+            # Our layers are plain torch modules (no comfy cast ops): load them fully, never partially.
+            mm.load_models_gpu([self.patcher(module)], force_full_load=True)
+            yield module
+            return
+        try:
+            with streamer.attached(module, self._device):
+                yield module
+        finally:
+            mm.soft_empty_cache()
+
+    def _streamer(self, module: nn.Module) -> BlockStreamer | None:
+        """A `BlockStreamer` when ``module`` was marked for weight streaming and streams on this device (ComfyUI
+        memory freed for its footprint, our own patcher unloaded), else None: load it whole."""
+        choice = module.__dict__.get(_STREAMING_ATTR, "off")
+        if choice == "off" or find_blocks(module) is None:
+            return None
+        if self._device.type in _HOST_MEMORY_DEVICES:
+            if choice == "on":
+                _notice_once("cpu", f"weight_streaming='on' has no effect: ComfyUI computes on {self._device}, "
+                             "which uses CPU memory, so the transformer runs as it is")
+            return None
+        if choice == "auto" and self._fits_whole(module):
+            return None
+        release(module)  # off the device if ComfyUI holds it there: the blocks stream from the offload copy
+        if any(t.device.type != "cpu" for t in find_blocks(module).parameters()):
+            _notice_once("offload", f"weight_streaming={choice!r}: the transformer's offload device is "
+                         f"{self._offload}, not CPU memory, so it is loaded whole")
+            return None
+        footprint = streaming_footprint(module, 0, STREAM_PREFETCH)
+        mm.free_memory(footprint + WORKING_RESERVE_BYTES, self._device)
+        budget = mm.get_free_memory(self._device) - WORKING_RESERVE_BYTES
+        resident = max_resident_blocks(module, budget, STREAM_PREFETCH)
+        logger.info("weight streaming: %d of %d transformer blocks stream from CPU memory (%.2f GB of weights on "
+                    "%s, %d blocks resident)", len(find_blocks(module)) - resident, len(find_blocks(module)),
+                    streaming_footprint(module, resident, STREAM_PREFETCH) / 1e9, self._device, resident)
+        return BlockStreamer(resident_blocks=resident, prefetch=STREAM_PREFETCH)
+
+    def _fits_whole(self, module: nn.Module) -> bool:
+        """The module is loaded on the device already, or fits there whole with the working reserve once ComfyUI
+        has freed what it can."""
+        patcher = module.__dict__.get(_PATCHER_ATTR)
+        if patcher is not None and any(loaded.model is patcher for loaded in mm.current_loaded_models):
+            return True
+        needed = mm.module_size(module) + WORKING_RESERVE_BYTES
+        mm.free_memory(needed, self._device)
+        return mm.get_free_memory(self._device) >= needed
+
+
+def mark_weight_streaming(module: nn.Module, choice: str) -> nn.Module:
+    """Mark a transformer for `ComfyModelHost`: "auto" streams its blocks from CPU memory when it does not fit in
+    VRAM whole, "on" always (on a GPU), "off" never."""
+    module.__dict__[_STREAMING_ATTR] = check_weight_streaming(choice)
+    return module
+
+
+def check_weight_streaming(choice: str) -> str:
+    """``choice`` when it is one of `WEIGHT_STREAMING`, else a ``ValueError`` naming it."""
+    if choice not in WEIGHT_STREAMING:
+        raise ValueError(f"weight_streaming={choice!r}, expected one of {list(WEIGHT_STREAMING)!r}")
+    return choice
+
+
+def _notice_once(key: str, message: str) -> None:
+    if key not in _NOTICES:
+        _NOTICES.add(key)
+        logger.info(message)
 
 
 def release(module: nn.Module) -> None:

@@ -72,8 +72,9 @@ class LazyModule:
 
 @dataclass(frozen=True)
 class TransformerHandle:
-    """A transformer to load: file, weight dtype, fp8 mode, stacked LoRAs [(path, strength)], and what is known
-    without loading it (generation, IC-LoRA reference downscale factor)."""
+    """A transformer to load: file, weight dtype, fp8 mode, stacked LoRAs [(path, strength)], what is known
+    without loading it (generation, IC-LoRA reference downscale factor) and the low-VRAM weight streaming choice
+    ("auto", "off", "on"; see `runtime.mark_weight_streaming`)."""
 
     path: str
     dtype: torch.dtype
@@ -81,6 +82,7 @@ class TransformerHandle:
     loras: tuple[tuple[str, float], ...] = ()
     generation: str | None = None
     reference_downscale_factor: int = 1
+    weight_streaming: str = "auto"
     lazy: LazyModule | None = field(default=None, compare=False)
 
     def module(self) -> nn.Module:
