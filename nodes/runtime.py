@@ -54,8 +54,8 @@ def weight_dtype(choice: str, role: str = "transformer") -> torch.dtype:
     if choice != "auto":
         raise ValueError(f"weight_dtype={choice!r}, expected one of {list(WEIGHT_DTYPES)!r}")
     device = mm.get_torch_device()
-    if role == "vae":
-        return mm.vae_dtype(device, allowed_dtypes=[torch.bfloat16])
+    if role == "vae":  # the VAE's own device (``--cpu-vae``): bf16 only where that device supports it
+        return mm.vae_dtype(mm.vae_device(), allowed_dtypes=[torch.bfloat16])
     if role == "text_encoder":
         dtype = mm.text_encoder_dtype(device)
         return dtype if dtype in (torch.bfloat16, torch.float32) else torch.bfloat16
