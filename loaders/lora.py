@@ -23,14 +23,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import safetensors
 import torch
 
 from .errors import CheckpointFormatError, LoraMismatchError
 from .key_maps import DIFFUSION_MODEL_PREFIX, LORA_KOHYA_MAP, LORA_SOURCE_MAPS
+from .mapped_file import TORCH_DTYPES, MappedFile
 from .safetensors_header import TensorInfo, read_header
 
-__all__ = ["LoraFile", "LoraMatch", "LoraPair", "lora_delta", "match_loras", "read_lora"]
+__all__ = ["LoraFile", "LoraMatch", "LoraPair", "check_lora_fits", "lora_delta", "match_loras", "read_lora"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +119,19 @@ def _group(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, dict[str, obj
     return groups, orphans
 
 
-def read_lora(path: str | os.PathLike[str]) -> LoraFile:
-    """Parse a LoRA safetensors file (validated header first; LoRAs are small, so all tensors are read)."""
+def read_lora(path: str | os.PathLike[str], *, shapes_only: bool = False) -> LoraFile:
+    """Parse a LoRA safetensors file (validated header first; LoRAs are small, so all tensors are read).
+
+    ``shapes_only``: read nothing but the header; the pairs hold meta tensors of the stored shapes and no alpha
+    (enough to check what the LoRA fits, see `check_lora_fits`; not to compute deltas).
+    """
     header = read_header(path)
-    with safetensors.safe_open(header.path, framework="pt", device="cpu") as handle:
-        tensors = {key: handle.get_tensor(key).clone() for key in handle.keys()}
+    if shapes_only:
+        tensors = {key: torch.empty(info.shape, dtype=TORCH_DTYPES.get(info.dtype, torch.float32), device="meta")
+                   for key, info in header.tensors.items() if _ALPHA_KEY.match(key) is None}
+    else:
+        with MappedFile(header) as mapped:
+            tensors = {key: mapped.tensor(key).clone() for key in header.tensors}
     groups, orphans = _group(tensors)
     pairs, formats = [], set()
     for raw, entry in groups.items():
@@ -142,6 +150,15 @@ def read_lora(path: str | os.PathLike[str]) -> LoraFile:
         pairs.append(LoraPair(target, down, up, float(alpha) if isinstance(alpha, float) else None,
                               bool(entry["kohya"]), str(entry["down_key"])))
     return LoraFile(header.path, tuple(pairs), orphans, tuple(sorted(formats)), header.metadata)
+
+
+def check_lora_fits(lora: str | os.PathLike[str], checkpoint: str | os.PathLike[str]) -> LoraFile:
+    """From the two headers only: raise `LoraMismatchError` when no pair of ``lora`` fits a weight of
+    ``checkpoint`` (a LoRA for another model or generation), before anything is loaded. Returns the shapes-only
+    `LoraFile` (its metadata holds the IC-LoRA reference downscale factor)."""
+    shallow = read_lora(lora, shapes_only=True)
+    match_loras([(shallow, 1.0)], checkpoint, read_header(checkpoint).tensors)
+    return shallow
 
 
 def lora_delta(pair: LoraPair, strength: float, dtype: torch.dtype) -> torch.Tensor:

@@ -10,9 +10,8 @@ from comfy_api.latest import io
 
 from ..loaders.component_loader import load_component, plan_load
 from ..loaders.detect import describe_file
-from ..loaders.lora import read_lora
+from ..loaders.lora import check_lora_fits, read_lora
 from ..loaders.lora_apply import load_component_with_loras
-from ..loaders.safetensors_header import read_header
 from ..loaders.text_encoder_files import find_gemma_files, load_gemma
 from .model_files import (
     UPSCALE_FOLDER,
@@ -426,7 +425,8 @@ class AIPRODLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
-        read_header(path)
+        if strength != 0:  # a LoRA for another model fails here, not after text encoding (0 = disabled)
+            check_lora_fits(path, model.path)
         return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.fp8,
                                               (*model.loras, (path, strength)), model.generation,
                                               model.reference_downscale_factor, model.weight_streaming))
@@ -462,7 +462,8 @@ class AIPRODICLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
-        factor = read_lora(path).reference_downscale_factor or 1
+        shallow = check_lora_fits(path, model.path) if strength != 0 else read_lora(path, shapes_only=True)
+        factor = shallow.reference_downscale_factor or 1
         if not float(factor).is_integer():
             raise ValueError(f"lora={lora!r}: reference_downscale_factor={factor!r} in its metadata; only whole "
                              "factors are supported")

@@ -10,7 +10,7 @@ from support import tiny_configs as tc
 
 from aiprod.loaders.component_loader import load_component
 from aiprod.loaders.errors import LoraMismatchError
-from aiprod.loaders.lora import read_lora
+from aiprod.loaders.lora import check_lora_fits, read_lora
 from aiprod.loaders.lora_apply import LoraAdapter, load_component_with_loras
 
 TARGET = "transformer_blocks.1.audio_to_video_attn.to_v"
@@ -186,3 +186,17 @@ def test_orphan_and_foreign_keys_are_reported(tiny_set, tmp_path, comfy_lora):
         "diffusion_model.transformer_blocks.1.attn2.to_out.0.lora_A.weight": "has no matching up (lora_B)",
     }
     assert lora.formats == ("AIPRODV_LORA_COMFY_RENAMING_MAP",)
+
+
+def test_check_lora_fits_reads_headers_only(tiny_set, tmp_path):
+    shallow = check_lora_fits(tiny_set.ic_lora, tiny_set.ltx2)
+    full = read_lora(tiny_set.ic_lora)
+    assert shallow.reference_downscale_factor == 2
+    assert [(p.target, p.down.shape, p.up.shape) for p in shallow.pairs] == \
+        [(p.target, p.down.shape, p.up.shape) for p in full.pairs]
+    assert all(p.down.is_meta and p.up.is_meta for p in shallow.pairs)  # nothing but the header was read
+    tensors = {"diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight": torch.zeros(4, 3072),
+               "diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight": torch.zeros(9216, 4)}
+    foreign = _save(tmp_path, "flux-lora.safetensors", tensors)
+    with pytest.raises(LoraMismatchError, match="none of its 1 LoRA keys match a weight"):
+        check_lora_fits(foreign, tiny_set.ltx23)
