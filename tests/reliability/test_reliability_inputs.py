@@ -202,9 +202,10 @@ def test_wrong_model_type_in_a_loader_slot_fails_naming_it(rel, rel_client, node
     ("foreign_lora", "another model"),
 ])
 def test_lora_that_does_not_fit_fails_naming_it(rel, rel_client, bad, phrase):
+    """The LoRA node itself checks (headers only) that the LoRA fits the model: it fails before any model work."""
     prompt = tiny_workflow("two_stage")
     _node(prompt, "AIPRODLoraLoader")["lora"] = BAD[bad]
-    message = _failed(rel, rel_client, prompt, "AIPRODTwoStagePipeline", phrase)
+    message = _failed(rel, rel_client, prompt, "AIPRODLoraLoader", phrase)
     assert os.path.basename(BAD[bad]) in message
 
 
