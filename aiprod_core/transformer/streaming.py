@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = ["BLOCKS_ATTR", "BlockStreamer", "block_bytes", "find_blocks", "max_re
 logger = logging.getLogger(__name__)
 
 BLOCKS_ATTR = "transformer_blocks"  # where `AVTransformer` keeps its blocks
+_PINNED_ATTR = "_aiprod_pinned_finalizer"
 
 
 def find_blocks(model: nn.Module, blocks_attr: str = BLOCKS_ATTR) -> nn.ModuleList | None:
@@ -200,6 +202,9 @@ class BlockStreamer:
         for block in list(blocks)[: self.resident_blocks]:
             _move(session, _tensors(block.modules()))
         pin = self.pin_memory and session.device.type == "cuda"
+        if pin and not model.__dict__.get(_PINNED_ATTR):
+            # Freed pinned memory stays in torch's host cache until it is emptied: return it once the model is gone.
+            model.__dict__[_PINNED_ATTR] = weakref.finalize(model, _return_pinned_memory)
         for index in range(self.resident_blocks, len(blocks)):
             tensors = _tensors(blocks[index].modules())
             _check_host(tensors, index)
@@ -308,6 +313,13 @@ def _check_host(tensors: list[torch.Tensor], index: int) -> None:
         if tensor.device.type != "cpu":
             raise ValueError(f"block {index} has a tensor on {tensor.device}, expected host (cpu) memory to stream "
                              "from; move the model to the CPU (or its offload device) before attaching")
+
+
+def _return_pinned_memory() -> None:
+    """Give the page-locked host memory torch keeps cached back to the system (a 19B model pins ~38 GB)."""
+    empty = getattr(torch._C, "_host_emptyCache", None)  # no public API for this in torch 2.11
+    if empty is not None:
+        empty()
 
 
 def _pin(tensors: list[torch.Tensor], index: int) -> bool:

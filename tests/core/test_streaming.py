@@ -4,6 +4,7 @@ detaching (also on errors), resident blocks stay materialised, and the footprint
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -369,3 +370,17 @@ def test_cuda_peak_memory_of_a_streamed_forward() -> None:
     assert peak < footprint + max(block_bytes(model)) < total  # 1 + prefetch blocks (+ activations), not all
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == base  # every copy dropped after detaching
+
+
+@CUDA
+def test_cuda_pinned_memory_is_returned_when_the_model_is_freed() -> None:
+    model = _cuda_model()
+    video, audio, perturbations = _inputs(model, guided=False)
+    video, audio = _to(video, "cuda"), _to(audio, "cuda")
+    with torch.no_grad(), BlockStreamer().attached(model, "cuda"):
+        model(video, audio, perturbations)
+    pinned = torch.cuda.host_memory_stats().get("allocated_bytes.current", 0)
+    assert pinned >= sum(block_bytes(model)[1:])  # the streamed blocks live in pinned host memory
+    del model
+    gc.collect()
+    assert torch.cuda.host_memory_stats().get("allocated_bytes.current", 0) < pinned
