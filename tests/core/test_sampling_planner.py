@@ -12,7 +12,7 @@ import pytest
 import torch
 from sampling_support import FPS, VIDEO_SHAPE, assert_close, our_noised, ref_video_tools, reference_noised
 from support import tiny_configs as tc
-from support.tiny_checkpoints import build_reference_module, init_module
+from transformer_pairs import reference_and_ours
 
 from aiprod.aiprod_core.sampling import (
     EulerStep,
@@ -26,9 +26,8 @@ from aiprod.aiprod_core.sampling import (
     denoise,
     ltx2_sigmas,
 )
-from aiprod.aiprod_core.transformer import AVTransformer, ModalityInput, TransformerConfig
+from aiprod.aiprod_core.transformer import AVTransformer, ModalityInput
 
-PREFIX = "model.diffusion_model."
 CONTEXT_TOKENS = 6
 
 
@@ -40,16 +39,9 @@ def _ours_state(ref: Any) -> LatentState:
 def models(request: pytest.FixtureRequest) -> tuple[str, Any, AVTransformer]:
     """(generation, reference X0Model, our AVTransformer) with the same seeded honest weights."""
     from ltx_core.model.transformer import X0Model
-    from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
 
-    metadata = {"transformer": tc.transformer_config(request.param)}
-    reference = build_reference_module(LTXModelConfigurator, metadata)
-    with torch.no_grad():
-        init_module(reference, seed=7, to_file_key=lambda k: PREFIX + k, config=metadata)
-    reference = reference.float().eval()
-    ours = AVTransformer(TransformerConfig.from_metadata(metadata), device="meta")
-    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
-    return request.param, X0Model(reference).eval(), ours.eval()
+    reference, ours = reference_and_ours(request.param, seed=7)
+    return request.param, X0Model(reference).eval(), ours
 
 
 def _contexts(generation: str, seed: int = 9) -> tuple[Prompt, Prompt]:

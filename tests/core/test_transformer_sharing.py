@@ -8,34 +8,24 @@ from typing import Any
 import pytest
 import torch
 from support import tiny_configs as tc
-from support.tiny_checkpoints import build_reference_module, init_module
+from transformer_pairs import reference_and_ours
 
 from aiprod.aiprod_core.transformer import (
     AVTransformer,
     ModalityInput,
     Perturbations,
     SamplePerturbation,
-    TransformerConfig,
 )
 from aiprod.aiprod_core.transformer.sharing import SharingPlan
 
-PREFIX = "model.diffusion_model."
 VIDEO_TOKENS, AUDIO_TOKENS, CONTEXT_TOKENS = 12, 5, 7
 STG_BLOCK = 1  # the tiny model has 2 blocks: the STG pass shares block 0 with the positive pass
 
 
 @pytest.fixture(scope="module", params=tc.GENERATIONS)
 def models(request: pytest.FixtureRequest) -> tuple[str, torch.nn.Module, AVTransformer]:
-    from ltx_core.model.transformer.model_configurator import LTXModelConfigurator
-
-    metadata = {"transformer": tc.transformer_config(request.param)}
-    reference = build_reference_module(LTXModelConfigurator, metadata)
-    with torch.no_grad():
-        init_module(reference, seed=5, to_file_key=lambda k: PREFIX + k, config=metadata)
-    reference = reference.float().eval()
-    ours = AVTransformer(TransformerConfig.from_metadata(metadata), device="meta")
-    ours.load_state_dict(reference.state_dict(), strict=True, assign=True)
-    return request.param, reference, ours.eval()
+    reference, ours = reference_and_ours(request.param, seed=5)
+    return request.param, reference, ours
 
 
 def _stream(gen: torch.Generator, tokens: int, width: int, n_dims: int) -> dict[str, torch.Tensor]:
