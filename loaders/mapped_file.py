@@ -32,6 +32,7 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
     "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16, "U8": torch.uint8, "BOOL": torch.bool,
 }
 PAGE = mmap.PAGESIZE
+_DONT_NEED = getattr(mmap, "MADV_DONTNEED", None)  # Unix only
 
 
 class MappedFile:
@@ -82,9 +83,9 @@ class MappedFile:
     def release(self, name: str) -> None:
         """Drop the resident pages lying wholly inside tensor ``name`` (call only once no view of it is kept and it
         was not written to: the pages are re-read from the file if anything touches them again)."""
-        if self._map is None:
+        if self._map is None or _DONT_NEED is None:  # no madvise (Windows): the pages go when the mapping does
             return
         begin, end = self._range(name)
         first, last = -(-begin // PAGE) * PAGE, end // PAGE * PAGE
         if last > first:
-            self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
+            self._map.madvise(_DONT_NEED, first, last - first)
