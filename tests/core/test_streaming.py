@@ -384,3 +384,29 @@ def test_cuda_pinned_memory_is_returned_when_the_model_is_freed() -> None:
     del model
     gc.collect()
     assert torch.cuda.host_memory_stats().get("allocated_bytes.current", 0) < pinned
+
+
+def test_unfused_lora_adapters_stream_with_their_block(tiny_set) -> None:
+    """Run-time LoRA adapters (the fp8-kept path) live inside the blocks: their A / B stream with them."""
+    from aiprod.loaders.lora_apply import LoraAdapter, load_component_with_loras
+
+    model = load_component_with_loras(tiny_set.ltx2, "transformer", [(tiny_set.lora, 0.9)], dtype=torch.float32,
+                                      mode="unfused").module
+    adapters = [m for m in model.transformer_blocks.modules() if isinstance(m, LoraAdapter)]
+    assert adapters
+    seen: list[bool] = []
+    probe = adapters[0].register_forward_pre_hook(
+        lambda module, _: seen.append(module.down.data_ptr() != homes[0]))
+    homes = [adapters[0].down.data_ptr()]
+    video, audio, perturbations = _inputs(model, guided=True)
+    try:
+        with torch.no_grad():
+            plain = model(video, audio, perturbations)
+            seen.clear()
+            with BlockStreamer().attached(model, "cpu"):
+                streamed = model(video, audio, perturbations)
+    finally:
+        probe.remove()
+    assert seen and all(seen)  # the adapter computed on the streamed copy of its A
+    assert adapters[0].down.data_ptr() == homes[0]
+    assert torch.equal(streamed.video, plain.video) and torch.equal(streamed.audio, plain.audio)
