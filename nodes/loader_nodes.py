@@ -31,6 +31,7 @@ from .runtime import (
     load_device,
     mark_weight_streaming,
     weight_dtype,
+    weight_streaming_problem,
 )
 from .types import (
     AudioVAE,
@@ -84,12 +85,6 @@ def _streaming_input() -> io.Combo.Input:
                           "does not fit in VRAM; on: always stream them (slower, needs ~2 blocks of VRAM for "
                           "weights); off: always load the whole transformer on the GPU. No effect on a CPU-only "
                           "ComfyUI.")
-
-
-def _streaming_problem(choice: object) -> str | None:
-    if choice in WEIGHT_STREAMING:
-        return None
-    return f"weight_streaming={choice!r}: expected one of {list(WEIGHT_STREAMING)!r}"
 
 
 def _choice(parameter: str, choice: str, folders: tuple[str, ...]) -> str | None:
@@ -182,7 +177,7 @@ class AIPRODCheckpointLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, checkpoint: str, weight_streaming: str = "auto") -> bool | str:
-        return _choice("checkpoint", checkpoint, CHECKPOINTS) or _streaming_problem(weight_streaming) or True
+        return _choice("checkpoint", checkpoint, CHECKPOINTS) or weight_streaming_problem(weight_streaming) or True
 
     @classmethod
     def fingerprint_inputs(cls, checkpoint: str | None = None, **_: object) -> object:
@@ -218,7 +213,7 @@ class AIPRODDiffusionModelLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, model_file: str, weight_streaming: str = "auto") -> bool | str:
-        return _choice("model_file", model_file, DIFFUSION) or _streaming_problem(weight_streaming) or True
+        return _choice("model_file", model_file, DIFFUSION) or weight_streaming_problem(weight_streaming) or True
 
     @classmethod
     def fingerprint_inputs(cls, model_file: str | None = None, **_: object) -> object:

@@ -27,6 +27,7 @@ __all__ = [
     "mark_weight_streaming",
     "release",
     "weight_dtype",
+    "weight_streaming_problem",
 ]
 
 logger = logging.getLogger(__name__)
@@ -149,10 +150,18 @@ def mark_weight_streaming(module: nn.Module, choice: str) -> nn.Module:
     return module
 
 
+def weight_streaming_problem(choice: object) -> str | None:
+    """What is wrong with a weight_streaming choice (None: it is one of `WEIGHT_STREAMING`)."""
+    if choice in WEIGHT_STREAMING:
+        return None
+    return f"weight_streaming={choice!r}: expected one of {list(WEIGHT_STREAMING)!r}"
+
+
 def check_weight_streaming(choice: str) -> str:
     """``choice`` when it is one of `WEIGHT_STREAMING`, else a ``ValueError`` naming it."""
-    if choice not in WEIGHT_STREAMING:
-        raise ValueError(f"weight_streaming={choice!r}, expected one of {list(WEIGHT_STREAMING)!r}")
+    problem = weight_streaming_problem(choice)
+    if problem is not None:
+        raise ValueError(problem)
     return choice
 
 
