@@ -109,7 +109,8 @@ class ComfyModelHost:
         """A `BlockStreamer` when ``module`` was marked for weight streaming and streams on this device (ComfyUI
         memory freed for its footprint, our own patcher unloaded), else None: load it whole."""
         choice = module.__dict__.get(_STREAMING_ATTR, "off")
-        if choice == "off" or find_blocks(module) is None:
+        blocks = find_blocks(module)
+        if choice == "off" or blocks is None:
             return None
         if self._device.type in _HOST_MEMORY_DEVICES:
             if choice == "on":
@@ -119,7 +120,7 @@ class ComfyModelHost:
         if choice == "auto" and self._fits_whole(module):
             return None
         release(module)  # off the device if ComfyUI holds it there: the blocks stream from the offload copy
-        if any(t.device.type != "cpu" for t in find_blocks(module).parameters()):
+        if any(t.device.type != "cpu" for t in blocks.parameters()):
             _notice_once("offload", f"weight_streaming={choice!r}: the transformer's offload device is "
                          f"{self._offload}, not CPU memory, so it is loaded whole")
             return None
@@ -128,7 +129,7 @@ class ComfyModelHost:
         budget = mm.get_free_memory(self._device) - WORKING_RESERVE_BYTES
         resident = max_resident_blocks(module, budget, STREAM_PREFETCH)
         logger.info("weight streaming: %d of %d transformer blocks stream from CPU memory (%.2f GB of weights on "
-                    "%s, %d blocks resident)", len(find_blocks(module)) - resident, len(find_blocks(module)),
+                    "%s, %d blocks resident)", len(blocks) - resident, len(blocks),
                     streaming_footprint(module, resident, STREAM_PREFETCH) / 1e9, self._device, resident)
         return BlockStreamer(resident_blocks=resident, prefetch=STREAM_PREFETCH)
 
