@@ -25,11 +25,18 @@ class Linear(nn.Linear):
         super().reset_parameters()
 
 
+def _onednn_bf16_supported() -> bool:
+    """oneDNN's bf16 convolution needs AVX512-BF16-class CPUs (avx512bw/vl/dq or avx_ne_convert)."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(probe is not None and probe())
+
+
 def onednn_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether a convolution of ``x`` by ``weight`` may run through oneDNN: CPU float32 / bfloat16 inference."""
+    """Whether a convolution of ``x`` by ``weight`` may run through oneDNN: CPU float32 inference, and bfloat16
+    where this CPU has oneDNN's bf16 kernels."""
     return (
         x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
+        and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _onednn_bf16_supported()))
         and weight.dtype == x.dtype
         and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled
