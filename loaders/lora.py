@@ -248,7 +248,7 @@ def _patches_of(stem: str, entry: dict[str, tuple[str, torch.Tensor]],
             continue
         orphans[key] = (f"not applied: {weight.source_key} takes precedence on {stem}" if weight is not None
                         else "has no matching partner (e.g. lora_A without lora_B)")
-    if not patches and "alpha" in entry and entry["alpha"][0] not in orphans:
+    if weight is None and not patches and "alpha" in entry and entry["alpha"][0] not in orphans:
         orphans[entry["alpha"][0]] = "an alpha with no LoRA weights beside it"
     return patches, orphans
 
@@ -346,7 +346,10 @@ def _candidates(patch: Patch, targets: LoraTargets, kohya: dict[str, str]) -> li
         bases = [DIFFUSION_MODEL_PREFIX + path, path]
     else:
         bases = [path]
-    return [f"{base}.{patch.param}" for base in bases]
+    keys = [f"{base}.{patch.param}" for base in bases]
+    if isinstance(patch, DiffPatch | SetPatch) and patch.param == "weight":
+        keys += bases  # ComfyUI also patches tensors not named .weight (e.g. scale_shift_table) by their full name
+    return keys
 
 
 def _resolve(patch: Patch, targets: LoraTargets, kohya: dict[str, str]) -> tuple[str | None, str]:

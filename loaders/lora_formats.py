@@ -250,12 +250,22 @@ class LoKrPatch(_Factorised):
             raise ValueError(f"{self.stem}: LoKr factor has neither the whole matrix nor both _a and _b")
         return _product(a, b, core, meta)
 
-    def diff(self, meta: bool = False) -> torch.Tensor:
+    def _factors(self, meta: bool) -> tuple[torch.Tensor, torch.Tensor]:
         w1 = self._factor(self.w1, self.w1_a, self.w1_b, None, meta)
         w2 = self._factor(self.w2, self.w2_a, self.w2_b, self.t2, meta)
         if w2.dim() == 4:
             w1 = w1.unsqueeze(2).unsqueeze(2)
-        return torch.kron(w1, w2)
+        return w1, w2
+
+    def diff(self, meta: bool = False) -> torch.Tensor:
+        w1, w2 = self._factors(meta)
+        return torch.kron(w1.contiguous(), w2.contiguous())  # the CP einsum result is not contiguous
+
+    def shape(self) -> tuple[int, ...]:
+        w1, w2 = self._factors(meta=True)  # (torch.kron has no meta kernel for 4-D factors)
+        if w1.dim() != w2.dim():
+            raise ValueError(f"{self.stem}: LoKr factors of {w1.dim()} and {w2.dim()} dimensions")
+        return tuple(a * b for a, b in zip(w1.shape, w2.shape, strict=True))
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,8 +10,8 @@ from comfy_api.latest import io
 
 from ..loaders.component_loader import load_component, plan_load
 from ..loaders.detect import describe_file
-from ..loaders.lora import check_lora_fits, read_lora
-from ..loaders.lora_apply import load_component_with_loras
+from ..loaders.lora import read_lora
+from ..loaders.lora_apply import check_transformer_lora, load_component_with_loras
 from ..loaders.text_encoder_files import find_gemma_files, load_gemma
 from .model_files import (
     UPSCALE_FOLDER,
@@ -372,11 +372,14 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
         _check_contents(path, "text_embeddings")
         find_gemma_files(gemma_path)  # tokenizer / config problems named here, before any weights are read
         dtype = _text_dtype(weight_dtype)
-        loaded = LazyModule(lambda: load_gemma(gemma_path, dtype=dtype, device=load_device()), f"gemma {gemma}")
+        def gemma_with(transform=None):  # a text-encoder LoRA node passes its fusing transform
+            return load_gemma(gemma_path, dtype=dtype, device=load_device(), transform=transform)
+
+        loaded = LazyModule(gemma_with, f"gemma {gemma}")
         processor = LazyModule(
             lambda: load_component(path, "text_embeddings", dtype=dtype, device=load_device()).module,
             f"text projection {path}")  # fmt: skip
-        return io.NodeOutput(TextEncoder(loaded, processor, gemma))
+        return io.NodeOutput(TextEncoder(loaded, processor, gemma, gemma_path=gemma_path, load_gemma=gemma_with))
 
 
 def _text_dtype(choice: str):
@@ -407,8 +410,10 @@ class AIPRODLoraLoader(io.ComfyNode):
             node_id="AIPRODLoraLoader",
             display_name="AIPROD LoRA Loader",
             category=CATEGORY,
-            description="Adds a LoRA (ComfyUI, PEFT, kohya or bare key formats) at a strength. Chain several; the "
-            "model is loaded once with every LoRA fused. Unmatched keys are logged by name.",
+            description="Adds a LoRA to the transformer (ComfyUI, PEFT, kohya or bare key names; LoRA with alpha, "
+            "DoRA, LoHa, LoKr, .diff; fp8 / fp16 / bf16 files) at a strength. Chain several; the model is loaded "
+            "once with every LoRA fused. Unmatched keys are logged by name. Text-encoder (Gemma) LoRAs go to the "
+            "AIPROD Text Encoder LoRA Loader.",
             inputs=_lora_inputs(),
             outputs=[ModelSocket.Output(display_name="model", tooltip="The transformer with the LoRA added.")],
         )
@@ -420,8 +425,8 @@ class AIPRODLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
-        if strength != 0:  # a LoRA for another model fails here, not after text encoding (0 = disabled)
-            check_lora_fits(path, model.path)
+        if strength != 0:  # a LoRA for another model (or the text encoder) fails here, not after text encoding
+            check_transformer_lora(path, model.path, model.fp8)
         return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.fp8,
                                               (*model.loras, (path, strength)), model.generation,
                                               model.reference_downscale_factor, model.weight_streaming))
@@ -457,7 +462,8 @@ class AIPRODICLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
-        shallow = check_lora_fits(path, model.path) if strength != 0 else read_lora(path, shapes_only=True)
+        shallow = (check_transformer_lora(path, model.path, model.fp8) if strength != 0
+                   else read_lora(path, shapes_only=True))
         factor = shallow.reference_downscale_factor or 1
         if not float(factor).is_integer():
             raise ValueError(f"lora={lora!r}: reference_downscale_factor={factor!r} in its metadata; only whole "

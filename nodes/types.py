@@ -109,11 +109,18 @@ class AudioVAE:
 
 @dataclass(frozen=True)
 class TextEncoder:
-    """Gemma-3 backbone + its tokenizer (loaded together) and the checkpoint's text projection and connectors."""
+    """Gemma-3 backbone + its tokenizer (loaded together) and the checkpoint's text projection and connectors.
+
+    Text-encoder LoRAs: ``gemma_path`` is what they are matched against, ``loras`` the stack [(path, strength)]
+    fused into ``gemma``, and ``load_gemma(transform)`` loads the Gemma with a weight transform (None: plain).
+    """
 
     gemma: Any  # LazyModule over loaders.text_encoder_files.LoadedGemma (not an nn.Module itself)
     processor: LazyModule
     label: str
+    gemma_path: str | None = None
+    loras: tuple[tuple[str, float], ...] = ()
+    load_gemma: Callable[[Any], Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
