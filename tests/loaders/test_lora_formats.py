@@ -287,7 +287,8 @@ def test_kept_fp8_layers_take_low_rank_and_bias_patches_and_refuse_the_rest(fp8_
     layer = kept.get_submodule(FF)
     assert isinstance(layer, Fp8Linear) and len(layer.lora_adapters) == 1
     lora = load_file(str(plain))
-    weight = upcast[f"{FF}.weight"] + 0.5 * lora[f"{stem}.lora_B.weight"].float() @ lora[f"{stem}.lora_A.weight"].float()
+    down, up = (lora[f"{stem}.lora_{n}.weight"].float() for n in "AB")
+    weight = upcast[f"{FF}.weight"] + 0.5 * up @ down
     bias = upcast[f"{FF}.bias"] + 0.5 * lora[f"{stem}.diff_b"]
     assert torch.equal(layer.bias, bias)  # the bias is never quantized: the bias patch fuses
     x = torch.randn(3, 64, generator=_gen(61))
