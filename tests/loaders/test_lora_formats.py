@@ -99,6 +99,47 @@ def test_an_fp8_lora_file_is_up_cast_and_fused(tiny_set, tmp_path, base, comfy_c
     assert (layer(x) - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 
+def _kj_resized(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """KJNodes' LoraReduceRank facts: merge up @ down (no alpha in the source: scale 1), SVD, keep a per-layer
+    rank r (here 4 or 2 alternately), up = U sqrt(S), down = sqrt(S) Vh, ``<stem>.alpha`` = scale * r, every
+    tensor (alpha included) saved in the output dtype."""
+    out = {}
+    downs = sorted(k for k in tensors if k.endswith(".lora_A.weight"))
+    for i, down_key in enumerate(downs):
+        stem = down_key.removesuffix(".lora_A.weight")
+        merged = tensors[f"{stem}.lora_B.weight"].float() @ tensors[down_key].float()
+        u, s, vh = torch.linalg.svd(merged, full_matrices=False)
+        rank = RANK if i % 2 == 0 else RANK // 2
+        root = torch.sqrt(s[:rank])
+        out[f"{stem}.lora_B.weight"] = (u[:, :rank] * root).to(dtype)
+        out[f"{stem}.lora_A.weight"] = (root[:, None] * vh[:rank]).to(dtype)
+        out[f"{stem}.alpha"] = torch.tensor(1.0 * rank).to(dtype)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float8_e4m3fn], ids=["bf16", "fp8"])
+def test_kjnodes_resized_dynamic_loras(tiny_set, tmp_path, base, comfy_cpu, dtype):
+    """``..._resized_dynamic_fro09_avg_rank_N_{bf16,fp8}``: per-layer ranks, alpha = rank (scale 1), stored in
+    bf16 or fp8 (alpha too). Fused like ComfyUI: fp8 bit-identical (float32 path); bf16 pairs keep the reference's
+    order, <= 2**-7 of the largest delta entry from ComfyUI's float32 product."""
+    source = load_file(str(tiny_set.lora))
+    tensors = _kj_resized(source, dtype)
+    path = _save(tmp_path, "resized.safetensors", tensors)
+    ranks = {p.rank for p in read_lora(path).patches}
+    assert ranks == {RANK, RANK // 2}
+    fused = _fused(tiny_set, path, 1.0)
+    for down_key in [k for k in tensors if k.endswith(".lora_A.weight")]:
+        stem = down_key.removesuffix(".lora_A.weight")
+        key = stem.removeprefix("diffusion_model.") + ".weight"
+        comfy = comfy_weight(base[key], [(tensors, stem, 1.0)])
+        delta = (comfy - base[key]).abs().max()
+        bound = 0.0 if dtype == torch.float8_e4m3fn else 2**-7 * delta
+        assert (fused[key] - comfy).abs().max() <= bound, key
+        if tensors[down_key].shape[0] == RANK:  # full rank kept: the source LoRA's delta, up to storage rounding
+            original = source[f"{stem}.lora_B.weight"].float() @ source[down_key].float()
+            assert (fused[key] - base[key] - original).abs().max() <= 0.1 * original.abs().max()
+
+
 @pytest.mark.parametrize("style", ["comfy", "peft_default", "diffusers", "kohya", "lora_dot"])
 def test_alpha_scales_every_naming_style_as_comfyui_does(tiny_set, tmp_path, base, comfy_cpu, style):
     """alpha / rank applies to lora_A / lora_B too (it used to apply to kohya names only); alpha 2 on rank 4
