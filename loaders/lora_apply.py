@@ -30,21 +30,12 @@ from torch import nn
 from .component_loader import LoadedComponent, WeightTransform, load_component, plan_load
 from .errors import CheckpointFormatError, LoraMismatchError
 from .fp8 import FP8_DTYPES
-from .lora import (
-    TEXT_ENCODER,
-    LoraFile,
-    LoraMatch,
-    LoraTargets,
-    check_lora_fits,
-    match_loras,
-    match_patches,
-    read_lora,
-)
+from .lora import TEXT_ENCODER, TRANSFORMER, LoraFile, LoraMatch, LoraTargets, match_patches, read_lora
 from .lora_formats import ARITHMETIC_DTYPES, LowRankPatch, Patch, upcast
 from .text_encoder_files import find_gemma_files
 
-__all__ = ["LoraAdapter", "LoraReport", "check_text_encoder_lora", "check_transformer_lora", "fuse_weight",
-           "gemma_lora_transform", "gemma_targets", "load_component_with_loras"]
+__all__ = ["LoraAdapter", "LoraReport", "check_text_encoder_lora", "check_transformer_lora", "component_targets",
+           "fuse_weight", "gemma_lora_transform", "gemma_targets", "load_component_with_loras"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,15 +134,28 @@ def _refuse_on_kept(match: LoraMatch, kept: Collection[str], by_patch: dict[int,
                 unmatched=(patch.source_key,))
 
 
+def component_targets(plan: Any) -> LoraTargets:
+    """The tensors of a planned load's file as LoRA targets: every header tensor, with the logical shape of our
+    module (built on the meta device) for the component's own keys, so a weight stored packed (quantized formats)
+    is matched by the shape it has in the model."""
+    shapes = {key: tuple(info.shape) for key, info in plan.header.tensors.items()}
+    module = plan.spec.build(plan.config, plan.header.tensors, None, "meta")
+    for module_key, meta in module.state_dict(keep_vars=True).items():
+        file_key = plan.keys.get(module_key)
+        if file_key is not None:
+            shapes[file_key] = tuple(meta.shape)
+    return LoraTargets(plan.path, TRANSFORMER, shapes)
+
+
 def check_transformer_lora(lora: str | os.PathLike[str], checkpoint: str | os.PathLike[str],
                            fp8: str = "upcast") -> LoraFile:
-    """Header-only check of one LoRA for the transformer of ``checkpoint`` loaded with ``fp8``: everything
-    `check_lora_fits` refuses, plus patches that cannot apply to the layers ``fp8="keep"`` keeps quantized."""
-    shallow = check_lora_fits(lora, checkpoint)
-    if fp8 == "keep":
-        plan = plan_load(checkpoint, "transformer", fp8="keep")
-        match = match_loras([(shallow, 1.0)], checkpoint, plan.header.tensors)
-        _refuse_on_kept(match, _kept_weight_keys(plan), {id(p): shallow.path for p in shallow.patches})
+    """Header-only check of one LoRA for the transformer of ``checkpoint`` loaded with ``fp8`` ("upcast" or
+    "keep"): everything `match_patches` refuses, plus patches the layers ``"keep"`` keeps quantized cannot take.
+    Returns the shapes-only `LoraFile` (its metadata holds the IC-LoRA reference downscale factor)."""
+    shallow = read_lora(lora, shapes_only=True)
+    plan = plan_load(checkpoint, "transformer", fp8=fp8)
+    match = match_patches([(shallow, 1.0)], component_targets(plan))
+    _refuse_on_kept(match, _kept_weight_keys(plan), {id(p): shallow.path for p in shallow.patches})
     return shallow
 
 
@@ -201,7 +205,7 @@ def load_component_with_loras(
     """
     files = _as_files(loras)
     plan = plan_load(path, component, config=config, fp8=fp8)
-    match = match_loras(files, path, plan.header.tensors) if files else None
+    match = match_patches(files, component_targets(plan)) if files else None
     report = LoraReport(reference_downscale_factors={lora.path: lora.reference_downscale_factor for lora, _ in files})
     if match is None:
         loaded = load_component(path, component, dtype=dtype, device=device, config=config, fp8=fp8)
