@@ -6,7 +6,7 @@ Tolerances: on a float32 model every kind computed in float32 is bit-identical t
 operations in the same order; ComfyUI's stochastic rounding only acts on 16-bit weights). Plain lora_A/lora_B
 pairs keep the reference's order (``((strength * scale) * B) @ A``, in the LoRA's dtype) for bit parity with
 ltx-core, so against ComfyUI's ``(strength * scale) * (B @ A)`` they differ by float32 rounding: <= 1e-6 of the
-delta's largest entry.
+delta's largest entry plus one float32 ulp of the weight.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def test_alpha_scales_every_naming_style_as_comfyui_does(tiny_set, tmp_path, bas
     fused = _fused(tiny_set, _save(tmp_path, "alpha.safetensors", tensors), 0.8)[f"{FF}.weight"]
     comfy = comfy_weight(base[f"{FF}.weight"], [(tensors, stem, 0.8)])
     delta = 0.8 * 2.0 / RANK * up @ down
-    assert (fused - comfy).abs().max() <= 1e-6 * delta.abs().max()
+    assert (fused - comfy).abs().max() <= 1e-6 * delta.abs().max() + torch.finfo(torch.float32).eps * comfy.abs().max()
     without_alpha = {k: v for k, v in tensors.items() if not k.endswith(".alpha")}
     old = _fused(tiny_set, _save(tmp_path, "no_alpha.safetensors", without_alpha), 0.8)[f"{FF}.weight"]
     assert (old - base[f"{FF}.weight"] - 2 * (fused - base[f"{FF}.weight"])).abs().max() <= 1e-6

@@ -162,3 +162,52 @@ def test_a_lokr_lora_on_a_kept_fp8_model_is_refused_at_the_node(nodes, demo_mode
     assert "Set fp8 to 'upcast' on the model loader" in str(info.value)
     upcast = loader_nodes.make_transformer(str(fp8_path), "fp32", "upcast")
     loader_nodes.AIPRODLoraLoader.execute(upcast, "loras/lokr.safetensors", 1.0)  # de-quantised: accepted
+
+
+def _kind_files(layer: str, out_features: int, in_features: int) -> dict[str, dict[str, torch.Tensor]]:
+    """One tiny file per LoRA kind of issue 12's table, all on ``layer`` (module path under diffusion_model.)."""
+    gen = torch.Generator().manual_seed(5)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen) * 0.05
+
+    stem = f"diffusion_model.{layer}"
+    pair = {f"{stem}.lora_A.weight": rand(RANK, in_features), f"{stem}.lora_B.weight": rand(out_features, RANK)}
+    return {
+        "alpha_not_rank": {**pair, f"{stem}.alpha": torch.tensor(1.0)},
+        "diff": {f"{stem}.diff": rand(out_features, in_features), f"{stem}.diff_b": rand(out_features)},
+        "dora": {**pair, f"{stem}.alpha": torch.tensor(8.0), f"{stem}.dora_scale": 1 + rand(1, in_features)},
+        "lokr": {f"{stem}.lokr_w1": 1 + rand(2, 1), f"{stem}.lokr_w2_a": rand(out_features // 2, 2),
+                 f"{stem}.lokr_w2_b": rand(2, in_features), f"{stem}.alpha": torch.tensor(1.0)},
+        "loha": {f"{stem}.hada_w1_a": rand(out_features, 2), f"{stem}.hada_w1_b": rand(2, in_features),
+                 f"{stem}.hada_w2_a": rand(out_features, 2), f"{stem}.hada_w2_b": rand(2, in_features)},
+    }
+
+
+def test_every_lora_kind_loads_through_the_lora_node_like_comfyui(nodes, demo_models, lora_dir, comfy_cpu):
+    """alpha != rank, .diff / .diff_b, DoRA, LoKr, LoHa: through the AIPROD LoRA Loader on an fp32 model, each
+    equals ComfyUI's calculate_weight on the same weight (bit for bit: float32 everywhere, same order; the plain
+    pair keeps the reference's order: within 1e-6 of its delta plus one float32 ulp of the weight)."""
+    import comfy.lora
+
+    loader_nodes, _, _ = nodes
+    c = demo_models.combos()
+    model, _, _ = loader_nodes.AIPRODCheckpointLoader.execute(c["checkpoint"], "fp32", "upcast").args
+    plain = model.module().state_dict()
+    layer = "transformer_blocks.0.ff.net.0.proj"
+    out_features, in_features = plain[f"{layer}.weight"].shape
+    for kind, tensors in _kind_files(layer, out_features, in_features).items():
+        save_file(tensors, str(lora_dir / f"{kind}.safetensors"))
+        (with_lora,) = loader_nodes.AIPRODLoraLoader.execute(model, f"loras/{kind}.safetensors", 0.7).args
+        fused = with_lora.module().state_dict()
+        patches = comfy.lora.load_lora(tensors, {f"diffusion_model.{layer}": "w.weight"}, log_missing=False)
+        for param in ("weight", "bias"):
+            if f"w.{param}" not in patches:
+                assert torch.equal(fused[f"{layer}.{param}"], plain[f"{layer}.{param}"]), kind
+                continue
+            expected = comfy.lora.calculate_weight([(0.7, patches[f"w.{param}"], 1.0, None, None)],
+                                                   plain[f"{layer}.{param}"].clone(), f"w.{param}")
+            ulp = torch.finfo(torch.float32).eps * expected.abs().max()  # reference order: one rounding apart
+            bound = 1e-6 * (expected - plain[f"{layer}.{param}"]).abs().max() + ulp if kind == "alpha_not_rank" else 0
+            assert (fused[f"{layer}.{param}"] - expected).abs().max() <= bound, kind
+            assert not torch.equal(fused[f"{layer}.{param}"], plain[f"{layer}.{param}"]), kind
