@@ -52,6 +52,7 @@ class LoraReport:
     unfused: dict[str, list[str]] = field(default_factory=dict)  # subset applied as run-time adapters
     other_components: dict[str, list[str]] = field(default_factory=dict)  # matched, but not in this component
     unmatched: dict[str, dict[str, str]] = field(default_factory=dict)  # LoRA path -> {LoRA key: reason}
+    other_model: dict[str, list[str]] = field(default_factory=dict)  # LoRA keys for the other model (TE / DiT)
     reference_downscale_factors: dict[str, int | float | None] = field(default_factory=dict)
 
 
@@ -211,7 +212,7 @@ def load_component_with_loras(
         loaded = load_component(path, component, dtype=dtype, device=device, config=config, fp8=fp8)
         loaded.lora_report = report
         return loaded
-    _check_unmatched(match.unmatched, strict, report)
+    _check_unmatched(match, strict, report)
     by_patch = {id(patch): lora.path for lora, _ in files for patch in lora.patches}
     kept = _kept_weight_keys(plan)
     target_keys = {k for k in plan.keys.values() if k in match.targets}
@@ -236,7 +237,13 @@ def load_component_with_loras(
     return loaded
 
 
-def _check_unmatched(unmatched: dict[str, dict[str, str]], strict: bool, report: LoraReport) -> None:
+def _check_unmatched(match: LoraMatch, strict: bool, report: LoraReport) -> None:
+    report.other_model = {p: list(keys) for p, keys in match.other_family.items() if keys}
+    for lora_path, keys in match.other_family.items():
+        if keys:  # e.g. a ComfyUI LoRA holding both parts: each LoRA node applies its own
+            logger.warning("LoRA %s: %d key(s) for the other model not applied here: %s", lora_path, len(keys),
+                           next(iter(keys.values())))
+    unmatched = match.unmatched
     report.unmatched = {p: dict(u) for p, u in unmatched.items() if u}
     for lora_path, keys in report.unmatched.items():
         listing = "; ".join(f"{k} ({why})" for k, why in list(keys.items())[:8])
@@ -282,7 +289,7 @@ def gemma_lora_transform(gemma: str | os.PathLike[str], loras: LoraSources, *,
     if not files:
         return None, report
     match = match_patches(files, gemma_targets(gemma))
-    _check_unmatched(match.unmatched, strict, report)
+    _check_unmatched(match, strict, report)
     by_patch = {id(patch): lora.path for lora, _ in files for patch in lora.patches}
     _fill_report(report, match, set(match.targets), set(), by_patch)
 

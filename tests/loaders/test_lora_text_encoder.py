@@ -178,3 +178,27 @@ def test_transformer_and_foreign_loras_are_refused_for_the_text_encoder(tiny_set
         f"(first: {COMFY}model.layers.0.self_attn.q_proj.lora_down.weight; LoRA patches in the ComfyUI text encoder "
         "(text_encoders.gemma3_12b.transformer.*) naming). It is probably a LoRA for another model or model "
         "version; use a LoRA trained for Gemma-3 12B (the LTX-2 text encoder).")
+
+
+def test_a_lora_with_both_parts_applies_each_part_at_its_own_node(tiny_set, tmp_path, gemma_file, gemma_state):
+    """ComfyUI's LoraSave writes the model and the text encoder into one file: the transformer load applies the
+    diffusion_model.* part, the Gemma load the text_encoders.* part; each reports the other part by name."""
+    from safetensors.torch import load_file
+
+    from aiprod.loaders.lora_apply import load_component_with_loras
+
+    pairs = _lora_pairs(gemma_state)
+    gemma_only = _lora_file(tmp_path, "te.safetensors", pairs, "comfy")
+    both = tmp_path / "both.safetensors"
+    save_file({**load_file(str(tiny_set.lora)), **load_file(str(gemma_only))}, str(both))
+    transformer = load_component_with_loras(tiny_set.ltx2, "transformer", [(both, 1.0)], strict=True)
+    report = transformer.lora_report
+    assert len(report.applied[str(both)]) == len(load_file(str(tiny_set.lora))) // 2
+    assert len(report.other_model[str(both)]) == len(pairs)
+    transform, te_report = gemma_lora_transform(gemma_file, [(both, 1.0)], strict=True)
+    assert len(te_report.applied[str(both)]) == len(pairs)
+    assert all(k.startswith("diffusion_model.") for k in te_report.other_model[str(both)])
+    fused = load_gemma(gemma_file, dtype=torch.float32, transform=transform).encoder.state_dict()
+    transform, _ = gemma_lora_transform(gemma_file, [(gemma_only, 1.0)])
+    alone = load_gemma(gemma_file, dtype=torch.float32, transform=transform).encoder.state_dict()
+    assert all(torch.equal(fused[k], alone[k]) for k in alone)
