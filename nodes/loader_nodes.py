@@ -372,6 +372,7 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
         _check_contents(path, "text_embeddings")
         find_gemma_files(gemma_path)  # tokenizer / config problems named here, before any weights are read
         dtype = _text_dtype(weight_dtype)
+
         def gemma_with(transform=None):  # a text-encoder LoRA node passes its fusing transform
             return load_gemma(gemma_path, dtype=dtype, device=load_device(), transform=transform)
 
