@@ -108,11 +108,9 @@ def fuse_weight(weight: torch.Tensor, entries: Sequence[tuple[Patch, float]], dt
 
 
 def _as_files(loras: LoraSources) -> list[tuple[LoraFile, float]]:
-    files = []
-    for source, strength in loras:
-        lora = source if isinstance(source, LoraFile) else read_lora(source)
-        files.append((lora, float(strength)))
-    return [(lora, s) for lora, s in files if s != 0.0]
+    """The LoRAs of non-zero strength, parsed (a zero strength disables a LoRA: its file is not read)."""
+    return [(source if isinstance(source, LoraFile) else read_lora(source), float(strength))
+            for source, strength in loras if strength != 0.0]
 
 
 def _kept_weight_keys(plan: Any) -> set[str]:
