@@ -48,6 +48,7 @@ FAMILY_LABELS = {"gemma3": "Gemma 3 (the text encoder of LTX-2 / LTX-2.3)",
 LTX25 = "LTX-2.5"
 LTX25_SINCE = (2, 4)
 GEMMA3_HINT = "LTX-2 / LTX-2.3 use Gemma 3 12B (gemma_3_12B_it*.safetensors or the google/gemma-3-12b-it folder)."
+FF_PROBE = "transformer_blocks.0.ff.net.0.proj."  # LTX-2.5: ff_bias false, so no .bias beside the weight
 _LM_MARKERS = ("model.embed_tokens.weight", "model.language_model.embed_tokens.weight",
                "language_model.model.embed_tokens.weight")
 
@@ -174,6 +175,15 @@ def _older_generation(version: tuple[int, ...], header: SafetensorsHeader) -> st
     return "LTX-2 / LTX-2.3"
 
 
+def _ff_bias(header: SafetensorsHeader) -> bool | None:
+    """Whether the first transformer block's feed-forward has a bias (LTX-2.5 has none); None: no such block."""
+    for prefix in ("model.diffusion_model.", ""):
+        weight = f"{prefix}{FF_PROBE}weight"
+        if weight in header.tensors:
+            return f"{prefix}{FF_PROBE}bias" in header.tensors
+    return None
+
+
 def transformer_text_needs(transformer: str | os.PathLike[str] | SafetensorsHeader) -> TransformerTextNeeds:
     """The generation of a transformer (or single-file checkpoint) and the text encoder it needs (header only)."""
     header = transformer if isinstance(transformer, SafetensorsHeader) else read_header(transformer)
@@ -183,10 +193,11 @@ def transformer_text_needs(transformer: str | os.PathLike[str] | SafetensorsHead
     config = _metadata_json(header, "config")
     section = config.get("transformer", {}) if isinstance(config, dict) else {}
     stamp = source.get("gemma_version") if isinstance(source, dict) else None
+    ff_bias = _ff_bias(header)
     no_ff_bias = isinstance(section, dict) and False in (section.get("ff_bias"), section.get("audio_ff_bias"))
-    if source is not None or version >= LTX25_SINCE or no_ff_bias:
+    if source is not None or version >= LTX25_SINCE or no_ff_bias or ff_bias is False:
         return TransformerTextNeeds(header.path, LTX25, "gemma4", stamp, model_version)
-    if version or section:
+    if version or section or ff_bias:
         return TransformerTextNeeds(header.path, _older_generation(version, header), "gemma3", None, model_version)
     return TransformerTextNeeds(header.path, "unknown (no model_version / config metadata)", None, None, "")
 

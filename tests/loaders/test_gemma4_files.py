@@ -102,6 +102,25 @@ def test_config_inferred_from_shapes_without_metadata(tmp_path, model) -> None:
     _assert_weights(load_gemma4(path), model, torch.bfloat16)
 
 
+def test_real_12b_structure_and_its_inference_from_shapes() -> None:
+    """The 12B config on the meta device: full-attention layers have 16 x 512 query heads, one shared K = V head and
+    no v_proj; a config inferred from those shapes (as for a metadata-less repack) reproduces it."""
+    from aiprod.aiprod_core.text_encoder.gemma4 import Gemma4TextEncoder, gemma4_text_config
+    from aiprod.loaders.gemma4_files import _infer_config
+    from aiprod.loaders.safetensors_header import TensorInfo
+
+    real = tg.GEMMA4_12B_TEXT_CONFIG
+    state = Gemma4TextEncoder(gemma4_text_config(real), dtype=torch.bfloat16, device="meta").state_dict()
+    assert state["model.layers.5.self_attn.q_proj.weight"].shape == (8192, 3840)
+    assert state["model.layers.5.self_attn.k_proj.weight"].shape == (512, 3840)
+    assert "model.layers.5.self_attn.v_proj.weight" not in state
+    assert state["model.layers.0.self_attn.v_proj.weight"].shape == (2048, 3840)
+    assert 11.8e9 < sum(v.numel() for v in state.values()) < 12.0e9
+    tensors = {k: TensorInfo("BF16", tuple(v.shape), 2 * v.numel()) for k, v in state.items()}
+    inferred = _infer_config("repack", tensors, GEMMA4_TEXT_MAPS[1])["text_config"]
+    assert {k: v for k, v in inferred.items() if real.get(k, v) != v} == {}
+
+
 def test_int8_convrot_layout_is_accepted_and_left_to_the_quant_loader(tmp_path, model) -> None:
     path = tg.write_comfy_int8(tmp_path / "gemma4-12b-with-proj-ltx-2.5-comfy-int8-convrot.safetensors", model)
     files = find_gemma4_files(path)

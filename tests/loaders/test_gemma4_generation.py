@@ -117,6 +117,18 @@ def test_gemma_version_stamp_must_match(files, caplog) -> None:
     assert caplog.text.count("cannot check the Gemma-4 version") == 2
 
 
+@pytest.mark.parametrize(("bias", "generation"), [(False, "LTX-2.5"), (True, "LTX-2 / LTX-2.3")])
+def test_metadata_less_transformer_told_by_its_feed_forward_bias(tmp_path, bias, generation) -> None:
+    block = "transformer_blocks.0.ff.net.0.proj."
+    tensors = {block + "weight": torch.zeros(8, 4), "video_embeddings_connector.transformer_1d_blocks.0.ff.net.0."
+               "proj.bias": torch.zeros(8)}  # connectors keep their biases in every generation
+    if bias:
+        tensors[block + "bias"] = torch.zeros(8)
+    path = tmp_path / "repack.safetensors"
+    save_file(tensors, str(path))
+    assert transformer_text_needs(path).generation == generation
+
+
 def test_a_header_without_generation_facts_is_not_refused(files, tmp_path, caplog) -> None:
     path = tmp_path / "bare.safetensors"
     save_file({"transformer_blocks.0.attn1.to_q.weight": torch.zeros(2, 2)}, str(path))

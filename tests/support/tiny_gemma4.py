@@ -47,6 +47,18 @@ TEXT_CONFIG: dict[str, Any] = {  # keys as in google/gemma-4-12B's config.json (
     "tie_word_embeddings": True, "enable_moe_block": False, "num_experts": None, "top_k_experts": None,
     "moe_intermediate_size": None, "vocab_size_per_layer_input": VOCAB,
 }
+# google/gemma-4-12B's text_config (config.json, transformers 5.10.0.dev0), the base of the LTX-2.5 fine-tune.
+GEMMA4_12B_TEXT_CONFIG: dict[str, Any] = {
+    "model_type": "gemma4_unified_text", "attention_bias": False, "attention_k_eq_v": True, "bos_token_id": 2,
+    "eos_token_id": 1, "final_logit_softcapping": 30.0, "global_head_dim": 512, "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 3840, "hidden_size_per_layer_input": 0,
+    "intermediate_size": 15360, "layer_types": (["sliding_attention"] * 5 + ["full_attention"]) * 8,
+    "max_position_embeddings": 262_144, "num_attention_heads": 16, "num_global_key_value_heads": 1,
+    "num_hidden_layers": 48, "num_key_value_heads": 8, "num_kv_shared_layers": 0, "pad_token_id": 0,
+    "rms_norm_eps": 1e-6, "rope_parameters": TEXT_CONFIG["rope_parameters"], "sliding_window": 1024,
+    "tie_word_embeddings": True, "use_bidirectional_attention": "vision", "use_double_wide_mlp": False,
+    "vocab_size": 262_144,
+}
 CONFIG: dict[str, Any] = {
     "architectures": ["Gemma4UnifiedForConditionalGeneration"], "model_type": "gemma4_unified",
     "text_config": TEXT_CONFIG,
