@@ -8,8 +8,9 @@
   ``ff_bias`` false in their config; older ones need Gemma 3.
 - `check_text_encoder_generation`: refuses a Gemma 3 encoder with an LTX-2.5 transformer and a Gemma 4 encoder
   with an LTX-2 / LTX-2.3 one, naming both generations, and a Gemma 4 whose ``gemma_version`` differs from the
-  transformer's ``gemma_source_checkpoint`` (ltx-core ``_check_gemma_version``). Where one side carries no stamp
-  (repacks that dropped the metadata) it warns instead of refusing, as ltx-core does when both lack it.
+  transformer's ``gemma_source_checkpoint`` or whose config declares none (Google's stock Gemma 4; ltx-core
+  ``_check_gemma_version``). Where a side has no stamp to carry (a repack without config, a transformer without
+  ``gemma_source_checkpoint``) it warns instead of refusing, as ltx-core does when both lack one.
 - `load_text_encoder`: loads either family (`load_gemma` / `load_gemma4`).
 """
 
@@ -65,6 +66,7 @@ class TextEncoderKind:
     family: str
     gemma_version: str | None
     source: str
+    has_config: bool = True  # False: told by tensor keys alone (no config to carry a stamp)
 
     @property
     def label(self) -> str:
@@ -144,7 +146,7 @@ def text_encoder_kind(path: str | os.PathLike[str]) -> TextEncoderKind:
         config = _json_file(beside)
         if MODEL_TYPES.get(config.get("model_type")) == family:
             return TextEncoderKind(str(where), family, config.get("gemma_version"), f"tensor keys and {beside}")
-    return TextEncoderKind(str(where), family, None, "tensor keys")
+    return TextEncoderKind(str(where), family, None, "tensor keys", has_config=False)
 
 
 def _parse_version(text: str) -> tuple[int, ...]:
@@ -212,6 +214,12 @@ def _mismatch(kind: TextEncoderKind, needs: TransformerTextNeeds) -> GenerationM
 
 
 def _check_stamp(kind: TextEncoderKind, needs: TransformerTextNeeds) -> None:
+    if needs.gemma_version is not None and kind.gemma_version is None and kind.has_config:
+        raise GenerationMismatchError(  # a config without the stamp: not the LTX fine-tune (stock Gemma 4?)
+            kind.path, f"is a Gemma 4 whose config ({kind.source}) declares no gemma_version, but the transformer "
+            f"{os.path.basename(needs.path)} ({needs.generation}) was trained with gemma_version "
+            f"{needs.gemma_version!r}: this is not its fine-tuned text encoder (Google's stock Gemma 4?).", GEMMA4_HINT,
+        )
     if needs.gemma_version is None or kind.gemma_version is None:
         if needs.gemma_version != kind.gemma_version:
             logger.warning("cannot check the Gemma-4 version: the transformer %s declares gemma_version %r, the text "

@@ -111,6 +111,12 @@ def test_gemma_version_stamp_must_match(files, caplog) -> None:
                        r"transformer other\.safetensors \(LTX-2\.5\) was trained with gemma_version "
                        r"'gemma4-12b-ltx-v2'"):
         check_text_encoder_generation(files["gemma4_folder"], files["ltx2.5_other_stamp"])
+    stock = files["gemma4_folder"].parent / "gemma-4-12B"  # Google's release: a config without gemma_version
+    stock.mkdir(exist_ok=True)
+    (stock / "config.json").write_text(json.dumps(tg.config(gemma_version=None)))
+    with pytest.raises(GenerationMismatchError, match=r"declares no gemma_version, but the transformer "
+                       r"ltx-2\.5\.safetensors \(LTX-2\.5\) was trained with gemma_version 'gemma4-12b-ltx-v1'"):
+        check_text_encoder_generation(stock, files["ltx2.5"])
     with caplog.at_level(logging.WARNING):  # one side without a stamp: cannot be checked, warned
         check_text_encoder_generation(files["gemma4_repack"], files["ltx2.5"])
         check_text_encoder_generation(files["gemma4_bundle"], files["ltx2.5_no_stamp"])
