@@ -41,7 +41,8 @@ from .mapped_file import MappedFile
 from .safetensors_header import REFUSED_SUFFIXES, SafetensorsHeader, TensorInfo, read_header
 from .text_encoder_files import TokenizerFileError
 
-__all__ = ["GEMMA4_TEXT_MAPS", "Gemma4Files", "LoadedGemma4", "find_gemma4_files", "load_gemma4"]
+__all__ = ["GEMMA4_TEXT_MAPS", "Gemma4Files", "Gemma4Plan", "LoadedGemma4", "check_gemma4", "find_gemma4_files",
+           "load_gemma4"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ GEMMA_CONFIG_KEY = "gemma_config"  # metadata: the HF config JSON
 TOKENIZER_TENSOR = "tokenizer_json"  # U8 (or I8) bytes of tokenizer.json
 ASSET_PREFIX = "hf_asset__"  # hf_asset__<file name>: other tokenizer / processor files as U8 bytes
 TOKENIZER_SIDECARS = ("tokenizer_config.json", "chat_template.jinja", "chat_template.json")
+GEMMA4_MODEL_TYPES = ("gemma4_unified", "gemma4_unified_text")
 LAYER_SCALAR = "layers.0.layer_scalar"  # Gemma 4 only (ComfyUI's GEMMA_4_12B marker)
 # File prefixes under ``model.`` that are not the flat language model.
 _NOT_FLAT_LM = ("model.language_model.", "model.vision_embedder.", "model.embed_vision.", "model.embed_audio.",
@@ -219,8 +221,11 @@ def _single_file(path: Path) -> Gemma4Files:
     header = read_header(path)
     layout = pick_layout(str(path), header.tensors)
     config, source = _metadata_config(header), f"the `{GEMMA_CONFIG_KEY}` metadata of {path.name}"
-    if config is None and (path.parent / "config.json").is_file():
-        config, source = _read_json_file(path.parent / "config.json", "model config"), str(path.parent / "config.json")
+    beside = path.parent / "config.json"
+    if config is None and beside.is_file():
+        candidate = _read_json_file(beside, "model config")
+        if candidate.get("model_type") in GEMMA4_MODEL_TYPES:  # not another model's config left in the folder
+            config, source = candidate, str(beside)
     if config is None:
         config, source = _infer_config(str(path), header.tensors, layout), f"inferred from the shapes in {path.name}"
         logger.warning("%s: no `%s` metadata and no config.json beside it; Gemma-4 config %s (other values as "
@@ -324,29 +329,54 @@ def _encoder_for(files: Gemma4Files, dtype: torch.dtype) -> torch.nn.Module:
     return Gemma4TextEncoder(config, dtype=dtype, device="meta", placeholder_ids=gemma4_placeholder_ids(files.config))
 
 
-def load_gemma4(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
-                device: torch.device | str = "cpu", max_length: int = 1024) -> LoadedGemma4:
-    """Load the Gemma-4 language model (strict, streamed) and its tokenizer from a folder or a single file."""
+@dataclass(frozen=True)
+class Gemma4Plan:
+    """A Gemma-4 text encoder checked from its headers: files, layout, module key -> file key, its tokenizer."""
+
+    files: Gemma4Files
+    layout: KeyMap
+    keys: dict[str, str]
+    headers: tuple[SafetensorsHeader, ...]
+    tokenizer: Any
+
+
+def _plan(path: str | os.PathLike[str], dtype: torch.dtype, max_length: int) -> tuple[Gemma4Plan, torch.nn.Module]:
     from ..aiprod_core.text_encoder.gemma4 import require_gemma4_transformers
 
-    require_gemma4_transformers()  # before any weights are read: names the transformers version needed
+    require_gemma4_transformers()  # before any file is read: names the transformers version needed
     files = find_gemma4_files(path)
-    headers = [read_header(w) for w in files.weights]
+    headers = tuple(read_header(w) for w in files.weights)
     tensors = {k: info for h in headers for k, info in h.tensors.items()}
     layout = next(m for m in GEMMA4_TEXT_MAPS if m.name == files.layout)
     keys, sidecars = split_quant_sidecars(layout.select(tensors))
     _refuse_quantized(files.weights[0], keys, sidecars, tensors)
     encoder = _encoder_for(files, dtype)
+    check_keys(files.weights[0], "Gemma-4 language model", layout, keys, tensors, encoder.state_dict(keep_vars=True))
+    tokenizer = load_gemma4_tokenizer(files, max_length)
+    return Gemma4Plan(files, layout, keys, headers, tokenizer), encoder
+
+
+def check_gemma4(path: str | os.PathLike[str], max_length: int = 1024) -> Gemma4Plan:
+    """Every check of a Gemma-4 text encoder that reads no weight: transformers version, files, config, layout,
+    quantization, each key and shape against the module built on the meta device, the tokenizer. Raises the first
+    problem, naming the file."""
+    return _plan(path, torch.bfloat16, max_length)[0]
+
+
+def load_gemma4(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
+                device: torch.device | str = "cpu", max_length: int = 1024) -> LoadedGemma4:
+    """Load the Gemma-4 language model (strict, streamed) and its tokenizer from a folder or a single file; every
+    `check_gemma4` check runs first."""
+    plan, encoder = _plan(path, dtype, max_length)
     expected = encoder.state_dict(keep_vars=True)
-    check_keys(files.weights[0], "Gemma-4 language model", layout, keys, tensors, expected)
-    tokenizer = load_gemma4_tokenizer(files, max_length)  # a bad tokenizer is named before the weights are read
     targets = {k: dtype if v.is_floating_point() else v.dtype for k, v in expected.items()}
     state: dict[str, torch.Tensor] = {}
-    for header in headers:
-        mine = {m: f for m, f in keys.items() if f in header.tensors}
+    for header in plan.headers:
+        mine = {m: f for m, f in plan.keys.items() if f in header.tensors}
         state.update(stream_tensors(header, mine, targets, torch.device(device)))
     encoder.load_state_dict(state, strict=True, assign=True)
     encoder.to(device).requires_grad_(False).eval()
+    files = plan.files
     logger.info("loaded Gemma-4 language model from %s (layout %s, config from %s, gemma_version %s)",
-                files.weights[0], layout.name, files.config_source, files.gemma_version)
-    return LoadedGemma4(encoder, tokenizer, files, layout.name)
+                files.weights[0], plan.layout.name, files.config_source, files.gemma_version)
+    return LoadedGemma4(encoder, plan.tokenizer, files, plan.layout.name)

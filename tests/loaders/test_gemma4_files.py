@@ -12,7 +12,13 @@ from support import tiny_gemma4 as tg
 from aiprod.aiprod_core.text_encoder.gemma4 import TransformersVersionError
 from aiprod.loaders.component_loader import check_keys
 from aiprod.loaders.errors import CheckpointFormatError, StateDictMismatchError, WrongComponentError
-from aiprod.loaders.gemma4_files import GEMMA4_TEXT_MAPS, find_gemma4_files, load_gemma4, split_quant_sidecars
+from aiprod.loaders.gemma4_files import (
+    GEMMA4_TEXT_MAPS,
+    check_gemma4,
+    find_gemma4_files,
+    load_gemma4,
+    split_quant_sidecars,
+)
 from aiprod.loaders.text_encoder_files import TokenizerFileError
 
 PROMPTS = ["a red cat runs over the wet street at night", "the dog runs"]
@@ -46,6 +52,8 @@ def _assert_weights(loaded, model, dtype) -> None:
 
 @torch.no_grad()
 def test_lightricks_bundle_loads_and_encodes_like_the_model(bundle, model) -> None:
+    plan = check_gemma4(bundle)
+    assert plan.layout.name == "GEMMA4_FLAT_MAP" and len(plan.keys) == len(_lm_state(model, torch.float32))
     loaded = load_gemma4(bundle, dtype=torch.float32, max_length=16)
     assert loaded.layout == "GEMMA4_FLAT_MAP" and loaded.family == "gemma4"
     assert loaded.files.gemma_version == tg.GEMMA_VERSION and loaded.files.tokenizer_dir is None
@@ -92,6 +100,7 @@ def test_config_inferred_from_shapes_without_metadata(tmp_path, model) -> None:
     tensors = tg.ltx_bundle_tensors(model)
     path = tmp_path / "gemma4_repack.safetensors"
     save_file(tensors, str(path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gemma3"}))  # another model's, not used
     files = find_gemma4_files(path)
     text = files.config["text_config"]
     for key in ("vocab_size", "hidden_size", "num_hidden_layers", "head_dim", "global_head_dim", "layer_types",
@@ -136,7 +145,7 @@ def test_int8_convrot_layout_is_accepted_and_left_to_the_quant_loader(tmp_path, 
     assert len(sidecars) == 2 * sum(k.endswith("_proj.weight") for k in weights)
     with pytest.raises(CheckpointFormatError, match=r"holds a quantized Gemma-4 language model \(\d+ quantized "
                        r"weights, I8, \d+ scale / comfy_quant tensors.*load through the quantized-weights loader"):
-        load_gemma4(path)
+        check_gemma4(path)
 
 
 def test_missing_and_misshaped_weights_are_named(tmp_path, bundle) -> None:
@@ -145,9 +154,11 @@ def test_missing_and_misshaped_weights_are_named(tmp_path, bundle) -> None:
     tensors["model.layers.2.self_attn.k_proj.weight"] = torch.zeros(64, 64)
     path = tmp_path / "broken.safetensors"
     save_file(tensors, str(path), metadata={"gemma_config": json.dumps(tg.config())})
-    with pytest.raises(StateDictMismatchError, match=r"1 missing key\(s\), first: model\.layers\.1\.mlp\.down_proj"
-                       r"\.weight.*model\.layers\.2\.self_attn\.k_proj\.weight expected \[32, 64\] found \[64, 64\]"):
-        load_gemma4(path)
+    for call in (check_gemma4, load_gemma4):  # the header-only check names it as the load would
+        with pytest.raises(StateDictMismatchError, match=r"1 missing key\(s\), first: model\.layers\.1\.mlp\."
+                           r"down_proj\.weight.*model\.layers\.2\.self_attn\.k_proj\.weight expected \[32, 64\] "
+                           r"found \[64, 64\]"):
+            call(path)
 
 
 def test_gemma3_file_is_refused_by_the_gemma4_loader(tmp_path, bundle) -> None:
