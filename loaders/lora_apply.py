@@ -33,6 +33,7 @@ from .fp8 import FP8_DTYPES
 from .lora import TEXT_ENCODER, TRANSFORMER, LoraFile, LoraMatch, LoraTargets, match_patches, read_lora
 from .lora_formats import ARITHMETIC_DTYPES, LowRankPatch, Patch, upcast
 from .text_encoder_files import find_gemma_files
+from .text_encoder_generation import text_encoder_kind
 
 __all__ = ["LoraAdapter", "LoraReport", "check_text_encoder_lora", "check_transformer_lora", "component_targets",
            "fuse_weight", "gemma_lora_transform", "gemma_targets", "load_component_with_loras"]
@@ -260,6 +261,9 @@ def gemma_targets(gemma: str | os.PathLike[str]) -> LoraTargets:
     the Gemma folder / file ``gemma``: no weights read) as LoRA targets."""
     from ..aiprod_core.text_encoder import GemmaTextEncoder, gemma_text_config
 
+    if text_encoder_kind(gemma).family == "gemma4":
+        raise LoraMismatchError(os.fspath(gemma), "is a Gemma 4 (LTX-2.5) text encoder; text-encoder LoRAs apply to "
+                                "Gemma 3 (the LTX-2 / LTX-2.3 text encoder) only.")
     files = find_gemma_files(gemma)
     try:
         config = gemma_text_config(files.config)

@@ -202,3 +202,19 @@ def test_a_lora_with_both_parts_applies_each_part_at_its_own_node(tiny_set, tmp_
     transform, _ = gemma_lora_transform(gemma_file, [(gemma_only, 1.0)])
     alone = load_gemma(gemma_file, dtype=torch.float32, transform=transform).encoder.state_dict()
     assert all(torch.equal(fused[k], alone[k]) for k in alone)
+
+
+def test_a_gemma4_text_encoder_refuses_text_encoder_loras(tmp_path):
+    from support import tiny_gemma4 as tg
+
+    from aiprod.loaders.text_encoder_generation import load_text_encoder
+
+    folder = tg.write_hf_folder(tmp_path / "gemma4-12b-ltx", tg.build_model())
+    lora = _lora_file(tmp_path, "gemma3_lora.safetensors", {"model.layers.0.self_attn.q_proj": (
+        torch.zeros(RANK, 64), torch.zeros(64, RANK))}, "comfy")
+    with pytest.raises(LoraMismatchError) as info:
+        check_text_encoder_lora(lora, folder)
+    assert str(info.value) == (f"{folder}: is a Gemma 4 (LTX-2.5) text encoder; text-encoder LoRAs apply to Gemma 3 "
+                               "(the LTX-2 / LTX-2.3 text encoder) only.")
+    with pytest.raises(ValueError, match="text-encoder LoRAs apply to Gemma 3"):
+        load_text_encoder(folder, transform=lambda key, value, target: value)
