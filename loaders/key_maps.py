@@ -149,8 +149,6 @@ VOCODER_MAP = KeyMap("VOCODER_MAP", renames=(("vocoder.", ""),))
 TEXT_PROJECTION_MAP = KeyMap("TEXT_PROJECTION_MAP", renames=(("text_embedding_projection.", "feature_extractor."),))
 CONNECTORS_MAP = KeyMap(
     "CONNECTORS_MAP",
-    "DIFFUSION_VIDEO_DECODER_MAP",
-    "DIFFUSION_VIDEO_DECODER_SPLIT_MAP",
     renames=(
         (DIFFUSION_MODEL_PREFIX + "video_embeddings_connector.", "video_connector."),
         (DIFFUSION_MODEL_PREFIX + "audio_embeddings_connector.", "audio_connector."),
