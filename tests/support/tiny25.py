@@ -118,12 +118,12 @@ def diffusion_decoder_file_tensors(model: torch.nn.Module, prefix: str = "vae.")
     """diffusers' diffusion-decoder state dict under the Lightricks keys (q/k/v fused into ``attn.qkv``)."""
     tensors: dict[str, torch.Tensor] = {}
     fused: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in model.state_dict().items():
-        if key in ("latents_mean", "latents_std"):
-            stat = "mean-of-means" if key == "latents_mean" else "std-of-means"
+    for name, value in model.state_dict().items():
+        if name in ("latents_mean", "latents_std"):
+            stat = "mean-of-means" if name == "latents_mean" else "std-of-means"
             tensors[f"{prefix}per_channel_statistics.{stat}"] = value.clone()
             continue
-        key = key.removeprefix("decoder.")
+        key = name.removeprefix("decoder.")
         for old, new in _DIFFUSION_RENAMES:
             key = key.replace(old, new)
         for part in ("q", "k", "v"):
@@ -151,7 +151,7 @@ def use_kitchen_neighborhood_attention(model: torch.nn.Module) -> None:
 
     processor = object.__new__(LTX2VideoVaeNeighborhoodNattenProcessor)
     processor.backend = None
-    processor._na3d = lambda q, k, v, kernel_size, scale, backend: comfy_kitchen.na3d(  # noqa: ARG005
+    processor._na3d = lambda q, k, v, kernel_size, scale, backend: comfy_kitchen.na3d(
         q, k, v, list(kernel_size), None, scale)
     model.set_attn_processor(processor)
 
