@@ -190,8 +190,13 @@ class DiffusionDecoderConfig:
         """Reject combinations no decoder can be built or run for (``ValueError`` naming the key)."""
         if self.model_output_type not in OUTPUT_TYPES:
             raise _bad("vae.model_output_type", self.model_output_type, f"one of {OUTPUT_TYPES}")
-        if self.head_dim % 8:
-            raise _bad("vae.decoder.head_dim", self.head_dim, "a multiple of 8 (the 3-axis rotary split)")
+        # The reference's rotary split: a quarter of the head to time (even), the rest halved over h / w (each
+        # even); it refuses heads that leave time no share (head_dim 8).
+        time_share = (self.head_dim // 4) // 2 * 2
+        time_share -= 2 if ((self.head_dim - time_share) // 2) % 2 else 0
+        if self.head_dim % 8 or time_share <= 0:
+            raise _bad("vae.decoder.head_dim", self.head_dim, "a multiple of 8 of at least 16 (the 3-axis rotary "
+                                                               "split needs a share for time)")
         for i, width in enumerate((*self.stage_channels, self.stage5_channels)):
             if width % self.head_dim:
                 raise _bad(f"vae.decoder.stage_channels[{i}]", width, f"a multiple of head_dim {self.head_dim}")

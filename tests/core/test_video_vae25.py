@@ -125,7 +125,9 @@ def _published(**decoder_change) -> dict:
     (_published(stage_depths=[4, 6, 4, 2]), r"vae.decoder.stage_depths=\[4, 6, 4, 2\], expected 'a list of 5"),
     (_published(upsamples=[[[1, 2, 2], 2], [[2, 1, 1], 2], [[2, 2, 2], 1], [[1, 2, 2], 2]]),
      r"vae.decoder.upsamples=.*, expected 'strides whose product is \(8, 32"),
-    (_published(head_dim=60), r"stage_channels\[0\]=2048, expected 'a multiple of head_dim 60'|head_dim=60"),
+    (_published(head_dim=60), r"head_dim=60, expected .a multiple of 8"),
+    (_published(head_dim=8, stage_channels=[64, 32, 16, 16, 8]),
+     r"head_dim=8, expected .a multiple of 8 of at least 16"),
     (_published(default_num_inference_steps=0), r"vae.decoder.default_num_inference_steps=0"),
 ])
 def test_config_rejects_unsupported_values(metadata: dict, message: str) -> None:
@@ -335,8 +337,12 @@ _MEMORY_SCRIPT = textwrap.dedent(
     from support import tiny25
     from aiprod.aiprod_core.video_vae import (DiffusionDecoderConfig, DiffusionVideoDecoder, TemporalTiling,
                                               TilingConfig, diffusion_decode)
+    from aiprod.aiprod_core.video_vae import neighborhood_attention
 
     torch.set_num_threads(1)
+    # A small score budget for the PyTorch attention, so that the (fixed-size) attention scratch does not hide
+    # how the activations scale with the clip.
+    neighborhood_attention.SCORE_BUDGET = 2**12
     result = {}
     for output_type, steps in (("x0", 1), ("v", 2)):
         section = tiny25.diffusion_vae_section(output_type=output_type, steps=steps)
@@ -373,7 +379,8 @@ def test_tiled_decode_memory_stays_flat_when_the_clip_grows() -> None:
     decoder's is (tests/core/test_video_vae.py): a fresh subprocess decodes each length into a preallocated
     float32 output under ``torch.profiler.profile(profile_memory=True)`` and replays the allocator events; the
     untiled decode is the control that must grow. Single-step x0 draws noise per tile; the multi-step v decode
-    keeps its noise canvas in the output buffer.
+    keeps its noise canvas in the output buffer. The attention's score budget is lowered there (its scratch is a
+    fixed size, 64 MB by default, larger than the tiny model's activations, and would hide any growth).
     """
     run = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(REPO_ROOT)], capture_output=True, text=True,
                          timeout=600, check=False)
@@ -386,3 +393,33 @@ def test_tiled_decode_memory_stays_flat_when_the_clip_grows() -> None:
         assert long["untiled"] >= 2.5 * short["untiled"], result
         assert long["tiled"] < 0.5 * long["untiled"], result
     assert math.isfinite(result["x04"]["tiled"])
+
+
+def test_encoder_of_a_diffusion_vae_file_loads_from_its_nested_config(tmp_path: Path) -> None:
+    """The diffusion-VAE file keeps the conv encoder (``vae.encoder.*``) under a nested ``encoder`` section; it
+    loads as the usual `VideoEncoder` and encodes as ltx-core's encoder built from the same blocks."""
+    from ltx_core.model.video_vae import VideoEncoderConfigurator
+
+    from aiprod.aiprod_core.video_vae import VideoEncoder
+
+    section = tiny25.diffusion_vae_section()
+    flat = {"vae": {"encoder_blocks": section["encoder"]["blocks"], "latent_log_var": "constant",
+                    "spatial_padding_mode": "zeros", "norm_layer": "pixel_norm", "patch_size": 4}}
+    reference = tiny25.honest_init(VideoEncoderConfigurator.from_config(flat), seed=8).eval()
+    stats = reference.per_channel_statistics
+    stats.get_buffer("std-of-means").copy_(torch.rand(128) + 0.5)
+    stats.get_buffer("mean-of-means").copy_(0.1 * torch.randn(128))
+    decoder = tiny25.diffusers_diffusion_decoder(section)
+    tensors = tiny25.diffusion_decoder_file_tensors(decoder)
+    tensors.update({f"vae.encoder.{k}": v for k, v in reference.state_dict().items()
+                    if not k.startswith("per_channel_statistics.")})
+    tensors.update({f"vae.{k}": v for k, v in reference.state_dict().items()
+                    if k.startswith("per_channel_statistics.")})
+    path = tiny25.write_file(tmp_path / "vae.safetensors", tensors, {"vae": section})
+    ours = load_component(path, "video_encoder", dtype=torch.float32).module
+    assert isinstance(ours, VideoEncoder)
+    video = torch.rand(1, 3, 9, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        expected, got = reference(video), ours(video)
+    assert got.shape == expected.shape == (1, 128, 2, 2, 2)
+    assert (got - expected).abs().max() <= _tolerance(expected)
