@@ -42,7 +42,13 @@ LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.
 # Components whose architecture can only be known from the `config` metadata.
 CONFIG_DEPENDENT = {"transformer", "video_vae", "audio_vae", "vocoder", "latent_upsampler", "vae_split"}
 FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
-GENERATIONS = (("2.3", "LTX-2.3 (22B family)"), ("2.", "LTX-2 (19B family)"))
+GENERATIONS = (("2.5", "LTX-2.5 (22B family)"), ("2.3", "LTX-2.3 (22B family)"), ("2.", "LTX-2 (19B family)"))
+# LTX-2.5 component files whose kind the keys or the config tell apart (checked in order).
+DIFFUSION_DECODER_MARKERS = ("vae.decoder.diff_blocks.", "decoder.diff_blocks.")
+LTX25_KINDS = (
+    ("video_vae only", "video VAE with the LTX-2.5 diffusion decoder"),
+    ("VAE (split file)", "video VAE (split file) with the LTX-2.5 diffusion decoder"),
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,8 @@ def _generation(model_version: str, names: set[str], header: SafetensorsHeader) 
         if model_version.startswith(prefix):
             return label
     keys = header.tensors.keys()
+    if any(k.startswith(DIFFUSION_DECODER_MARKERS) for k in keys):
+        return "LTX-2.5 (22B family, from its diffusion decoder keys)"
     if any(k.startswith("text_embedding_projection.video_aggregate_embed.") for k in keys):
         return "LTX-2.3 (22B family, from its text projection keys)"
     if any(k.startswith("text_embedding_projection.aggregate_embed.") for k in keys):
@@ -150,6 +158,20 @@ def _kind(names: set[str]) -> str:
     return "unrecognised (no LTX-2 component keys)"
 
 
+def _ltx25_kind(kind: str, header: SafetensorsHeader) -> str:
+    """Name the LTX-2.5 variants of a kind: the diffusion-decoder video VAE, the temporal latent upsampler."""
+    if any(k.startswith(DIFFUSION_DECODER_MARKERS) for k in header.tensors):
+        return dict(LTX25_KINDS).get(kind, kind)
+    if kind == "latent upsampler":
+        try:
+            config = json.loads(header.metadata.get("config", "{}"))
+        except json.JSONDecodeError:
+            return kind
+        if isinstance(config, dict) and config.get("temporal_upsample") and not config.get("spatial_upsample", True):
+            return "latent upsampler (temporal x2: twice the frame rate)"
+    return kind
+
+
 def describe_file(path: str | os.PathLike[str]) -> CheckpointDescription:
     """Describe ``path`` from its header; raise :class:`CheckpointFormatError` if it is unusable."""
     header = read_header(path)
@@ -169,7 +191,7 @@ def describe_file(path: str | os.PathLike[str]) -> CheckpointDescription:
     model_version = header.metadata.get("model_version", "")
     dtypes = Counter(info.dtype for info in header.tensors.values()).most_common()
     return CheckpointDescription(
-        path=header.path, file_size=header.file_size, kind=_kind(names),
+        path=header.path, file_size=header.file_size, kind=_ltx25_kind(_kind(names), header),
         generation=_generation(model_version, names, header), model_version=model_version,
         variant=_variant(header.metadata), components=components, tensor_count=len(header.tensors),
         dtypes=tuple(dtypes), fp8=any(d in FP8_DTYPES for d, _ in dtypes), config_sections=sections,
