@@ -37,7 +37,10 @@ COMPONENT_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 UNPREFIXED_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("video_embeddings_connector", ("video_embeddings_connector.",)),
     ("audio_embeddings_connector", ("audio_embeddings_connector.",)),
-    ("transformer", ("transformer_blocks.", "patchify_proj.", "adaln_single.")),
+    ("transformer", ("transformer_blocks.", "patchify_proj.", "adaln_single.", "prompt_adaln_single.", "proj_out.",
+                     "scale_shift_table", "caption_projection.", "audio_patchify_proj.", "audio_adaln_single.",
+                     "audio_prompt_adaln_single.", "audio_proj_out.", "audio_scale_shift_table",
+                     "audio_caption_projection.", "av_ca_")),
     ("latent_upsampler", ("initial_conv.", "res_blocks.", "post_upsample_res_blocks.", "final_conv.")),
     # A VAE saved alone without its `vae.` / `audio_vae.` prefix; video or audio is told by its config section.
     ("vae_split", ("encoder.", "decoder.", "per_channel_statistics.")),

@@ -147,6 +147,7 @@ QUANTIZERS: dict[str, tuple[Callable[[torch.Tensor], dict[str, torch.Tensor]], d
     "int8_convrot": (quantize_int8_convrot, {"format": "int8_tensorwise", "convrot": True,
                                              "convrot_groupsize": CONVROT_GROUP}),
     "scaled_fp8": (quantize_scaled_fp8, None),
+    "lightricks_fp8": (quantize_fp8, None),
     "lightricks_nvfp4": (quantize_nvfp4, None),
 }
 
