@@ -35,10 +35,10 @@ from .gguf_config import gguf_config
 from .gguf_file import is_gguf, read_gguf_header
 from .key_maps import KeyMap
 from .mapped_file import TORCH_DTYPES, MappedFile
+from .quant.fit import fit_module, quant_plan
 from .quant.formats import GGML_TYPES
 from .quant.kernels import dequantize
-from .quant.layers import LayerQuant, check_layer, scan_quantized_layers
-from .quant.linear import layer_spec, swap_in_quant_linears
+from .quant.layers import LayerQuant
 from .safetensors_header import SafetensorsHeader, TensorInfo, read_header
 
 __all__ = [
@@ -187,26 +187,6 @@ def _refuse_unsupported_gguf(header: SafetensorsHeader, keys: dict[str, str]) ->
             "Use a K-quant or Q8_0 GGUF of this model, or its safetensors release.")
 
 
-def _quant_plan(header: SafetensorsHeader, layout: KeyMap, keys: dict[str, str], mode: QuantMode
-                ) -> dict[str, LayerQuant]:
-    """Module weight key -> `LayerQuant`; drops the keys that only describe formats (and, for ``upcast``, the
-    scale tensors the de-quantisation consumes) from ``keys``."""
-    scan = scan_quantized_layers(header, keys.values())
-    by_file = {k: m for m, k in keys.items()}
-    layers: dict[str, LayerQuant] = {}
-    for quant in scan.layers.values():
-        module_key = by_file.get(quant.weight_key)
-        if module_key is None:
-            continue
-        layers[module_key] = quant
-        dropped = [*quant.extra_keys, *(quant.scale_keys.values() if mode == "upcast" else ())]
-        for file_key in dropped:
-            keys.pop(by_file.get(file_key, ""), None)
-    for marker in scan.markers:
-        keys.pop(by_file.get(marker, ""), None)
-    return layers
-
-
 def plan_load(path: str | os.PathLike[str], component: str, *, config: dict[str, Any] | None = None,
               quantized_weights: QuantMode | None = None, fp8: Fp8Mode | None = None) -> LoadPlan:
     """Header-only part of a load: config, layout, key selection, quantized layers (raises on a wrong file).
@@ -222,7 +202,7 @@ def plan_load(path: str | os.PathLike[str], component: str, *, config: dict[str,
     chosen_config = _config_of(header, spec, config)
     keys = layout.select(header.tensors)
     _refuse_unsupported_gguf(header, keys)
-    quant_layers = _quant_plan(header, layout, keys, mode)
+    quant_layers = quant_plan(header, keys, mode)
     return LoadPlan(header.path, header, spec, layout, chosen_config, keys, quant_layers, mode)
 
 
@@ -325,35 +305,17 @@ def _prepare(plan: LoadPlan, dtype: torch.dtype | None) -> _Prepared:
     header = plan.header
     # Only the device argument (no global meta context): constructors may compute buffers (DFT bases) on CPU.
     module = plan.spec.build(plan.config, header.tensors, dtype, "meta")
-    kept = {}
-    if plan.mode == "keep":
-        specs = {k.removesuffix(".weight"): layer_spec(q, header) for k, q in plan.quant_layers.items()
-                 if k.endswith(".weight")}
-        skipped = set(swap_in_quant_linears(module, specs))
-        kept = {f"{p}.weight": plan.quant_layers[f"{p}.weight"] for p in specs if p not in skipped}
-        for key, quant in plan.quant_layers.items():  # non-Linear quantized weights are de-quantised at load
-            if key not in kept:
-                by_file = {f: m for m, f in plan.keys.items()}
-                for file_key in quant.scale_keys.values():
-                    plan.keys.pop(by_file.get(file_key, ""), None)
+    fit = fit_module(module, plan.path, header, plan.quant_layers, plan.keys, plan.mode)
     meta = module.state_dict(keep_vars=True)
-    upcast = {k: (q, tuple(meta[k].shape)) for k, q in plan.quant_layers.items() if k not in kept and k in meta}
-    for key, quant in kept.items():
-        layer = module.get_submodule(key.removesuffix(".weight"))
-        check_layer(plan.path, quant, (layer.out_features, layer.in_features), header.tensors)
-    for quant, shape in upcast.values():
-        check_layer(plan.path, quant, shape, header.tensors)
-    held = {f"{k.removesuffix('weight')}{s}" for k, q in kept.items() for s in q.scale_keys} | set(kept)
     # Target dtypes: every floating tensor in ``dtype`` (as the reference casts them all, computed buffers
     # included) except the quantized storage and its scales; ``dtype=None`` keeps the stored dtypes.
-    expected = {k: torch.empty(v.shape, dtype=_target_dtype(header, plan, k, v, dtype, k in held, k in upcast),
-                               device="meta") for k, v in meta.items()}
+    expected = {k: torch.empty(v.shape, dtype=_target_dtype(header, plan, k, v, dtype, k in fit.held,
+                                                            k in fit.upcast), device="meta") for k, v in meta.items()}
     # An up-cast weight is checked at its logical shape (its stored shape was checked against that by its format).
-    shown = {**header.tensors, **{plan.keys[k]: dataclasses.replace(header.tensors[plan.keys[k]], shape=shape)
-                                  for k, (_, shape) in upcast.items() if k in plan.keys}}
-    check_keys(plan.path, plan.spec.label, plan.layout, plan.keys, shown, expected)
-    _refuse_integer_weights(plan, expected, set(upcast) | set(kept))
-    return _Prepared(module, expected, upcast)
+    check_keys(plan.path, plan.spec.label, plan.layout, plan.keys, fit.shown_tensors(header.tensors, plan.keys),
+               expected)
+    _refuse_integer_weights(plan, expected, set(fit.upcast) | set(fit.kept))
+    return _Prepared(module, expected, fit.upcast)
 
 
 def _refuse_integer_weights(plan: LoadPlan, expected: dict[str, torch.Tensor], quantized: set[str]) -> None:
