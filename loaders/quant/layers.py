@@ -34,7 +34,7 @@ from .formats import (
     QuantFormat,
 )
 
-__all__ = ["LayerQuant", "QuantScan", "check_layer", "scan_quantized_layers"]
+__all__ = ["LayerQuant", "QuantScan", "check_layer", "logical_tensors", "scan_quantized_layers"]
 
 COMFY_QUANT_SUFFIX = ".comfy_quant"
 METADATA_KEY = "_quantization_metadata"
@@ -240,3 +240,24 @@ def check_layer(path: str, quant: LayerQuant, shape: tuple[int, ...], tensors: M
                                   groupsize & (groupsize - 1) or (groupsize.bit_length() - 1) % 2):
         raise _refuse(path, f"stores layer `{quant.layer}` with convrot_groupsize={groupsize!r}, expected a "
                       f"power of 4 dividing its {shape[-1]} input features.")
+
+
+def logical_tensors(header: SafetensorsHeader) -> dict[str, TensorInfo]:
+    """``header.tensors`` with each quantized weight at the logical shape it de-quantises to (the format's padded
+    extent for NVFP4 / MXFP8), for matching by shape (LoRAs). A file whose formats are refused is returned as is:
+    its load raises the refusal."""
+    import dataclasses
+
+    try:
+        scan = scan_quantized_layers(header)
+    except CheckpointFormatError:
+        return dict(header.tensors)
+    tensors = dict(header.tensors)
+    for quant in scan.layers.values():
+        info = tensors[quant.weight_key]
+        shape = quant.shape
+        if shape is None and len(info.shape) == 2:
+            shape = (info.shape[0], info.shape[1] * quant.format.values_per_element)
+        if shape is not None:
+            tensors[quant.weight_key] = dataclasses.replace(info, shape=tuple(shape))
+    return tensors

@@ -259,3 +259,39 @@ def test_inspector_reports_the_quantization_of_each_part(folders, tiny_set):
         f"{PREFIX}{LAYER}.comfy_quant": qf._json_tensor({"format": "awq_w4a16"})},
         {"config": json.dumps({"transformer": {}})})
     assert "Loads with: none: stores layer" in format_report(describe_file(bad))
+
+
+@pytest.mark.parametrize("kind", ["nvfp4", "int8_convrot", "gguf-Q8_0"])
+def test_loras_apply_to_quantized_layers_in_both_modes(tiny_set, tmp_path, kind):
+    """keep: a run-time adapter beside each kept layer; upcast: fused into the de-quantised weight; same outputs."""
+    from aiprod.loaders.component_loader import load_component
+    from aiprod.loaders.lora import check_lora_fits
+    from aiprod.loaders.lora_apply import load_component_with_loras
+
+    if kind.startswith("gguf"):
+        path, _, _ = qf.write_gguf(tiny_set.ltx23, tmp_path / "tiny.gguf", kind.removeprefix("gguf-"))
+    else:
+        path, _ = qf.quantize_file(tiny_set.ltx23, tmp_path / "tiny.safetensors", kind, transformer_only=True)
+    check_lora_fits(tiny_set.lora, path)  # header only, quantized weights at their logical shapes
+    kept = load_component_with_loras(path, "transformer", [(tiny_set.lora, 0.6)], dtype=torch.float32,
+                                     fp8="keep")  # lora_apply still names the option fp8
+    fused = load_component_with_loras(path, "transformer", [(tiny_set.lora, 0.6)], dtype=torch.float32)
+    plain = load_component(path, "transformer", dtype=torch.float32).module
+    report = kept.lora_report
+    applied, unfused = report.applied[str(tiny_set.lora)], report.unfused[str(tiny_set.lora)]
+    quantized = {q.weight_key for q in plan_load(path, "transformer").quant_layers.values()}
+    # adapters on the quantized layers (GGUF keeps tensors of <= 1024 values in F32: those get the LoRA fused)
+    assert applied and set(unfused) == set(applied) & quantized and unfused
+    layer = kept.module.get_submodule(LAYER)
+    assert isinstance(layer, QuantLinear) and len(layer.lora_adapters) == 1
+    from safetensors.torch import load_file
+
+    lora = load_file(str(tiny_set.lora))
+    down, up = (lora[f"diffusion_model.{LAYER}.lora_{n}.weight"].float() for n in "AB")
+    base = plain.get_submodule(LAYER).weight  # the de-quantised weight
+    x = torch.randn(3, layer.in_features, generator=torch.Generator().manual_seed(6))
+    expected = torch.nn.functional.linear(x, base + 0.6 * up @ down, layer.bias)
+    assert (layer(x) - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
+    # upcast: fused into the de-quantised weight (the delta computed in the LoRA's bf16, as the reference does)
+    delta = fused.module.get_submodule(LAYER).weight - base
+    assert torch.allclose(delta, 0.6 * up @ down, rtol=2**-7, atol=2**-7 * (0.6 * up @ down).abs().max().item())
