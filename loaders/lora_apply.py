@@ -32,6 +32,7 @@ from .errors import CheckpointFormatError, LoraMismatchError
 from .fp8 import FP8_DTYPES
 from .lora import TEXT_ENCODER, TRANSFORMER, LoraFile, LoraMatch, LoraTargets, match_patches, read_lora
 from .lora_formats import ARITHMETIC_DTYPES, LowRankPatch, Patch, upcast
+from .quant.layers import logical_tensors
 from .text_encoder_files import find_gemma_files
 from .text_encoder_generation import text_encoder_kind
 
@@ -42,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 LoraMode = Literal["auto", "fused", "unfused"]
 LoraSources = Sequence[tuple[str | os.PathLike[str] | LoraFile, float]]
-UPCAST_HINT = "Set fp8 to 'upcast' on the model loader (the layer is then de-quantised once and takes any patch)."
+UPCAST_HINT = ("Set quantized_weights to 'upcast' on the model loader (the layer is then de-quantised once and takes "
+               "any patch).")
 
 
 @dataclass
@@ -129,7 +131,7 @@ def _refuse_on_kept(match: LoraMatch, kept: Collection[str], by_patch: dict[int,
             patch, path = bad[0]
             kind = "DoRA" if getattr(patch, "dora_scale", None) is not None else patch.kind
             raise LoraMismatchError(
-                path, f"has a {kind} patch ({patch.source_key}) for {key}, a layer kept quantized (fp8 'keep'); "
+                path, f"has a {kind} patch ({patch.source_key}) for {key}, a layer kept quantized ('keep'); "
                 "only plain low-rank LoRA patches can run beside a quantized weight.", UPCAST_HINT,
                 unmatched=(patch.source_key,))
 
@@ -138,7 +140,7 @@ def component_targets(plan: Any) -> LoraTargets:
     """The tensors of a planned load's file as LoRA targets: every header tensor, with the logical shape of our
     module (built on the meta device) for the component's own keys, so a weight stored packed (quantized formats)
     is matched by the shape it has in the model."""
-    shapes = {key: tuple(info.shape) for key, info in plan.header.tensors.items()}
+    shapes = {key: tuple(info.shape) for key, info in logical_tensors(plan.header).items()}
     module = plan.spec.build(plan.config, plan.header.tensors, None, "meta")
     for module_key, meta in module.state_dict(keep_vars=True).items():
         file_key = plan.keys.get(module_key)

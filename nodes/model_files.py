@@ -2,7 +2,9 @@
 
 A choice is written ``<folder>/<file name>`` (e.g. ``checkpoints/ltx-2.safetensors``) when one input
 spans several model folders. Only names that ComfyUI lists are accepted, so ``../`` or absolute paths
-can never reach the file system.
+can never reach the file system. ComfyUI registers no ``.gguf`` extension for ``diffusion_models`` (models/unet
+and models/diffusion_models); our lists add the ``.gguf`` files found there without changing ComfyUI's own
+folder registry, so other packs' lists stay as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import folder_paths
 __all__ = [
     "ensure_upscale_folder",
     "file_fingerprint",
+    "gguf_file_names",
     "model_choice_problem",
     "model_file_options",
     "resolve_model_file",
@@ -21,11 +24,32 @@ __all__ = [
 ]
 
 
+GGUF_FOLDERS = ("diffusion_models",)
+GGUF_EXTENSION = ".gguf"
+
+
+def gguf_file_names(folder: str) -> list[str]:
+    """The ``.gguf`` files under ComfyUI's paths of ``folder`` (only for `GGUF_FOLDERS`), relative names."""
+    if folder not in GGUF_FOLDERS or folder not in folder_paths.folder_names_and_paths:
+        return []
+    names: set[str] = set()
+    for root in folder_paths.get_folder_paths(folder):
+        files, _ = folder_paths.recursive_search(root, excluded_dir_names=[".git"])
+        names.update(f for f in files if f.lower().endswith(GGUF_EXTENSION))
+    return sorted(names)
+
+
+def _listed(folder: str) -> list[str]:
+    names = list(folder_paths.get_filename_list(folder))
+    return names + [n for n in gguf_file_names(folder) if n not in names]
+
+
 def model_file_options(folders: tuple[str, ...]) -> list[str]:
-    """Every file ComfyUI lists in ``folders``, as ``folder/name`` choices."""
+    """Every file ComfyUI lists in ``folders`` (plus their ``.gguf`` files, see the module doc), as
+    ``folder/name`` choices."""
     options: list[str] = []
     for folder in folders:
-        options.extend(f"{folder}/{name}" for name in folder_paths.get_filename_list(folder))
+        options.extend(f"{folder}/{name}" for name in _listed(folder))
     return options
 
 
@@ -39,7 +63,7 @@ def model_choice_problem(parameter: str, choice: str, folders: tuple[str, ...]) 
     if folder not in folders or not name:
         return (f"{parameter}={choice!r} is not a model choice; expected '<folder>/<file>' with folder one of "
                 f"{', '.join(folders)}.")
-    if name not in folder_paths.get_filename_list(folder):
+    if name not in _listed(folder):
         return (f"{parameter}={choice!r}: no file {name!r} in ComfyUI's {folder!r} model folders. "
                 "Put the file there and press 'Refresh' (only listed names are accepted).")
     return None
