@@ -9,8 +9,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..loaders.lora_apply import check_text_encoder_lora, gemma_lora_transform
-from .loader_nodes import CATEGORY, LORAS, MAX_LORA_STRENGTH, _check_strength, _choice
-from .model_files import model_file_options, resolve_model_file
+from .loader_nodes import CATEGORY, LORAS, MAX_LORA_STRENGTH
+from .model_files import model_choice_problem, model_file_options, resolve_model_file
 from .types import LazyModule, TextEncoder, TextEncoderSocket
 
 __all__ = ["AIPRODTextEncoderLoraLoader", "text_encoder_with_lora"]
@@ -33,6 +33,12 @@ def text_encoder_with_lora(encoder: TextEncoder, path: str, strength: float) -> 
 
     gemma = LazyModule(load, f"gemma {encoder.label} + {len(loras)} LoRA(s)")
     return TextEncoder(gemma, encoder.processor, encoder.label, gemma_path, loras, load_gemma)
+
+
+def _strength_problem(strength: float) -> str | None:
+    if not isinstance(strength, int | float) or not -MAX_LORA_STRENGTH <= strength <= MAX_LORA_STRENGTH:
+        return f"strength={strength!r}: must be in [-{MAX_LORA_STRENGTH}, {MAX_LORA_STRENGTH}]"
+    return None
 
 
 class AIPRODTextEncoderLoraLoader(io.ComfyNode):
@@ -61,7 +67,7 @@ class AIPRODTextEncoderLoraLoader(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, lora: str, strength: float) -> bool | str:
-        return _choice("lora", lora, LORAS) or _check_strength(strength) or True
+        return model_choice_problem("lora", lora, LORAS) or _strength_problem(strength) or True
 
     @classmethod
     def execute(cls, text_encoder: TextEncoder, lora: str, strength: float) -> io.NodeOutput:

@@ -339,9 +339,9 @@ def test_kept_fp8_layers_take_low_rank_and_bias_patches_and_refuse_the_rest(fp8_
     with pytest.raises(LoraMismatchError) as info:
         check_transformer_lora(lokr, fp8_checkpoint, "keep")
     assert str(info.value) == (
-        f"{lokr}: has a LoKr patch ({stem}.lokr_w1) for model.{stem}.weight, a layer kept quantized (fp8 'keep'); "
-        "only plain low-rank LoRA patches can run beside a quantized weight. Set fp8 to 'upcast' on the model "
-        "loader (the layer is then de-quantised once and takes any patch).")
+        f"{lokr}: has a LoKr patch ({stem}.lokr_w1) for model.{stem}.weight, a layer kept quantized ('keep'); "
+        "only plain low-rank LoRA patches can run beside a quantized weight. Set quantized_weights to 'upcast' on "
+        "the model loader (the layer is then de-quantised once and takes any patch).")
     with pytest.raises(LoraMismatchError, match="a layer kept quantized"):
         load_component_with_loras(fp8_checkpoint, "transformer", [(lokr, 1.0)], fp8="keep")
     check_transformer_lora(lokr, fp8_checkpoint, "upcast")  # de-quantised once: any patch applies

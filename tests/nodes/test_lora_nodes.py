@@ -158,8 +158,8 @@ def test_a_lokr_lora_on_a_kept_fp8_model_is_refused_at_the_node(nodes, demo_mode
     with pytest.raises(LoraMismatchError) as info:
         loader_nodes.AIPRODLoraLoader.execute(kept, "loras/lokr.safetensors", 1.0)
     assert str(info.value).startswith(f"{lora_dir / 'lokr.safetensors'}: has a LoKr patch ({stem}.lokr_w1) for "
-                                      f"{layer}, a layer kept quantized (fp8 'keep')")
-    assert "Set fp8 to 'upcast' on the model loader" in str(info.value)
+                                      f"{layer}, a layer kept quantized ('keep')")
+    assert "Set quantized_weights to 'upcast' on the model loader" in str(info.value)
     upcast = loader_nodes.make_transformer(str(fp8_path), "fp32", "upcast")
     loader_nodes.AIPRODLoraLoader.execute(upcast, "loras/lokr.safetensors", 1.0)  # de-quantised: accepted
 
