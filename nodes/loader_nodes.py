@@ -345,7 +345,7 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, gemma: str, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        gemma_path, path = _every_problem(  # both inputs' file problems in one message, no weights read
+        gemma_path, path = _all_checked(  # both inputs' file problems in one message, no weights read
             lambda: _gemma_folder(gemma),
             lambda: _checked_file("checkpoint", checkpoint, CHECKPOINTS, "text_embeddings"))
         dtype = _text_dtype(weight_dtype)
@@ -368,7 +368,7 @@ def _checked_file(parameter: str, choice: str, folders: tuple[str, ...], *compon
     return path
 
 
-def _every_problem(*steps: Callable[[], str]) -> list[str]:
+def _all_checked(*steps: Callable[[], str]) -> list[str]:
     """Run each input's checks; one ``ValueError`` with every input's problem, else each step's result."""
     results, problems = [], []
     for step in steps:
