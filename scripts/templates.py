@@ -85,8 +85,9 @@ def note_text(name: str) -> str:
     for file in (checkpoint, *others):
         where, source = WHERE[file]
         lines.append(f"- {file}  ->  {where}  ({source})")
-    lines += ["", "Sizes: width and height multiples of 32 (64 for two-stage pipelines), frames 8k+1. STG block 28 is "
-              "LTX-2.3's (29 for LTX-2)."]
+    if others:  # a generation template
+        lines += ["", "Sizes: width and height multiples of 32 (64 for two-stage pipelines), frames 8k+1. STG block 28 "
+                  "is LTX-2.3's (29 for LTX-2)."]
     return "\n".join(lines)
 
 
