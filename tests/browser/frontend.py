@@ -95,7 +95,7 @@ def press_run(session) -> None:
     session.execute_script("document.querySelector(\"button[aria-label='Run']\").click(); return 1;")
 
 
-def wait_idle(session, timeout: float = 300.0) -> None:
+def wait_idle(session, timeout: float = 900.0) -> None:
     """Until the queue is empty again (the prompt ran, or failed)."""
     time.sleep(1.0)
     wait_for(session, "return fetch('/queue').then(r => r.json()).then(q => !q.queue_running.length"
