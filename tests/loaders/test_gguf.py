@@ -99,11 +99,11 @@ def test_gguf_in_diffusion_models_is_listed_for_our_loader_only(comfy_cpu, tmp_p
     folder_paths.folder_names_and_paths["diffusion_models"] = ([str(tmp_path / "unet")], {".safetensors"})
     folder_paths.filename_list_cache.clear()
     try:
-        choice = f"diffusion_models/{path.name}"
+        choice = path.name  # the file name first (one folder: ComfyUI's own name)
         assert choice in AIPRODDiffusionModelLoader.define_schema().inputs[0].options
         assert folder_paths.get_filename_list("diffusion_models") == []  # ComfyUI's own list is unchanged
         assert folder_paths.folder_names_and_paths["diffusion_models"][1] == {".safetensors"}
-        assert AIPRODDiffusionModelLoader.validate_inputs(choice) is True
+        assert choice in AIPRODDiffusionModelLoader.INPUT_TYPES()["required"]["model_file"][0]  # ComfyUI checks it
         model = AIPRODDiffusionModelLoader.execute(choice, "fp32", "keep").args[0]
         assert model.generation.startswith("LTX-2.3")
         assert isinstance(model.module().get_submodule("transformer_blocks.0.attn1.to_q"), QuantLinear)

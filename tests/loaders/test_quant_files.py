@@ -126,7 +126,7 @@ def test_layout_loads_through_its_node_within_the_formats_rounding(folders, tiny
     node, folder = _loader(transformer_only)
     path, originals = qf.quantize_file(tiny_set.checkpoint(generation), folders / folder / f"tiny-{kind}.safetensors",
                                        kind, carrier=carrier, transformer_only=transformer_only)
-    choice = f"{folder}/{path.name}"
+    choice = path.name  # one folder per loader: the combo value is ComfyUI's own file name
     assert choice in node.define_schema().inputs[0].options
     kept, upcast = _load(node, choice, "keep"), _load(node, choice, "upcast")
     plan = plan_load(path, "transformer", quantized_weights="keep")
@@ -240,8 +240,8 @@ def test_workflows_saved_with_the_old_fp8_option_still_choose_keep(folders, tiny
     prompt["7"]["inputs"]["fp8"] = "fast"
     with pytest.raises(ValueError, match=r"fp8='fast', expected one of upcast, keep \(now named quantized_weights\)"):
         legacy.execute("checkpoints/old.safetensors", "fp32")
-    assert AIPRODCheckpointLoader.validate_inputs("checkpoints/old.safetensors", quantized_weights="fast") == (
-        "quantized_weights='fast', expected one of upcast, keep")
+    listed = AIPRODCheckpointLoader.INPUT_TYPES()["optional"]["quantized_weights"][0]
+    assert listed == ["upcast", "keep"]  # the option list is the type: ComfyUI refuses 'fast' itself, on that input
     names = [i.id for i in AIPRODCheckpointLoader.define_schema().inputs]
     assert names == ["checkpoint", "weight_dtype", "quantized_weights", "weight_streaming"]  # widget order kept
 
