@@ -9,7 +9,7 @@ to the target dtype once at the end (ComfyUI rounds stochastically, we round to 
 Unfused (layers kept in fp8 / quantized, or ``mode="unfused"``): a `LoraAdapter` beside the layer adds
 ``x @ A^T @ B^T * scale`` at run time, so the quantized weight stays untouched. Only plain low-rank patches can
 run that way; DoRA, LoHa, LoKr, .diff and .set_weight on a kept layer are refused before anything loads (load
-the model with fp8 "upcast" for them). Bias patches (.diff_b) fuse into the bias, which is never quantized.
+the model with quantized_weights "upcast" for them). Bias patches (.diff_b) fuse into the bias, never quantized.
 
 Every LoRA key is accounted for in the `LoraReport`: applied here, meant for another component of the same file,
 or unmatched (by name, with the reason).
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .component_loader import LoadedComponent, WeightTransform, load_component, plan_load
+from .component_loader import LoadedComponent, QuantMode, WeightTransform, load_component, plan_load
 from .errors import CheckpointFormatError, LoraMismatchError
 from .fp8 import FP8_DTYPES
 from .lora import TEXT_ENCODER, TRANSFORMER, LoraFile, LoraMatch, LoraTargets, match_patches, read_lora
@@ -116,13 +116,13 @@ def _as_files(loras: LoraSources) -> list[tuple[LoraFile, float]]:
             for source, strength in loras if strength != 0.0]
 
 
-def _kept_weight_keys(plan: Any) -> set[str]:
-    """File keys of the weights a plan keeps quantized (run-time adapters only there)."""
+def _kept_weight_keys(plan: Any) -> dict[str, str]:
+    """File key -> quantized format name of the weights a plan keeps quantized (run-time adapters only there)."""
     layers = getattr(plan, "fp8_layers", None) or {}
-    return {plan.layout.to_file_key(path + ".weight") for path in layers}
+    return {plan.layout.to_file_key(path + ".weight"): quant.format.name for path, quant in layers.items()}
 
 
-def _refuse_on_kept(match: LoraMatch, kept: Collection[str], by_patch: dict[int, str]) -> None:
+def _refuse_on_kept(match: LoraMatch, kept: Mapping[str, str], by_patch: dict[int, str]) -> None:
     for key, entries in match.targets.items():
         if key not in kept:
             continue
@@ -131,9 +131,9 @@ def _refuse_on_kept(match: LoraMatch, kept: Collection[str], by_patch: dict[int,
             patch, path = bad[0]
             kind = "DoRA" if getattr(patch, "dora_scale", None) is not None else patch.kind
             raise LoraMismatchError(
-                path, f"has a {kind} patch ({patch.source_key}) for {key}, a layer kept quantized ('keep'); "
-                "only plain low-rank LoRA patches can run beside a quantized weight.", UPCAST_HINT,
-                unmatched=(patch.source_key,))
+                path, f"has a {kind} patch ({patch.source_key}) for {key}, a layer kept quantized ({kept[key]}, "
+                "quantized_weights 'keep'); only plain low-rank LoRA patches can run beside a quantized weight.",
+                UPCAST_HINT, unmatched=(patch.source_key,))
 
 
 def component_targets(plan: Any) -> LoraTargets:
@@ -150,12 +150,13 @@ def component_targets(plan: Any) -> LoraTargets:
 
 
 def check_transformer_lora(lora: str | os.PathLike[str], checkpoint: str | os.PathLike[str],
-                           fp8: str = "upcast") -> LoraFile:
-    """Header-only check of one LoRA for the transformer of ``checkpoint`` loaded with ``fp8`` ("upcast" or
-    "keep"): everything `match_patches` refuses, plus patches the layers ``"keep"`` keeps quantized cannot take.
-    Returns the shapes-only `LoraFile` (its metadata holds the IC-LoRA reference downscale factor)."""
+                           quantized_weights: QuantMode | None = None, *, fp8: QuantMode | None = None) -> LoraFile:
+    """Header-only check of one LoRA for the transformer of ``checkpoint`` loaded with ``quantized_weights``
+    ("upcast" or "keep"; ``fp8`` is its former name): everything `match_patches` refuses, plus patches the layers
+    ``"keep"`` keeps quantized cannot take. Returns the shapes-only `LoraFile` (its metadata holds the IC-LoRA
+    reference downscale factor)."""
     shallow = read_lora(lora, shapes_only=True)
-    plan = plan_load(checkpoint, "transformer", fp8=fp8)
+    plan = plan_load(checkpoint, "transformer", quantized_weights=quantized_weights, fp8=fp8)
     match = match_patches([(shallow, 1.0)], component_targets(plan))
     _refuse_on_kept(match, _kept_weight_keys(plan), {id(p): shallow.path for p in shallow.patches})
     return shallow
@@ -174,7 +175,7 @@ def _fill_report(report: LoraReport, match: LoraMatch, component_keys: set[str],
                 report.unfused.setdefault(path, []).append(key)
 
 
-def _runtime_keys(match: LoraMatch, keys: set[str], kept: set[str], mode: LoraMode) -> set[str]:
+def _runtime_keys(match: LoraMatch, keys: set[str], kept: Collection[str], mode: LoraMode) -> set[str]:
     """Weights whose patches run as adapters: kept-quantized ones (auto), or every plain one (unfused)."""
     chosen = set()
     for key in keys:
@@ -194,32 +195,36 @@ def load_component_with_loras(
     dtype: torch.dtype | None = torch.bfloat16,
     device: torch.device | str = "cpu",
     config: dict[str, Any] | None = None,
-    fp8: Literal["upcast", "keep"] = "upcast",
+    quantized_weights: QuantMode | None = None,
     mode: LoraMode = "auto",
     strict: bool = False,
+    fp8: QuantMode | None = None,
 ) -> LoadedComponent:
     """`load_component` with LoRAs ``[(path or LoraFile, strength), ...]`` applied; see `LoraReport`.
 
-    ``mode="auto"`` fuses into full-precision weights and adds run-time adapters on fp8-kept layers;
+    ``quantized_weights`` ("upcast" or "keep"; ``fp8`` is its former name) as for `load_component`.
+    ``mode="auto"`` fuses into full-precision weights and adds run-time adapters on layers kept quantized;
     ``"fused"`` / ``"unfused"`` force one way (``"unfused"`` for plain low-rank patches; others still fuse).
     ``strict=True`` raises `LoraMismatchError` if any LoRA key is unmatched (else they are logged and listed in
     the report). A LoRA matching nothing, or holding adapter kinds this pack does not apply, always raises.
     """
     files = _as_files(loras)
-    plan = plan_load(path, component, config=config, fp8=fp8)
+    plan = plan_load(path, component, config=config, quantized_weights=quantized_weights, fp8=fp8)
+    quant = plan.mode
     match = match_patches(files, component_targets(plan)) if files else None
     report = LoraReport(reference_downscale_factors={lora.path: lora.reference_downscale_factor for lora, _ in files})
     if match is None:
-        loaded = load_component(path, component, dtype=dtype, device=device, config=config, fp8=fp8)
+        loaded = load_component(path, component, dtype=dtype, device=device, config=config, quantized_weights=quant)
         loaded.lora_report = report
         return loaded
     _check_unmatched(match, strict, report)
     by_patch = {id(patch): lora.path for lora, _ in files for patch in lora.patches}
     kept = _kept_weight_keys(plan)
     target_keys = {k for k in plan.keys.values() if k in match.targets}
-    if mode == "fused" and target_keys & kept:
-        raise ValueError("mode='fused' with fp8='keep': fp8 layers cannot take fused LoRAs; use mode='auto'")
-    _refuse_on_kept(match, kept & target_keys, by_patch)
+    if mode == "fused" and target_keys & kept.keys():
+        raise ValueError("mode='fused' with quantized_weights='keep': layers kept quantized cannot take fused LoRAs; "
+                         "use mode='auto'")
+    _refuse_on_kept(match, {k: kept[k] for k in target_keys if k in kept}, by_patch)
     unfused = _runtime_keys(match, target_keys, kept, mode)
 
     def transform(file_key: str, value: torch.Tensor, target: torch.dtype) -> torch.Tensor:
@@ -227,7 +232,8 @@ def load_component_with_loras(
             return value
         return fuse_weight(value, match.targets[file_key], target)
 
-    loaded = load_component(path, component, dtype=dtype, device=device, config=config, fp8=fp8, transform=transform)
+    loaded = load_component(path, component, dtype=dtype, device=device, config=config, quantized_weights=quant,
+                            transform=transform)
     for file_key in sorted(unfused):
         layer = loaded.module.get_submodule(plan.layout.to_module_key(file_key).removesuffix(".weight"))
         for patch, strength in match.targets[file_key]:

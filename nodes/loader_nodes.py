@@ -141,24 +141,24 @@ def _generation(path: str) -> str | None:
         return None
 
 
-def make_transformer(path: str, dtype_choice: str, fp8: str, loras: tuple[tuple[str, float], ...] = (),
+def make_transformer(path: str, dtype_choice: str, quantized_weights: str, loras: tuple[tuple[str, float], ...] = (),
                      generation: str | None = None, factor: int = 1, streaming: str = "auto") -> TransformerHandle:
     """A lazy transformer handle: ``path`` with ``loras`` fused (layers kept quantized get run-time adapters),
-    marked for ``streaming`` (the weight_streaming choice) when it loads. ``fp8`` is the quantized_weights
-    mode ("upcast" / "keep")."""
+    marked for ``streaming`` (the weight_streaming choice) when it loads, its quantized layers de-quantised or kept
+    (``quantized_weights``: "upcast" / "keep")."""
     dtype = weight_dtype(dtype_choice)
     check_weight_streaming(streaming)  # an unknown choice fails here, before anything loads
 
     def load():
         if loras:
             module = load_component_with_loras(path, "transformer", list(loras), dtype=dtype, device=load_device(),
-                                               fp8=fp8).module  # fmt: skip
+                                               quantized_weights=quantized_weights).module  # type: ignore[arg-type]
         else:
             module = load_component(path, "transformer", dtype=dtype, device=load_device(),
-                                    quantized_weights=fp8).module  # type: ignore[arg-type]
+                                    quantized_weights=quantized_weights).module  # type: ignore[arg-type]
         return mark_weight_streaming(module, streaming)
 
-    handle = TransformerHandle(path, dtype, fp8, loras, generation, factor, streaming)
+    handle = TransformerHandle(path, dtype, quantized_weights, loras, generation, factor, streaming)
     return TransformerHandle(**{**handle.__dict__, "lazy": LazyModule(load, f"transformer {path}")})
 
 
@@ -457,8 +457,8 @@ class AIPRODLoraLoader(io.ComfyNode):
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
         if strength != 0:  # a LoRA for another model (or the text encoder) fails here, not after text encoding
-            check_transformer_lora(path, model.path, model.fp8)
-        return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.fp8,
+            check_transformer_lora(path, model.path, model.quantized_weights)
+        return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.quantized_weights,
                                               (*model.loras, (path, strength)), model.generation,
                                               model.reference_downscale_factor, model.weight_streaming))
 
@@ -489,13 +489,13 @@ class AIPRODICLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
-        shallow = (check_transformer_lora(path, model.path, model.fp8) if strength != 0
+        shallow = (check_transformer_lora(path, model.path, model.quantized_weights) if strength != 0
                    else read_lora(path, shapes_only=True))
         factor = shallow.reference_downscale_factor or 1
         if not float(factor).is_integer():
             raise ValueError(f"lora={lora!r}: reference_downscale_factor={factor!r} in its metadata; only whole "
                              "factors are supported")
         factor = int(factor)
-        handle = make_transformer(model.path, _choice_of(model), model.fp8, (*model.loras, (path, strength)),
-                                  model.generation, factor, model.weight_streaming)
+        handle = make_transformer(model.path, _choice_of(model), model.quantized_weights,
+                                  (*model.loras, (path, strength)), model.generation, factor, model.weight_streaming)
         return io.NodeOutput(handle, factor)

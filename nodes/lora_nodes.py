@@ -9,8 +9,9 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..loaders.lora_apply import check_text_encoder_lora, gemma_lora_transform
+from .inputs import choice_input
 from .loader_nodes import CATEGORY, LORAS, MAX_LORA_STRENGTH
-from .model_files import model_choice_problem, model_file_options, resolve_model_file
+from .model_files import model_file_options, resolve_model_file
 from .types import LazyModule, TextEncoder, TextEncoderSocket
 
 __all__ = ["AIPRODTextEncoderLoraLoader", "text_encoder_with_lora"]
@@ -35,12 +36,6 @@ def text_encoder_with_lora(encoder: TextEncoder, path: str, strength: float) -> 
     return TextEncoder(gemma, encoder.processor, encoder.label, gemma_path, loras, load_gemma)
 
 
-def _strength_problem(strength: float) -> str | None:
-    if not isinstance(strength, int | float) or not -MAX_LORA_STRENGTH <= strength <= MAX_LORA_STRENGTH:
-        return f"strength={strength!r}: must be in [-{MAX_LORA_STRENGTH}, {MAX_LORA_STRENGTH}]"
-    return None
-
-
 class AIPRODTextEncoderLoraLoader(io.ComfyNode):
     """Adds a text-encoder (Gemma) LoRA to a text encoder (stackable; fused into Gemma when it loads)."""
 
@@ -56,18 +51,13 @@ class AIPRODTextEncoderLoraLoader(io.ComfyNode):
             inputs=[
                 TextEncoderSocket.Input("text_encoder", tooltip="The text encoder to apply the LoRA to (chain "
                                         "text-encoder LoRA nodes to stack them)."),
-                io.Combo.Input("lora", options=model_file_options(LORAS),
-                               tooltip="A text-encoder (Gemma) LoRA file from models/loras."),
+                choice_input("lora", model_file_options(LORAS), "A text-encoder (Gemma) LoRA file from models/loras."),
                 io.Float.Input("strength", default=1.0, min=-MAX_LORA_STRENGTH, max=MAX_LORA_STRENGTH, step=0.01,
                                tooltip="LoRA strength on the text encoder (0 disables it, negative inverts it)."),
             ],
             outputs=[TextEncoderSocket.Output(display_name="text_encoder",
                                               tooltip="The text encoder with the LoRA added to its Gemma.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, lora: str, strength: float) -> bool | str:
-        return model_choice_problem("lora", lora, LORAS) or _strength_problem(strength) or True
 
     @classmethod
     def execute(cls, text_encoder: TextEncoder, lora: str, strength: float) -> io.NodeOutput:

@@ -323,7 +323,7 @@ def test_kept_fp8_layers_take_low_rank_and_bias_patches_and_refuse_the_rest(fp8_
                                                   f"{stem}.diff_b": _rand(256, seed=62)})
     check_transformer_lora(plain, fp8_checkpoint, "keep")
     kept = load_component_with_loras(fp8_checkpoint, "transformer", [(plain, 0.5)], dtype=torch.float32,
-                                     fp8="keep").module
+                                     quantized_weights="keep").module
     upcast = load_component(fp8_checkpoint, "transformer", dtype=torch.float32).module.state_dict()
     layer = kept.get_submodule(FF)
     assert isinstance(layer, Fp8Linear) and len(layer.lora_adapters) == 1
@@ -339,11 +339,12 @@ def test_kept_fp8_layers_take_low_rank_and_bias_patches_and_refuse_the_rest(fp8_
     with pytest.raises(LoraMismatchError) as info:
         check_transformer_lora(lokr, fp8_checkpoint, "keep")
     assert str(info.value) == (
-        f"{lokr}: has a LoKr patch ({stem}.lokr_w1) for model.{stem}.weight, a layer kept quantized ('keep'); "
+        f"{lokr}: has a LoKr patch ({stem}.lokr_w1) for model.{stem}.weight, a layer kept quantized (fp8, "
+        "quantized_weights 'keep'); "
         "only plain low-rank LoRA patches can run beside a quantized weight. Set quantized_weights to 'upcast' on "
         "the model loader (the layer is then de-quantised once and takes any patch).")
     with pytest.raises(LoraMismatchError, match="a layer kept quantized"):
-        load_component_with_loras(fp8_checkpoint, "transformer", [(lokr, 1.0)], fp8="keep")
+        load_component_with_loras(fp8_checkpoint, "transformer", [(lokr, 1.0)], quantized_weights="keep")
     check_transformer_lora(lokr, fp8_checkpoint, "upcast")  # de-quantised once: any patch applies
     fused = load_component_with_loras(fp8_checkpoint, "transformer", [(lokr, 1.0)], dtype=torch.float32)
     assert not torch.equal(fused.module.state_dict()[f"{FF}.weight"], upcast[f"{FF}.weight"])

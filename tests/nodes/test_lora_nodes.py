@@ -62,9 +62,12 @@ def test_the_text_encoder_lora_node_is_registered_with_tooltips(demo_folders, de
     schema = cls.GET_SCHEMA()
     assert [i.id for i in schema.inputs] == ["text_encoder", "lora", "strength"]
     assert all(item.tooltip for item in [*schema.inputs, *schema.outputs]) and schema.description
-    assert cls.validate_inputs(demo_models.combo("distilled_lora"), -2.5) is True
-    assert cls.validate_inputs(demo_models.combo("distilled_lora"), 11.0).startswith("strength=11.0: must be in")
-    assert cls.validate_inputs("loras/missing.safetensors", 1.0).startswith("lora='loras/missing.safetensors'")
+    assert "validate_inputs" not in cls.__dict__  # ComfyUI checks the combo's list and the strength's min / max
+    lora, strength = schema.inputs[1], schema.inputs[2]
+    assert lora.get_io_type() == lora.options and demo_models.combo("distilled_lora") in lora.options
+    assert (strength.min, strength.max) == (-10.0, 10.0)
+    with pytest.raises(ValueError, match=r"lora='loras/missing\.safetensors'"):
+        cls.execute(None, "loras/missing.safetensors", 1.0)  # an API prompt past validation: named, nothing loaded
 
 
 def test_text_encoder_loras_stack_lazily_and_fuse_into_gemma(nodes, demo_models, lora_dir):
@@ -158,7 +161,7 @@ def test_a_lokr_lora_on_a_kept_fp8_model_is_refused_at_the_node(nodes, demo_mode
     with pytest.raises(LoraMismatchError) as info:
         loader_nodes.AIPRODLoraLoader.execute(kept, "loras/lokr.safetensors", 1.0)
     assert str(info.value).startswith(f"{lora_dir / 'lokr.safetensors'}: has a LoKr patch ({stem}.lokr_w1) for "
-                                      f"{layer}, a layer kept quantized ('keep')")
+                                      f"{layer}, a layer kept quantized (fp8, quantized_weights 'keep')")
     assert "Set quantized_weights to 'upcast' on the model loader" in str(info.value)
     upcast = loader_nodes.make_transformer(str(fp8_path), "fp32", "upcast")
     loader_nodes.AIPRODLoraLoader.execute(upcast, "loras/lokr.safetensors", 1.0)  # de-quantised: accepted
@@ -175,6 +178,8 @@ def _kind_files(layer: str, out_features: int, in_features: int) -> dict[str, di
     pair = {f"{stem}.lora_A.weight": rand(RANK, in_features), f"{stem}.lora_B.weight": rand(out_features, RANK)}
     return {
         "alpha_not_rank": {**pair, f"{stem}.alpha": torch.tensor(1.0)},
+        "fp8_alpha_not_rank": {**{k: v.to(torch.float8_e4m3fn) for k, v in pair.items()},
+                               f"{stem}.alpha": torch.tensor(2.0)},
         "diff": {f"{stem}.diff": rand(out_features, in_features), f"{stem}.diff_b": rand(out_features)},
         "dora": {**pair, f"{stem}.alpha": torch.tensor(8.0), f"{stem}.dora_scale": 1 + rand(1, in_features)},
         "lokr": {f"{stem}.lokr_w1": 1 + rand(2, 1), f"{stem}.lokr_w2_a": rand(out_features // 2, 2),
@@ -185,9 +190,10 @@ def _kind_files(layer: str, out_features: int, in_features: int) -> dict[str, di
 
 
 def test_every_lora_kind_loads_through_the_lora_node_like_comfyui(nodes, demo_models, lora_dir, comfy_cpu):
-    """alpha != rank, .diff / .diff_b, DoRA, LoKr, LoHa: through the AIPROD LoRA Loader on an fp32 model, each
-    equals ComfyUI's calculate_weight on the same weight (bit for bit: float32 everywhere, same order; the plain
-    pair keeps the reference's order: within 1e-6 of its delta plus one float32 ulp of the weight)."""
+    """alpha != rank (bf16 and fp8 files), .diff / .diff_b, DoRA, LoKr, LoHa: through the AIPROD LoRA Loader on an
+    fp32 model, each equals ComfyUI's calculate_weight on the same weight (bit for bit: float32 everywhere, same
+    order; the plain float32 pair keeps the reference's order: within 1e-6 of its delta plus one float32 ulp of the
+    weight)."""
     import comfy.lora
 
     loader_nodes, _, _ = nodes
@@ -211,3 +217,66 @@ def test_every_lora_kind_loads_through_the_lora_node_like_comfyui(nodes, demo_mo
             bound = 1e-6 * (expected - plain[f"{layer}.{param}"]).abs().max() + ulp if kind == "alpha_not_rank" else 0
             assert (fused[f"{layer}.{param}"] - expected).abs().max() <= bound, kind
             assert not torch.equal(fused[f"{layer}.{param}"], plain[f"{layer}.{param}"]), kind
+
+
+def _te_kind_files(stem: str, out_features: int, in_features: int, norm: str) -> dict[str, dict[str, torch.Tensor]]:
+    """One text-encoder LoRA file per kind of issue 12's table, on the projection ``stem`` (ComfyUI's naming)."""
+    gen = torch.Generator().manual_seed(9)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen) * 0.05
+
+    fp8 = {f"{stem}.lora_A.weight": rand(RANK, in_features).to(torch.float8_e4m3fn),
+           f"{stem}.lora_B.weight": rand(out_features, RANK).to(torch.float8_e4m3fn),
+           f"{stem}.alpha": torch.tensor(2.0)}
+    return {
+        "fp8_alpha_not_rank": fp8,
+        "diff": {f"{stem}.diff": rand(out_features, in_features), f"{norm}.diff": rand(out_features)},
+        "dora": {f"{stem}.lora_down.weight": rand(RANK, in_features),
+                 f"{stem}.lora_up.weight": rand(out_features, RANK), f"{stem}.alpha": torch.tensor(8.0),
+                 f"{stem}.dora_scale": 1 + rand(out_features, 1)},
+        "lokr": {f"{stem}.lokr_w1": 1 + rand(2, 2), f"{stem}.lokr_w2": rand(out_features // 2, in_features // 2)},
+        "loha": {f"{stem}.hada_w1_a": rand(out_features, 2), f"{stem}.hada_w1_b": rand(2, in_features),
+                 f"{stem}.hada_w2_a": rand(out_features, 2), f"{stem}.hada_w2_b": rand(2, in_features),
+                 f"{stem}.alpha": torch.tensor(1.0)},
+    }
+
+
+def test_every_lora_kind_loads_through_the_text_encoder_lora_node_like_comfyui(nodes, demo_models, lora_dir,
+                                                                              comfy_cpu):
+    """fp8 with alpha != rank, .diff (a projection and a norm), DoRA, LoKr, LoHa in ComfyUI's text-encoder naming:
+    through the AIPROD Text Encoder LoRA Loader, the fused Gemma weight equals ComfyUI's calculate_weight on the
+    same float32 weight bit for bit (every kind here takes ComfyUI's float32 path), and the prompt changes."""
+    import comfy.lora
+
+    from aiprod.loaders.lora_apply import gemma_targets
+
+    loader_nodes, lora_nodes, text_nodes = nodes
+    c = demo_models.combos()
+    (encoder,) = loader_nodes.AIPRODTextEncoderLoader.execute(c["text_encoder"], c["checkpoint"], "fp32").args
+    plain = encoder.gemma.get().encoder.state_dict()
+    (without,) = text_nodes.AIPRODTextEncode.execute(encoder, "rain on a tin roof", "", True).args
+    module = "model.layers.0.mlp.down_proj"
+    norm = "model.layers.0.input_layernorm"
+    out_features, in_features = gemma_targets(encoder.gemma_path).shapes[f"{module}.weight"]
+    assert plain[f"{norm}.weight"].shape == (out_features,)  # the hidden width: down_proj's output
+    files = _te_kind_files(COMFY_TE + module, out_features, in_features, COMFY_TE + norm)
+    for kind, tensors in files.items():
+        save_file(tensors, str(lora_dir / f"te_{kind}.safetensors"))
+        (with_lora,) = lora_nodes.AIPRODTextEncoderLoraLoader.execute(encoder, f"loras/te_{kind}.safetensors",
+                                                                      -0.8).args
+        fused = with_lora.gemma.get().encoder.state_dict()
+        key_map = {COMFY_TE + module: "w.weight", COMFY_TE + norm: "n.weight"}
+        patches = comfy.lora.load_lora(tensors, key_map, log_missing=False)
+        for ours, theirs in ((f"{module}.weight", "w.weight"), (f"{norm}.weight", "n.weight")):
+            if theirs not in patches:
+                assert torch.equal(fused[ours], plain[ours]), kind
+                continue
+            expected = comfy.lora.calculate_weight([(-0.8, patches[theirs], 1.0, None, None)],
+                                                   plain[ours].clone(), theirs)
+            assert torch.equal(fused[ours], expected), (kind, ours)
+            assert not torch.equal(fused[ours], plain[ours]), kind
+        untouched = [k for k in plain if k not in (f"{module}.weight", f"{norm}.weight")]
+        assert all(torch.equal(fused[k], plain[k]) for k in untouched), kind
+        (conditioned,) = text_nodes.AIPRODTextEncode.execute(with_lora, "rain on a tin roof", "", True).args
+        assert not torch.allclose(conditioned.positive.video, without.positive.video), kind
