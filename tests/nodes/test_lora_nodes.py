@@ -77,8 +77,8 @@ def test_text_encoder_loras_stack_lazily_and_fuse_into_gemma(nodes, demo_models,
     first = _gemma_lora(nodes, encoder, lora_dir, "gemma_lora.safetensors")
     second = _gemma_lora(nodes, encoder, lora_dir, "gemma_lora_kohya_naming.safetensors", kohya=True)
     node = lora_nodes.AIPRODTextEncoderLoraLoader
-    assert node.validate_inputs("loras/gemma_lora.safetensors", 0.5) is True
-    (one,) = node.execute(encoder, "loras/gemma_lora.safetensors", 0.5).args
+    assert "gemma_lora.safetensors" in node.define_schema().inputs[1].options  # listed by file name first
+    (one,) = node.execute(encoder, "gemma_lora.safetensors", 0.5).args
     (two,) = node.execute(one, "loras/gemma_lora_kohya_naming.safetensors", -0.3).args
     assert [s for _, s in two.loras] == [0.5, -0.3] and two.processor is encoder.processor
     assert not (encoder.gemma.loaded or one.gemma.loaded or two.gemma.loaded)
