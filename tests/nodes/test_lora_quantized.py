@@ -168,3 +168,12 @@ def test_a_workflow_saved_with_fp8_keep_keeps_layers_under_its_loras(folders, ti
     assert isinstance(layer, QuantLinear) and len(layer.lora_adapters) == 1
     with pytest.raises(LoraMismatchError, match=r"a layer kept quantized \(float8_e4m3fn, quantized_weights 'keep'\)"):
         AIPRODLoraLoader.execute(model, "LoKr.safetensors", STRENGTH)
+    # the loader API: quantized_weights, with fp8 (its former name) still read; a bad value is named
+    from aiprod.loaders.lora_apply import check_transformer_lora
+
+    lokr, path = folders / "loras" / "LoKr.safetensors", folders / "diffusion_models" / choice
+    with pytest.raises(LoraMismatchError, match="a layer kept quantized"):
+        check_transformer_lora(lokr, path, fp8="keep")
+    check_transformer_lora(lokr, path, quantized_weights="upcast", fp8="keep")  # the new name wins
+    with pytest.raises(ValueError, match=r"quantized_weights='fast', expected 'upcast' or 'keep'"):
+        check_transformer_lora(lokr, path, "fast")  # type: ignore[arg-type]
