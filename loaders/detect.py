@@ -19,6 +19,7 @@ __all__ = ["COMPONENT_PREFIXES", "CheckpointDescription", "ComponentSummary", "d
 # Official single-file checkpoint layout: (component, key prefixes). The first match wins, so the
 # connectors (stored under the transformer's prefix) come before the transformer itself.
 COMPONENT_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("duration_head", ("duration_head.", "model.diffusion_model.duration_head.")),
     ("video_embeddings_connector", ("model.diffusion_model.video_embeddings_connector.",)),
     ("audio_embeddings_connector", ("model.diffusion_model.audio_embeddings_connector.",)),
     ("embeddings_connector", ("model.diffusion_model.embeddings_connector.",)),
@@ -42,7 +43,15 @@ LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.
 # Components whose architecture can only be known from the `config` metadata.
 CONFIG_DEPENDENT = {"transformer", "video_vae", "audio_vae", "vocoder", "latent_upsampler", "vae_split"}
 FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
-GENERATIONS = (("2.3", "LTX-2.3 (22B family)"), ("2.", "LTX-2 (19B family)"))
+# model_version prefix -> generation. 2.4 was the pre-release stamp of the 2.5 architecture (ltx-core 1.2.0 asks a
+# gemma_source_checkpoint from 2.4.0 on, "below the LTX-2.5 stamp so pre-release builds are covered too", and gives
+# 2.4+ files one parameter set).
+GENERATIONS = (
+    ("2.5", "LTX-2.5 (22B family)"),
+    ("2.4", "LTX-2.5 (22B family, pre-release model_version 2.4)"),
+    ("2.3", "LTX-2.3 (22B family)"),
+    ("2.", "LTX-2 (19B family)"),
+)
 
 
 @dataclass(frozen=True)
@@ -114,10 +123,23 @@ def _config_sections(header: SafetensorsHeader) -> tuple[str, ...]:
     return tuple(sorted(config)) if isinstance(config, dict) else ()
 
 
+def _json_metadata(header: SafetensorsHeader, key: str) -> dict[str, object]:
+    try:
+        value = json.loads(header.metadata.get(key, "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _generation(model_version: str, names: set[str], header: SafetensorsHeader) -> str:
     for prefix, label in GENERATIONS:
         if model_version.startswith(prefix):
             return label
+    # LTX-2.5 text encoder files: Gemma 4 (its config in `gemma_config`, with the LTX `gemma_version` stamp)
+    gemma = _json_metadata(header, "gemma_config")
+    stamp = f"{gemma.get('gemma_version', '')} {gemma.get('model_type', '')}".lower()
+    if "gemma4" in stamp:
+        return "LTX-2.5 (22B family, from its Gemma 4 text encoder config)"
     keys = header.tensors.keys()
     if any(k.startswith("text_embedding_projection.video_aggregate_embed.") for k in keys):
         return "LTX-2.3 (22B family, from its text projection keys)"
@@ -142,7 +164,7 @@ def _kind(names: set[str]) -> str:
     if model_parts:
         return f"{next(iter(model_parts))} only"
     for name, kind in (("lora", "LoRA"), ("latent_upsampler", "latent upsampler"), ("vae_split", "VAE (split file)"),
-                       ("gemma_language_model", "Gemma text encoder weights")):
+                       ("gemma_language_model", "Gemma text encoder weights"), ("duration_head", "duration head")):
         if name in names:
             return kind
     if names & {"text_projection", "video_embeddings_connector", "audio_embeddings_connector"}:
