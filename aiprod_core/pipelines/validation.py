@@ -336,8 +336,8 @@ _VERSION = re.compile(r"(?:ltx)?[-_ v]*(\d)(?:[._]?(\d))?")
 
 
 def generation_family(generation: str | None) -> str | None:
-    """'2.3' or '2.0' from the spellings in use ("2.3.0", "ltx23", "LTX-2.3 (22B family)", "ltx2", "2.0"),
-    None when unknown or empty."""
+    """'2.5', '2.3' or '2.0' from the spellings in use ("2.5.0", "ltx25", "LTX-2.5 (22B family)", "2.3.0", "ltx23",
+    "ltx2", "2.0"), None when unknown or empty."""
     if not generation:
         return None
     match = _VERSION.match(generation.strip().lower())
@@ -347,7 +347,7 @@ def generation_family(generation: str | None) -> str | None:
 
 
 def check_lora_generation(lora_generation: str | None, model_generation: str | None, lora_name: str = "LoRA") -> None:
-    """A LoRA made for one generation (LTX-2 19B, LTX-2.3 22B) does not fit the other's transformer."""
+    """A LoRA made for one generation (LTX-2 19B, LTX-2.3 22B, LTX-2.5 22B) does not fit another's transformer."""
     lora, model = generation_family(lora_generation), generation_family(model_generation)
     if lora is None or model is None:
         logger.warning(
