@@ -22,8 +22,10 @@ ROOT = BENCH.parent
 PYTHON = sys.executable
 logger = logging.getLogger("bench")
 
-TIMED_CASES = ("transformer_forward", "vae_decode_tiled", "checkpoint_load", "pipeline_one_stage_guided",
-               "pipeline_distilled")
+TIMED_CASES = ("transformer_forward", "transformer_forward_ltx25", "vae_decode_tiled", "checkpoint_load",
+               "pipeline_one_stage_guided", "pipeline_distilled")
+# Cases measured once per variant (reported as "case/variant"; "" is reported under the case name).
+CASE_VARIANTS = {"transformer_forward_ltx25": ("", "kv_on", "kv_off")}
 GROWTH_CASE = "vae_decode_memory_growth"
 # Cases of a few seconds per measurement get more repeats by default: single runs on the shared 2-core machine
 # swing by +-15 %, and their bars sit closest to the measured ratios.
@@ -46,12 +48,12 @@ def _measure(case: str, side: str, variant: str = "") -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _timed_case(case: str, repeats: int) -> dict[str, object]:
+def _timed_case(case: str, repeats: int, variant: str = "") -> dict[str, object]:
     samples: dict[str, list[dict[str, float]]] = {"ours": [], "ref": []}
     for index in range(repeats):
         order = ("ours", "ref") if index % 2 == 0 else ("ref", "ours")  # interleaved, alternating first
         for side in order:
-            samples[side].append(_measure(case, side))
+            samples[side].append(_measure(case, side, variant))
     ours_s = statistics.median(s["seconds"] for s in samples["ours"])
     ref_s = statistics.median(s["seconds"] for s in samples["ref"])
     return {
@@ -115,14 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     order.sort(key=lambda c: c.startswith("pipeline_"))
     for case in order:
         t0 = time.perf_counter()
-        try:
-            repeats = args.repeats or (QUICK_REPEATS if case in QUICK_CASES else 5)
-            results[case] = _growth_case(repeats) if case == GROWTH_CASE else _timed_case(case, repeats)
-            results[case]["repeats"] = repeats
-        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
-            logger.error("%s: failed: %s", case, error)
-            results[case] = {"error": str(error)[-2000:]}
-        logger.info("%s: %s (%.0f s)", case, json.dumps(results[case]), time.perf_counter() - t0)
+        repeats = args.repeats or (QUICK_REPEATS if case in QUICK_CASES else 5)
+        for variant in CASE_VARIANTS.get(case, ("",)):
+            name = f"{case}/{variant}" if variant else case
+            try:
+                results[name] = _growth_case(repeats) if case == GROWTH_CASE else _timed_case(case, repeats, variant)
+                results[name]["repeats"] = repeats
+            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
+                logger.error("%s: failed: %s", name, error)
+                results[name] = {"error": str(error)[-2000:]}
+            logger.info("%s: %s (%.0f s)", name, json.dumps(results[name]), time.perf_counter() - t0)
     results["_meta"] = {
         "repeats": args.repeats or f"{QUICK_REPEATS} for {', '.join(QUICK_CASES)}, else 5",
         "threads": 2,
