@@ -229,3 +229,15 @@ def test_guided_batch_computes_each_prompt_once(tiny: t25.Tiny25) -> None:
         assert torch.equal(ours, theirs)  # the shared keys / values are the rows' own, bit for bit
     if tiny.variant == t25.LTX25:
         assert len(model._prompt_cache) == 0  # sigma-dependent keys / values are never kept between calls
+
+
+def test_block_streaming_frees_the_kept_keys_values(tmp_path) -> None:
+    from aiprod.aiprod_core.transformer.streaming import BlockStreamer
+
+    tiny = t25.build(tmp_path, t25.LTX25_KV)
+    model = _ours(tiny)
+    video, audio = t25.stream_inputs(tiny.section, batch=1, seed=8)
+    with torch.no_grad(), BlockStreamer(pin_memory=False).attached(model, "cpu"):
+        model(*_step(video, audio, 1))
+        assert len(model._prompt_cache) == 2
+    assert len(model._prompt_cache) == 0
