@@ -13,6 +13,12 @@ Where diffusers and the Lightricks reference differ, the Lightricks facts are us
   default 1 when absent (diffusers defaults to 1000);
 - the keyframe marker is applied to the tokens the caller marks: ltx-core 1.2.0 marks the first latent frame of
   every clip, diffusers' plain pipelines pass no mask (only its DFR pipelines do); the inputs here mark it.
+
+Not followed (open): ltx-core 1.2.0 (since its 2026-05-28 sync) takes the audio<->video AdaLN scale / shift from
+each stream's own per-token timesteps and only the gate from the other stream's sigma; ltx-core 1.0.0 (the LTX-2 /
+2.3 oracle) and diffusers 0.42.1 take the other stream's sigma for both, and so do we for every generation. The
+two agree when a stream's tokens all share the other stream's sigma (text-to-video) and differ on conditioning
+tokens (timestep 0), which the inputs here include.
 """
 
 from __future__ import annotations
