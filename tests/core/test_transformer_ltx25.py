@@ -37,9 +37,14 @@ from aiprod.loaders.errors import StateDictMismatchError
 BF16_BOUND = 0.05  # our bf16 forward vs diffusers' float32, relative to max(1, max|ref|) (measured ~1e-2)
 
 
-@pytest.fixture(scope="module", params=t25.VARIANTS)
-def tiny(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> t25.Tiny25:
-    return t25.build(tmp_path_factory.mktemp(request.param), request.param)
+@pytest.fixture(scope="module")
+def tiny_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, t25.Tiny25]:
+    return {variant: t25.build(tmp_path_factory.mktemp(variant), variant) for variant in t25.VARIANTS}
+
+
+@pytest.fixture(params=t25.VARIANTS)
+def tiny(request: pytest.FixtureRequest, tiny_sets: dict[str, t25.Tiny25]) -> t25.Tiny25:
+    return tiny_sets[request.param]
 
 
 def _ours(tiny: t25.Tiny25, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
@@ -175,8 +180,8 @@ def _step(video: dict, audio: dict, seed: int) -> tuple[ModalityInput, ModalityI
     return _inputs(*fields)
 
 
-def test_prompt_kv_kept_across_steps_is_exact_and_follows_the_prompt(tmp_path) -> None:
-    tiny = t25.build(tmp_path, t25.LTX25_KV)
+def test_prompt_kv_kept_across_steps_is_exact_and_follows_the_prompt(tiny_sets: dict[str, t25.Tiny25]) -> None:
+    tiny = tiny_sets[t25.LTX25_KV]
     model = _ours(tiny)
     calls = _count_text_projections(model)
     per_call = 2 * len(model.transformer_blocks)  # video + audio text attention of every block
@@ -237,10 +242,10 @@ def test_guided_batch_computes_each_prompt_once(tiny: t25.Tiny25) -> None:
         assert len(model._prompt_cache) == 0  # sigma-dependent keys / values are never kept between calls
 
 
-def test_block_streaming_frees_the_kept_keys_values(tmp_path) -> None:
+def test_block_streaming_frees_the_kept_keys_values(tiny_sets: dict[str, t25.Tiny25]) -> None:
     from aiprod.aiprod_core.transformer.streaming import BlockStreamer
 
-    tiny = t25.build(tmp_path, t25.LTX25_KV)
+    tiny = tiny_sets[t25.LTX25_KV]
     model = _ours(tiny)
     video, audio = t25.stream_inputs(tiny.section, batch=1, seed=8)
     with torch.no_grad(), BlockStreamer(pin_memory=False).attached(model, "cpu"):
