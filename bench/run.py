@@ -22,14 +22,15 @@ ROOT = BENCH.parent
 PYTHON = sys.executable
 logger = logging.getLogger("bench")
 
-TIMED_CASES = ("transformer_forward", "transformer_forward_ltx25", "vae_decode_tiled", "checkpoint_load",
-               "pipeline_one_stage_guided", "pipeline_distilled")
-# Cases measured once per variant (reported as "case/variant"; "" is reported under the case name).
+TIMED_CASES = ("transformer_forward", "transformer_forward_ltx25", "transformer_quant_keep", "vae_decode_tiled",
+               "checkpoint_load", "pipeline_one_stage_guided", "pipeline_distilled")
+# Cases measured once per variant, reported as "case/variant" ("" is reported under the case name).
 CASE_VARIANTS = {"transformer_forward_ltx25": ("", "kv_on", "kv_off")}
 GROWTH_CASE = "vae_decode_memory_growth"
+QUANT_CASE, QUANT_VARIANTS = "transformer_quant_keep", ("int8", "fp8")  # ours: kept quantized; ref: dense bf16
 # Cases of a few seconds per measurement get more repeats by default: single runs on the shared 2-core machine
 # swing by +-15 %, and their bars sit closest to the measured ratios.
-QUICK_CASES = ("transformer_forward", "vae_decode_tiled", "checkpoint_load")
+QUICK_CASES = ("transformer_forward", "transformer_quant_keep", "vae_decode_tiled", "checkpoint_load")
 QUICK_REPEATS = 9
 
 
@@ -54,6 +55,8 @@ def _timed_case(case: str, repeats: int, variant: str = "") -> dict[str, object]
         order = ("ours", "ref") if index % 2 == 0 else ("ref", "ours")  # interleaved, alternating first
         for side in order:
             samples[side].append(_measure(case, side, variant))
+    extra = {f"{side}_{key}": samples[side][0][key] for side in samples for key in ("weights_mb", "bf16_weights_mb")
+             if key in samples[side][0]}
     ours_s = statistics.median(s["seconds"] for s in samples["ours"])
     ref_s = statistics.median(s["seconds"] for s in samples["ref"])
     return {
@@ -68,6 +71,7 @@ def _timed_case(case: str, repeats: int, variant: str = "") -> dict[str, object]
         # only; ``ratio`` stays the ratio of the medians).
         "pair_ratio_median": round(statistics.median(
             o["seconds"] / r["seconds"] for o, r in zip(samples["ours"], samples["ref"], strict=True)), 4),
+        **extra,
     }
 
 
@@ -117,16 +121,25 @@ def main(argv: list[str] | None = None) -> int:
     order.sort(key=lambda c: c.startswith("pipeline_"))
     for case in order:
         t0 = time.perf_counter()
-        repeats = args.repeats or (QUICK_REPEATS if case in QUICK_CASES else 5)
-        for variant in CASE_VARIANTS.get(case, ("",)):
-            name = f"{case}/{variant}" if variant else case
-            try:
-                results[name] = _growth_case(repeats) if case == GROWTH_CASE else _timed_case(case, repeats, variant)
-                results[name]["repeats"] = repeats
-            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
-                logger.error("%s: failed: %s", name, error)
-                results[name] = {"error": str(error)[-2000:]}
-            logger.info("%s: %s (%.0f s)", name, json.dumps(results[name]), time.perf_counter() - t0)
+        try:
+            repeats = args.repeats or (QUICK_REPEATS if case in QUICK_CASES else 5)
+            if case == GROWTH_CASE:
+                results[case] = {**_growth_case(repeats), "repeats": repeats}
+            elif case == QUANT_CASE:  # one entry per quantized format
+                for variant in QUANT_VARIANTS:
+                    results[f"{case}_{variant}"] = {**_timed_case(case, repeats, variant), "repeats": repeats}
+                logger.info("%s: %s", case, json.dumps({v: results[f"{case}_{v}"] for v in QUANT_VARIANTS}))
+                continue
+            else:
+                for variant in CASE_VARIANTS.get(case, ("",)):
+                    name = f"{case}/{variant}" if variant else case
+                    results[name] = {**_timed_case(case, repeats, variant), "repeats": repeats}
+                    logger.info("%s: %s", name, json.dumps(results[name]))
+                continue
+        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
+            logger.error("%s: failed: %s", case, error)
+            results[case] = {"error": str(error)[-2000:]}
+        logger.info("%s: %s (%.0f s)", case, json.dumps(results[case]), time.perf_counter() - t0)
     results["_meta"] = {
         "repeats": args.repeats or f"{QUICK_REPEATS} for {', '.join(QUICK_CASES)}, else 5",
         "threads": 2,

@@ -21,7 +21,8 @@ from support import tiny_ltx25 as t25
 from aiprod.aiprod_core.text_encoder import TextEmbeddingsConfig
 from aiprod.loaders.component_loader import load_component
 from aiprod.loaders.errors import CheckpointFormatError, WrongComponentError
-from aiprod.loaders.text_embeddings import check_text_encoder_pairing, load_split_text_embeddings
+from aiprod.loaders.text_embeddings import load_split_text_embeddings
+from aiprod.loaders.text_encoder_generation import check_text_encoder_generation
 
 BF16_BOUND = 0.05  # our bf16 text path vs diffusers' float32, relative to max(1, max|ref|)
 
@@ -85,21 +86,21 @@ def _projection_file(path, *, tensors_from, metadata: dict[str, str]):
     return path
 
 
-def test_pairing_refuses_another_gemma_or_generation(tiny: t25.Tiny25, tmp_path) -> None:
-    check_text_encoder_pairing(tiny.transformer_path, tiny.text_encoder_path)
+def test_split_load_refuses_another_gemma_or_generation(tiny: t25.Tiny25, tmp_path) -> None:
+    check_text_encoder_generation(tiny.text_encoder_path, tiny.transformer_path)
     other_gemma = _projection_file(tmp_path / "other.safetensors", tensors_from=tiny.text_encoder_path,
                                    metadata={"gemma_config": json.dumps({"model_type": "gemma4_unified",
                                                                          "gemma_version": "gemma4-12b-ltx-v0"})})
-    expected = "gemma_version='gemma4-12b-ltx-v0'.*gemma_version='gemma4-12b-ltx-v1'"
+    expected = "gemma_version 'gemma4-12b-ltx-v0'.*gemma_version 'gemma4-12b-ltx-v1'"
     with pytest.raises(WrongComponentError, match=expected):
         load_split_text_embeddings(other_gemma, tiny.transformer_path)
-    # an LTX-2.3 checkpoint's projection (Gemma 3) with the 2.5 transformer: both generations named
-    ltx23 = _projection_file(tmp_path / "ltx23.safetensors", tensors_from=tiny.text_encoder_path, metadata={
+    # the 2.5 text encoder with an LTX-2.3 transformer: both generations named
+    ltx23 = tmp_path / "ltx23.safetensors"
+    save_file({"model.diffusion_model.patchify_proj.weight": torch.zeros(4, 4)}, str(ltx23), {
         "model_version": "2.3.0", "config": json.dumps({"transformer": tc.transformer_config(tc.LTX23)})})
     with pytest.raises(WrongComponentError) as info:
-        check_text_encoder_pairing(tiny.transformer_path, ltx23)
-    assert "LTX-2.3 (22B family) text encoder / projection (LTX-2.3)" in str(info.value)
-    assert "is LTX-2.5 (22B family) (LTX-2.5)" in str(info.value)
+        load_split_text_embeddings(tiny.text_encoder_path, ltx23)
+    assert "Gemma 4 (the text encoder of LTX-2.5)" in str(info.value) and "is LTX-2.3" in str(info.value)
 
 
 def test_text_projection_needs_the_transformer_config(tiny: t25.Tiny25) -> None:
