@@ -16,7 +16,8 @@ from .errors import CheckpointFormatError
 from .gguf_file import is_gguf, read_gguf_header
 from .safetensors_header import SafetensorsHeader, read_header
 
-__all__ = ["COMPONENT_PREFIXES", "CheckpointDescription", "ComponentSummary", "describe_file", "format_report"]
+__all__ = ["COMPONENT_PREFIXES", "DIFFUSION_DECODER_KINDS", "CheckpointDescription", "ComponentSummary",
+           "describe_file", "format_report"]
 
 # Official single-file checkpoint layout: (component, key prefixes). The first match wins, so the
 # connectors (stored under the transformer's prefix) come before the transformer itself.
@@ -66,6 +67,7 @@ LTX25_KINDS = (
     ("video_vae only", "video VAE with the LTX-2.5 diffusion decoder"),
     ("VAE (split file)", "video VAE (split file) with the LTX-2.5 diffusion decoder"),
 )
+DIFFUSION_DECODER_KINDS = frozenset(kind for _, kind in LTX25_KINDS)
 # Which AIPROD node takes a file of each kind (the first matching component).
 LOADER_NODES = (
     ("single-file checkpoint", "AIPROD Checkpoint Loader (models/checkpoints)"),
@@ -79,7 +81,9 @@ LOADER_NODES = (
     ("Gemma text encoder weights", "AIPROD Text Encoder Loader (models/text_encoders)"),
     ("video VAE with the LTX-2.5 diffusion decoder", "AIPROD Video VAE Loader (models/vae)"),
     ("video VAE (split file) with the LTX-2.5 diffusion decoder", "AIPROD Video VAE Loader (models/vae)"),
-    (TEMPORAL_UPSAMPLER_KIND, "AIPROD Latent Upsampler Loader (models/latent_upscale_models)"),
+    (TEMPORAL_UPSAMPLER_KIND, "AIPROD Latent Upsampler Loader (models/latent_upscale_models), then AIPROD Temporal "
+     "Upsample"),
+    ("duration head", "AIPROD Duration Head Loader (models/model_patches)"),
 )
 
 

@@ -212,6 +212,11 @@ class AIPRODLatentUpsample(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent: LatentBundle, upsampler, video_vae: VideoVAE) -> io.NodeOutput:
-        result = upsample(latent.latents, upsampler.get(), video_vae.encoder.get(), ComfyModelHost())
+        module = upsampler.get()
+        config = getattr(module, "config", None)
+        if config is not None and config.temporal_upsample and not config.spatial_upsample:
+            raise ValueError("upsampler: LTX-2.5's temporal upscaler (twice the frame rate); use AIPROD Temporal "
+                             "Upsample for it, or load a spatial upscaler (spatial-upscaler-x2) here")
+        result = upsample(latent.latents, module, video_vae.encoder.get(), ComfyModelHost())
         # the references condition stage 1 only (the refinement runs without them, as the IC-LoRA pipeline)
         return io.NodeOutput(replace(latent.with_latents(result, denoised=latent.denoised), references=()))
