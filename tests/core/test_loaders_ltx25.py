@@ -105,3 +105,18 @@ def test_unprefixed_and_prefixed_layouts(tiny: t25.Tiny25, tmp_path) -> None:
     save_file(both, str(merged), {**metadata, "config": json.dumps(config)})
     assert load_component(merged, "duration_head", dtype=torch.float32).layout == "DURATION_HEAD_PREFIXED_MAP"
     assert not any("duration_head" in k for k in plan_load(merged, "transformer").keys)
+
+
+def test_strict_load_names_missing_and_unexpected_keys(tiny: t25.Tiny25, tmp_path) -> None:
+    tensors, metadata = _tensors(tiny.transformer_path)
+    missing = t25.PREFIX + "transformer_blocks.1.attn2.to_k.weight"
+    extra = t25.PREFIX + "transformer_blocks.0.ff.net.0.proj.bias"  # LTX-2.5: ff_bias false, so no such bias
+    broken = {k: v for k, v in tensors.items() if k != missing}
+    broken[extra] = torch.zeros(tiny.section["cross_attention_dim"] * 4)
+    path = tmp_path / "ltx-2.5-broken-transformer.safetensors"
+    save_file(broken, str(path), metadata)
+    with pytest.raises(ValueError) as info:
+        load_component(path, "transformer", dtype=torch.float32)
+    message = str(info.value)
+    assert "transformer_blocks.1.attn2.to_k.weight" in message and "transformer_blocks.0.ff.net.0.proj.bias" in message
+    assert str(path) in message

@@ -177,6 +177,39 @@ def test_two_stage_node_on_25_equals_core(n, files25, demo_models) -> None:
     _assert_same(out, expected)
 
 
+def test_text_to_video_keyframe_and_ic_lora_nodes_on_25_equal_core(n, files25, demo_models) -> None:
+    values = _graph(n, files25, demo_models, variant="dev")
+    guider = _guider(n)
+    guided = core.GuidedSampling(2, guider.video, guider.audio)
+    out = n.pipelines.AIPRODTextToVideoPipeline.execute(**values, steps=2, guider=guider)
+    _assert_same(out, core.text_to_video(_core_models(files25, demo_models, "dev"), values["conditioning"],
+                                         _request(), guided))
+    (refiner,) = n.loaders.AIPRODLoraLoader.execute(values["model"], files25.combo("lora25"), 1.0).args
+    images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(2))
+    out = n.pipelines.AIPRODKeyframePipeline.execute(**values, steps=2, guider=guider, refiner=refiner,
+                                                     images=images, frame_indices="0, -1", strength=1.0)
+    models = _core_models(files25, demo_models, "dev", refiner_loras=[(str(files25.paths["lora25"]), 1.0)])
+    keyframes = [ImageCondition(images[0], 0, crf=18), ImageCondition(images[1], -1, crf=18)]
+    _assert_same(out, core.keyframe_interpolation(models, values["conditioning"], _request(keyframes), guided))
+    (distilled,) = n.loaders.AIPRODDiffusionModelLoader.execute(files25.combo("distilled"), "fp32", "upcast").args
+    model, factor = n.loaders.AIPRODICLoraLoader.execute(distilled, files25.combo("ic_lora25"), 1.0).args
+    reference = torch.rand(F, 32, 32, 3, generator=torch.Generator().manual_seed(3))
+    size = {"width": 128, "height": 128}  # IC-LoRA: sides a multiple of 64 x the factor
+    out = n.pipelines.AIPRODICLoraPipeline.execute(**{**values, **size, "model": model}, refiner=distilled,
+                                                   reference_frames=reference, reference_strength=1.0)
+    models = _core_models(files25, demo_models)
+    from aiprod.loaders.lora_apply import load_component_with_loras
+
+    models = PipelineModels(**{**models.__dict__, "refiner": models.transformer, "transformer": (
+        load_component_with_loras(files25.paths["distilled"], "transformer", [(str(files25.paths["ic_lora25"]), 1.0)],
+                                  dtype=torch.float32).module)})
+    expected = core.ic_lora(models, PromptContexts(values["conditioning"].positive),
+                            GenerationRequest(128, 128, F, FPS, SEED, tiling=_request().tiling),
+                            [core.ReferenceCondition(reference)], downscale_factor=factor)
+    images_out = out.args[0]
+    assert torch.equal(images_out, expected.frames) and images_out.shape == (F, 128, 128, 3)
+
+
 def test_default_guidance_on_25_is_the_reference_one(n, files25, demo_models) -> None:
     """No guider: 2.5's defaults (ltx-pipelines LTX_2_4_PARAMS: STG block 28), refused on a 2-block tiny model
     by name before anything is encoded."""
@@ -219,3 +252,32 @@ def test_auto_frames_from_the_duration_head(n, files25) -> None:
     assert short == 17  # clamped to 1 s at 24 fps: 24 frames, down to the 8 k + 1 grid
     with pytest.raises(ValueError, match="min_seconds=3.0, max_seconds=2.0"):
         n.ltx25.AIPRODPredictFrames.execute(head, contexts, FPS, 3.0, 2.0)
+
+
+def test_comfy_int8_convrot_25_transformer_loads_and_samples_close_to_bf16(n, files25, demo_models, demo_folders,
+                                                                          tmp_path) -> None:
+    """Comfy-Org's repackaged 2.5 transformer (int8 + ConvRot per block Linear, ``comfy_quant``) through the
+    Diffusion Model Loader, kept quantized and upcast: the same generation, a sample close to the bf16 file's."""
+    from support.quant_files import quantize_file
+
+    from aiprod.nodes import latent_nodes
+
+    folder = tmp_path / "diffusion_models"
+    target = folder / "ltx-2.5-22b-distilled-transformer-int8-convrot.safetensors"
+    quantize_file(files25.paths["distilled"], target, "int8_convrot")
+    paths = demo_folders.folder_names_and_paths["diffusion_models"]
+    demo_folders.folder_names_and_paths["diffusion_models"] = ([str(folder), *paths[0]], paths[1])
+    demo_folders.filename_list_cache.clear()
+    (latent,) = latent_nodes.AIPRODEmptyLatent.execute(W, H, F, FPS).args
+    contexts = _contexts()
+    outputs = {}
+    for name, mode in (("dense", "upcast"), ("keep", "keep"), ("upcast", "upcast")):
+        file = files25.combo("distilled") if name == "dense" else target.name
+        (model,) = n.loaders.AIPRODDiffusionModelLoader.execute(file, "fp32", mode).args
+        assert model.generation == "LTX-2.5 (22B family)"
+        (sampled,) = n.sampling.AIPRODSampler.execute(model, latent, contexts, "distilled", 8, SEED).args
+        outputs[name] = sampled.latents.video
+    for name in ("keep", "upcast"):
+        error = (outputs[name] - outputs["dense"]).abs().max() / outputs["dense"].abs().max()
+        assert 0 < error < 0.05, (name, float(error))  # int8 rounding of every block Linear, over 8 steps
+    torch.testing.assert_close(outputs["keep"], outputs["upcast"], rtol=1e-4, atol=1e-4)

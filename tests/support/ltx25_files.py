@@ -7,7 +7,8 @@ Lightricks/LTX-2.5 ships one file per component; the set holds them at the tiny 
 - ``vae/ltx-2.5-video-vae-bf16``: conv encoder + the diffusion decoder (``tiny25``: diffusers' decoder, ltx-core's
   encoder blocks); ``vae/ltx-2.5-video-vae-conv-bf16``: the demo checkpoint's conv VAE restamped 2.5.0;
 - ``latent_upscale_models/ltx-2.5-temporal-upscaler-x2-bf16``: diffusers' temporal upsampler;
-- ``model_patches/ltx-2.5-duration-head-bf16``; ``loras/``: the demo distilled LoRA stamped 2.5.0 and 2.3.0.
+- ``model_patches/ltx-2.5-duration-head-bf16``; ``loras/``: the demo distilled LoRA stamped 2.5.0 and 2.3.0,
+  its IC-LoRA stamped 2.5.0.
 
 The audio VAE and the spatial upscaler come from the LTX-2.3 demo set (LTX-2.5 keeps both architectures).
 """
@@ -35,6 +36,7 @@ FILES = {
     "duration_head": "model_patches/ltx-2.5-duration-head-bf16.safetensors",
     "lora25": "loras/ltx-2.5-22b-distilled-lora-450.safetensors",
     "lora23": "loras/ltx-2.3-22b-distilled-lora-384-stamped.safetensors",
+    "ic_lora25": "loras/ltx-2.5-22b-ic-lora-union-control-tiny.safetensors",
 }
 TEMPORAL_CONFIG = {"_class_name": "LatentUpsampler", "in_channels": 128, "mid_channels": 32,
                    "num_blocks_per_stage": 1, "dims": 3, "spatial_upsample": False, "temporal_upsample": True,
@@ -113,6 +115,7 @@ def build_ltx25_files(root: Path, demo_models) -> Ltx25Files:
     _temporal_upsampler(paths["temporal"])
     _restamp(demo_models.distilled_lora, paths["lora25"], "2.5.0")
     _restamp(demo_models.distilled_lora, paths["lora23"], "2.3.0")
+    _restamp(demo_models.ic_lora, paths["ic_lora25"], "2.5.0")
     return Ltx25Files(root, paths, tiny)
 
 
