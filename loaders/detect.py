@@ -31,9 +31,11 @@ COMPONENT_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("audio_vae", ("audio_vae.",)),
     ("vocoder", ("vocoder.",)),
     ("text_projection", ("text_embedding_projection.",)),
-    ("gemma_language_model", ("language_model.", "model.language_model.")),
+    # Gemma-3: Hugging Face (language_model. / model.language_model.) and ComfyUI's text-only names (model.*)
+    ("gemma_language_model", ("language_model.", "model.language_model.", "model.embed_tokens.", "model.layers.",
+                              "model.norm.")),
     ("gemma_vision_tower", ("vision_tower.", "model.vision_tower.", "multi_modal_projector.",
-                            "model.multi_modal_projector.")),
+                            "model.multi_modal_projector.", "vision_model.")),
 )
 # Files that hold one component without the single-file prefix (ComfyUI split files, upsamplers).
 UNPREFIXED_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -75,6 +77,7 @@ LOADER_NODES = (
     ("video_vae only", "AIPROD Video VAE Loader (models/vae)"),
     ("VAE (split file)", "AIPROD Video VAE Loader (models/vae)"),
     ("audio_vae only", "AIPROD Audio VAE Loader (models/checkpoints or models/vae)"),
+    ("audio VAE + vocoder", "AIPROD Audio VAE Loader (models/vae)"),
     ("component bundle", "AIPROD Video VAE Loader / AIPROD Audio VAE Loader"),
     ("LoRA", "AIPROD LoRA Loader (models/loras)"),
     ("latent upsampler", "AIPROD Latent Upsampler Loader (models/latent_upscale_models)"),
@@ -198,6 +201,8 @@ def _variant(metadata: dict[str, str]) -> str:
 def _kind(names: set[str]) -> str:
     model_parts = names & {"transformer", "video_vae", "audio_vae", "vocoder"}
     if len(model_parts) > 1:
+        if model_parts == {"audio_vae", "vocoder"}:  # LTX-2.5's ltx-2.5-audio-vae file
+            return "audio VAE + vocoder"
         return "single-file checkpoint" if "transformer" in model_parts else "component bundle"
     if model_parts:
         return f"{next(iter(model_parts))} only"

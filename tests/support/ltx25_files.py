@@ -6,7 +6,7 @@ Lightricks/LTX-2.5 ships one file per component; the set holds them at the tiny 
   (diffusers' classes in the Lightricks layout, text connectors inside, ``model_version`` 2.5.0);
 - ``vae/ltx-2.5-video-vae-bf16``: conv encoder + the diffusion decoder (``tiny25``: diffusers' decoder, ltx-core's
   encoder blocks); ``vae/ltx-2.5-video-vae-conv-bf16``: the demo checkpoint's conv VAE restamped 2.5.0;
-- ``latent_upscale_models/ltx-2.5-temporal-upscaler-x2-bf16``: diffusers' temporal upsampler;
+- ``latent_upscale_models/ltx-2.5-latent-temporal-upscaler-x2-bf16-1.0``: diffusers' temporal upsampler;
 - ``model_patches/ltx-2.5-duration-head-bf16``; ``loras/``: the demo distilled LoRA stamped 2.5.0 and 2.3.0,
   its IC-LoRA stamped 2.5.0.
 
@@ -32,9 +32,9 @@ FILES = {
     "distilled": "diffusion_models/ltx-2.5-22b-distilled-transformer-bf16.safetensors",
     "diffusion_vae": "vae/ltx-2.5-video-vae-bf16.safetensors",
     "conv_vae": "vae/ltx-2.5-video-vae-conv-bf16.safetensors",
-    "temporal": "latent_upscale_models/ltx-2.5-temporal-upscaler-x2-bf16.safetensors",
+    "temporal": "latent_upscale_models/ltx-2.5-latent-temporal-upscaler-x2-bf16-1.0.safetensors",
     "duration_head": "model_patches/ltx-2.5-duration-head-bf16.safetensors",
-    "lora25": "loras/ltx-2.5-22b-distilled-lora-450.safetensors",
+    "lora25": "loras/ltx-2.5-22b-distilled-lora-450-bf16.safetensors",
     "lora23": "loras/ltx-2.3-22b-distilled-lora-384-stamped.safetensors",
     "ic_lora25": "loras/ltx-2.5-22b-ic-lora-union-control-tiny.safetensors",
 }
