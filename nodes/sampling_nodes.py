@@ -46,7 +46,8 @@ def _stream_inputs(stream: str) -> list:
                     "needs a negative prompt).", step=0.1),
         float_input(f"{stream}_stg", 1.0, f"{stream} spatio-temporal guidance scale (0 = off).", step=0.1),
         io.String.Input(f"{stream}_stg_blocks", default=DEFAULT_STG_BLOCKS,
-                        tooltip="Transformer blocks STG perturbs, comma-separated (LTX-2.3 / 2.5: 28, LTX-2: 29; empty = "
+                        tooltip="Transformer blocks STG perturbs, comma-separated (LTX-2.3 / 2.5: 28, LTX-2: 29; empty "
+                        "= "
                         "STG off). Checked against the model's block count where model and guider meet."),
         float_input(f"{stream}_rescale", 0.7, f"{stream} guidance std rescale (0 = off)."),
         float_input(f"{stream}_modality_scale", 3.0, f"{stream} modality-isolation guidance scale (1 = off).",
