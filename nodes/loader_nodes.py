@@ -258,7 +258,9 @@ class AIPRODDiffusionModelLoader(io.ComfyNode):
             node_id="AIPRODDiffusionModelLoader",
             display_name="AIPROD Diffusion Model Loader",
             category=CATEGORY,
-            description="Loads the LTX-2 / LTX-2.3 transformer from a transformer-only file in models/diffusion_models "
+            description="Loads the LTX-2 / LTX-2.3 / LTX-2.5 transformer (LTX-2.5: ltx-2.5-22b-dev / -distilled"
+            "-transformer-bf16, or Comfy-Org's int8-convrot repack) from a transformer-only file in "
+            "models/diffusion_models "
             "(or models/unet): safetensors (bf16, fp8, ComfyUI-quantized, NVFP4, MXFP8) or GGUF (Q4_0 ... Q8_0, "
             "K-quants, F16). Every key, shape and format is checked here, before anything is loaded.",
             inputs=[
@@ -353,7 +355,7 @@ class AIPRODAudioVAELoader(io.ComfyNode):
 
 
 class AIPRODUpsamplerLoader(io.ComfyNode):
-    """The spatial latent upsampler (x2 or x1.5) from models/latent_upscale_models."""
+    """A latent upsampler (spatial x2 / x1.5, or LTX-2.5's temporal x2) from models/latent_upscale_models."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -362,7 +364,8 @@ class AIPRODUpsamplerLoader(io.ComfyNode):
             node_id="AIPRODUpsamplerLoader",
             display_name="AIPROD Latent Upsampler Loader",
             category=CATEGORY,
-            description="Loads an LTX spatial latent upsampler (x2 or x1.5) from models/latent_upscale_models.",
+            description="Loads an LTX latent upsampler from models/latent_upscale_models: spatial (x2 or x1.5, for "
+            "'AIPROD Latent Upsample') or LTX-2.5's temporal x2 (for 'AIPROD Temporal Upsample').",
             inputs=[
                 _files_input("upsampler", (UPSCALE_FOLDER,),
                              "A latent upsampler file from models/latent_upscale_models."),
