@@ -139,9 +139,11 @@ def _images(values: dict[str, Any]) -> tuple[ImageCondition, ...]:
 
 def _request(values: dict[str, Any], images: tuple[ImageCondition, ...], total_steps: int) -> GenerationRequest:
     tiling = tiling_config(*(values[k] for k in TILING))
+    model = values.get("model")
+    stage_1 = generation_defaults(model.generation if model is not None else None).distilled_stage_1
     return GenerationRequest(values["width"], values["height"], values["frames"], values["fps"], values["seed"],
                              images=images, tiling=tiling, callback=StepProgress(total_steps),
-                             decode_callback=DecodeProgress())
+                             decode_callback=DecodeProgress(), distilled_stage_1=stage_1)
 
 
 def _models(values: dict[str, Any], refiner: TransformerHandle | None = None) -> PipelineModels:

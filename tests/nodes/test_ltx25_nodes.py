@@ -5,6 +5,8 @@ and "auto" frames from the duration head."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from support import tiny_configs as tc
@@ -101,12 +103,17 @@ def _assert_same(node_output, result) -> None:
 
 
 def test_generation_defaults_follow_the_reference_constants() -> None:
-    assert generation_defaults("LTX-2.5 (22B family)") == generation_defaults("2.4.0")
+    assert generation_defaults("LTX-2.5 (22B family)") == generation_defaults("2.5.0")
     assert (generation_defaults("2.5.0").steps, generation_defaults("2.5.0").stg_block) == (30, 28)
     assert generation_defaults("2.5.0").image_crf == 18  # ltx-pipelines 1.2.0: LTX_2_4_IMAGE_CRF
     assert generation_defaults("LTX-2.3 (22B family)").image_crf == 33
     assert (generation_defaults("2.0.0").steps, generation_defaults("ltx2").stg_block) == (40, 29)
     assert generation_defaults(None) == generation_defaults("2.3.0")
+    # ancestral distilled stage 1 from 2.5 (ANCESTRAL_SAMPLER_SINCE_VERSION), CRF 18 already from 2.4
+    assert generation_defaults("LTX-2.5 (22B family)").distilled_stage_1 == "euler_ancestral"
+    prerelease = generation_defaults("LTX-2.5 (22B family, pre-release model_version 2.4)")
+    assert (prerelease.distilled_stage_1, prerelease.image_crf) == ("euler", 18)
+    assert generation_defaults("2.3.0").distilled_stage_1 == "euler"
 
 
 def test_detect_names_the_node_for_each_25_file(files25) -> None:
@@ -160,10 +167,13 @@ def test_distilled_node_on_25_uses_its_image_crf_and_equals_core(n, files25, dem
     image = torch.rand(1, 48, 80, 3, generator=torch.Generator().manual_seed(1))
     out = n.pipelines.AIPRODDistilledPipeline.execute(**values, image=image)
     contexts = PromptContexts(values["conditioning"].positive)
-    # LTX-2.5 conditioning images are re-compressed at CRF 18 (ltx-pipelines 1.2.0), not LTX-2.3's 33
-    expected = core.distilled(_core_models(files25, demo_models), contexts,
-                              _request([ImageCondition(image[0], crf=18)]))
-    _assert_same(out, expected)
+    # LTX-2.5 (ltx-pipelines 1.2.0): conditioning images re-compressed at CRF 18 (LTX-2.3: 33), stage 1 sampled
+    # with the ancestral Euler step
+    models = _core_models(files25, demo_models)
+    request = replace(_request([ImageCondition(image[0], crf=18)]), distilled_stage_1="euler_ancestral")
+    _assert_same(out, core.distilled(models, contexts, request))
+    euler = core.distilled(models, contexts, replace(request, distilled_stage_1="euler"))
+    assert not torch.equal(euler.latents.video, out.args[3].latents.video)
 
 
 def test_two_stage_node_on_25_equals_core(n, files25, demo_models) -> None:
@@ -264,6 +274,7 @@ def test_comfy_int8_convrot_25_transformer_loads_and_samples_close_to_bf16(n, fi
 
     folder = tmp_path / "diffusion_models"
     target = folder / "ltx-2.5-22b-distilled-transformer-int8-convrot.safetensors"
+    folder.mkdir()
     quantize_file(files25.paths["distilled"], target, "int8_convrot")
     paths = demo_folders.folder_names_and_paths["diffusion_models"]
     demo_folders.folder_names_and_paths["diffusion_models"] = ([str(folder), *paths[0]], paths[1])
