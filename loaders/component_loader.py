@@ -184,7 +184,7 @@ def check_keys(path: str, label: str, layout: KeyMap, keys: dict[str, str], tens
     if mismatched:
         shown = [f"{keys[k]} expected {list(e)} found {list(f)}" for k, e, f in mismatched[:SHOWN_KEYS]]
         parts.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(shown)}")
-    problem = f"does not fit the {label} its config describes (layout {layout.name}): " + "; ".join(parts) + "."
+    problem = f"does not fit the {label} its config describes (layout: {layout.label}): " + "; ".join(parts) + "."
     hint = "The file may be from another model version or a broken conversion. " + _where_it_belongs(path)
     raise StateDictMismatchError(path, problem, hint.strip(), missing=missing, unexpected=unexpected,
                                  mismatched=mismatched)

@@ -128,6 +128,8 @@ def _upsampler(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch
     return LatentUpsampler(LatentUpsamplerConfig.from_metadata(config), dtype=dtype, device=device)
 
 
+UPSAMPLER_MAP = km.KeyMap("UPSAMPLER_MAP", (("", ""),), marker="initial_conv.",
+                          description="latent upsampler file (initial_conv.*, res_blocks.*)")
 _CHECKPOINT_HINT = FOLDER_HINTS["transformer"]
 _AUDIO_HINT = FOLDER_HINTS["audio_vae"]
 COMPONENTS: dict[str, ComponentSpec] = {
@@ -148,7 +150,7 @@ COMPONENTS: dict[str, ComponentSpec] = {
         ComponentSpec("vocoder", "vocoder", "vocoder", (km.VOCODER_MAP,), _vocoder, _AUDIO_HINT),
         ComponentSpec("text_embeddings", "text projection and connectors", "transformer",
                       (km.TEXT_EMBEDDINGS_MAP, km.TEXT_EMBEDDINGS_SPLIT_MAP), _text_embeddings, _CHECKPOINT_HINT),
-        ComponentSpec("latent_upsampler", "latent upsampler", None, (km.KeyMap("UPSAMPLER_MAP", (("", ""),),
-                      marker="initial_conv."),), _upsampler, FOLDER_HINTS["latent_upsampler"]),
+        ComponentSpec("latent_upsampler", "latent upsampler", None, (UPSAMPLER_MAP,), _upsampler,
+                      FOLDER_HINTS["latent_upsampler"]),
     )
 }
