@@ -11,7 +11,6 @@ resident set at about the module's size plus one tensor.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from .components import COMPONENTS, FOLDER_HINTS, ComponentSpec
+from .config_check import check_config, config_metadata
 from .detect import LORA_MARKERS, describe_file
 from .errors import CheckpointFormatError, StateDictMismatchError, WrongComponentError
 from .fp8 import FP8_DTYPES, SCALE_SUFFIXES, dequantise, swap_in_fp8_linears
@@ -75,18 +75,14 @@ def _config_of(header: SafetensorsHeader, spec: ComponentSpec, override: dict[st
     if override is not None:
         config = override
     else:
-        raw = header.metadata.get("config")
-        if raw is None:
+        config = config_metadata(header)  # a JSON object, else a CheckpointFormatError naming the file
+        if config is None:
             raise CheckpointFormatError(
                 header.path, f"has no `config` metadata, so the {spec.label} architecture cannot be determined.",
                 "LTX-2 files carry their config in the safetensors metadata; the file was probably re-saved by a "
                 "tool that dropped it. Use the official release file, or pass the config of the matching "
                 "single-file checkpoint.",
             )
-        try:
-            config = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise CheckpointFormatError(header.path, "has a `config` metadata entry that is not valid JSON.") from exc
     if spec.config_section is not None and spec.config_section not in config:
         raise WrongComponentError(
             header.path, f"has no `{spec.config_section}` section in its config (it has: "
@@ -155,6 +151,7 @@ def plan_load(path: str | os.PathLike[str], component: str, *, config: dict[str,
     layout = _pick_layout(header, spec)
     chosen_config = _config_of(header, spec, config)
     keys = layout.select(header.tensors)
+    check_config(header, spec.name, spec.label, chosen_config, keys)  # values vs tensors, before any build
     fp8_layers = _fp8_layers(header, keys, fp8)
     scales: dict[str, str] = {}
     if fp8 == "upcast":  # scales are consumed by the de-quantisation, not loaded
