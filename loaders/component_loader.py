@@ -1,12 +1,13 @@
 """Strict loading of one component from a safetensors file into our module.
 
-config (``config`` metadata) -> our module on the meta device -> every key and shape checked against the file
-header (nothing read yet) -> tensors read in file order from one private memory mapping (`MappedFile`), each cast
-to the requested dtype (or fused with LoRA deltas) -> ``load_state_dict(strict=True, assign=True)``.
+config (``config`` metadata, checked against the header: `config_check`) -> our module on the meta device -> every
+key and shape checked against the file header (nothing read yet) -> tensors read in file order (`MappedFile`: each
+into memory of its own), each cast to the requested dtype (or fused with LoRA deltas) ->
+``load_state_dict(strict=True, assign=True)``.
 
-Memory: a tensor stored in the requested dtype stays a view of the (copy-on-write) mapping: no copy. A cast
-tensor is converted into memory the module owns and its source pages are dropped at once, keeping the peak
-resident set at about the module's size plus one tensor.
+Memory: a tensor stored in the requested dtype is used as read: one copy, the module's. A cast tensor is converted
+and its source freed at once, keeping the peak resident set at about the module's size plus one tensor. A loaded
+module never refers to its file: the file may be replaced or truncated under a running prompt.
 """
 
 from __future__ import annotations
@@ -204,12 +205,11 @@ def stream_tensors(
 ) -> dict[str, torch.Tensor]:
     """Read ``keys`` (module key -> file key) of one file, each cast to ``targets[module key]`` on ``device``.
 
-    One tensor at a time, in file order, from one private memory mapping (`MappedFile`); fp8 tensors bound for a
+    One tensor at a time, in file order, each read into memory of its own (`MappedFile`); fp8 tensors bound for a
     wider dtype are de-quantised (times ``scales[module key]`` when given); ``transform`` sees each tensor before
-    the final cast. A tensor that needs no conversion stays a view of the mapping, as ComfyUI's own loader keeps
-    them: no copy and no second resident set; pages are read on first use, and in-place writes (LoRA fusion) copy
-    the touched pages, never the file. A converted tensor owns its memory and its source pages are dropped right
-    away, so a cast load peaks at about the module's size plus one tensor.
+    the final cast. A tensor that needs no conversion is used as read (one copy, no second resident set); a
+    converted tensor's source is freed as soon as it is converted, so a cast load peaks at about the module's size
+    plus one tensor.
     """
     items = sorted(keys.items(), key=lambda kv: header.tensors[kv[1]].begin)
     scales = scales or {}
@@ -217,7 +217,7 @@ def stream_tensors(
     with MappedFile(header) as mapped:
         for module_key, file_key in items:
             target = targets[module_key]
-            stored = mapped.tensor(file_key)  # a view of the mapping
+            stored = mapped.tensor(file_key)  # read into memory of its own
             value = stored
             if value.dtype in FP8_DTYPES and target not in FP8_DTYPES:
                 value = dequantise(value, scales.get(module_key), target)

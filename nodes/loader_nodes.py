@@ -6,10 +6,14 @@ Each returns lazy handles (see `types`): weights are read when a stage first nee
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from comfy_api.latest import io
 
 from ..loaders.component_loader import load_component, plan_load
 from ..loaders.detect import describe_file
+from ..loaders.errors import CheckpointFormatError
 from ..loaders.lora import check_lora_fits, read_lora
 from ..loaders.lora_apply import load_component_with_loras
 from ..loaders.text_encoder_files import find_gemma_files, load_gemma
@@ -104,6 +108,26 @@ def _check_contents(path: str, *components: str, fp8: str = "upcast") -> None:
         plan_load(path, component, fp8=fp8)
 
 
+Loaded = TypeVar("Loaded")
+
+
+def _unchanged(paths: tuple[str, ...], load: Callable[[], Loaded]) -> Callable[[], Loaded]:
+    """``load``, first checking that ``paths`` are still the versions this loader node saw. Models load lazily,
+    when a stage first needs them: a file replaced or rewritten while a prompt runs then fails the stage that would
+    load it (naming the file) instead of mixing two versions of a model in one prompt; the next prompt re-runs the
+    loader (its fingerprint changed) and loads the new file."""
+    seen = {path: file_fingerprint(path) for path in paths}
+
+    def checked() -> Loaded:
+        for path, before in seen.items():
+            if file_fingerprint(path) != before:
+                raise CheckpointFormatError(path, "changed on disk after its loader node ran, while this prompt was "
+                                            "running.", "Queue the prompt again: the loader then reads the new file.")
+        return load()
+
+    return checked
+
+
 def _generation(path: str) -> str | None:
     try:
         return describe_file(path).generation
@@ -127,14 +151,16 @@ def make_transformer(path: str, dtype_choice: str, fp8: str, loras: tuple[tuple[
         return mark_weight_streaming(module, streaming)
 
     handle = TransformerHandle(path, dtype, fp8, loras, generation, factor, streaming)
-    return TransformerHandle(**{**handle.__dict__, "lazy": LazyModule(load, f"transformer {path}")})
+    lazy = LazyModule(_unchanged((path, *(lora for lora, _ in loras)), load), f"transformer {path}")
+    return TransformerHandle(**{**handle.__dict__, "lazy": lazy})
 
 
 def _video_vae(path: str, dtype_choice: str) -> VideoVAE:
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
-        return LazyModule(lambda: load_component(path, component, dtype=dtype, device=load_device()).module,
+        return LazyModule(_unchanged((path,), lambda: load_component(path, component, dtype=dtype,
+                                                                      device=load_device()).module),
                           f"{component} {path}")
 
     return VideoVAE(part("video_encoder"), part("video_decoder"))
@@ -144,7 +170,8 @@ def _audio_vae(path: str, dtype_choice: str) -> AudioVAE:
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
-        return LazyModule(lambda: load_component(path, component, dtype=dtype, device=load_device()).module,
+        return LazyModule(_unchanged((path,), lambda: load_component(path, component, dtype=dtype,
+                                                                      device=load_device()).module),
                           f"{component} {path}")
 
     return AudioVAE(part("audio_decoder"), part("vocoder"))
@@ -328,9 +355,8 @@ class AIPRODUpsamplerLoader(io.ComfyNode):
         path = resolve_model_file("upsampler", upsampler, (UPSCALE_FOLDER,))
         _check_contents(path, "latent_upsampler")
         dtype = _vae_dtype(weight_dtype)
-        return io.NodeOutput(LazyModule(
-            lambda: load_component(path, "latent_upsampler", dtype=dtype, device=load_device()).module,
-            f"upsampler {path}"))
+        return io.NodeOutput(LazyModule(_unchanged((path,), lambda: load_component(
+            path, "latent_upsampler", dtype=dtype, device=load_device()).module), f"upsampler {path}"))
 
 
 def _vae_dtype(choice: str):
@@ -366,16 +392,23 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
         return text_encoder_problem("gemma", gemma) or _choice("checkpoint", checkpoint, CHECKPOINTS) or True
 
     @classmethod
+    def fingerprint_inputs(cls, gemma: str | None = None, checkpoint: str | None = None, **_: object) -> object:
+        gemma_version = None
+        if isinstance(gemma, str) and not text_encoder_problem("gemma", gemma):
+            gemma_version = file_fingerprint(resolve_text_encoder("gemma", gemma))
+        return gemma, gemma_version, _fingerprint("checkpoint", checkpoint, CHECKPOINTS)
+
+    @classmethod
     def execute(cls, gemma: str, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
         gemma_path = resolve_text_encoder("gemma", gemma)
         path = resolve_model_file("checkpoint", checkpoint, CHECKPOINTS)
         _check_contents(path, "text_embeddings")
         find_gemma_files(gemma_path)  # tokenizer / config problems named here, before any weights are read
         dtype = _text_dtype(weight_dtype)
-        loaded = LazyModule(lambda: load_gemma(gemma_path, dtype=dtype, device=load_device()), f"gemma {gemma}")
-        processor = LazyModule(
-            lambda: load_component(path, "text_embeddings", dtype=dtype, device=load_device()).module,
-            f"text projection {path}")  # fmt: skip
+        loaded = LazyModule(_unchanged((gemma_path,), lambda: load_gemma(gemma_path, dtype=dtype,
+                                                                          device=load_device())), f"gemma {gemma}")
+        processor = LazyModule(_unchanged((path,), lambda: load_component(
+            path, "text_embeddings", dtype=dtype, device=load_device()).module), f"text projection {path}")
         return io.NodeOutput(TextEncoder(loaded, processor, gemma))
 
 
@@ -418,6 +451,10 @@ class AIPRODLoraLoader(io.ComfyNode):
         return _choice("lora", lora, LORAS) or _check_strength(strength) or True
 
     @classmethod
+    def fingerprint_inputs(cls, lora: str | None = None, strength: object = None, **_: object) -> object:
+        return _fingerprint("lora", lora, LORAS), strength
+
+    @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
         if strength != 0:  # a LoRA for another model fails here, not after text encoding (0 = disabled)
@@ -453,6 +490,10 @@ class AIPRODICLoraLoader(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, lora: str, strength: float) -> bool | str:
         return _choice("lora", lora, LORAS) or _check_strength(strength) or True
+
+    @classmethod
+    def fingerprint_inputs(cls, lora: str | None = None, strength: object = None, **_: object) -> object:
+        return _fingerprint("lora", lora, LORAS), strength
 
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:

@@ -155,3 +155,29 @@ def test_release_is_harmless(tmp_path):
     assert torch.equal(kept, tensors["b"])
     with pytest.raises(RuntimeError, match="outside its `with` block"):
         reader.tensor("a")
+
+
+_SURVIVOR = """
+import os, shutil, sys, types
+package = types.ModuleType("aiprod"); package.__path__ = [sys.argv[1]]; sys.modules["aiprod"] = package
+import torch
+from aiprod.loaders.component_loader import load_component
+module = load_component(sys.argv[2], "transformer", dtype=torch.bfloat16).module  # the stored dtype: no cast
+os.truncate(sys.argv[2], 0)  # a view of a file mapping would now raise SIGBUS when read
+total = sum(float(t.float().sum()) for t in module.state_dict().values())
+print("survived", total == total)
+"""
+
+
+def test_a_loaded_module_survives_its_file_being_truncated(tmp_path, tiny_set):
+    """In a fresh process (a SIGBUS would kill it): load, truncate the file to nothing, read every weight."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes(Path(tiny_set.ltx23).read_bytes())
+    done = subprocess.run([sys.executable, "-c", _SURVIVOR, str(Path(__file__).resolve().parents[2]), str(path)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip().endswith("survived True")
