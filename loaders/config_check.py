@@ -16,11 +16,11 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .config_facts import FACTS, Count, Fact, gemma_facts
+from .config_facts import FACTS, Count, Fact, gemma4_facts, gemma_facts
 from .errors import CheckpointFormatError
 from .safetensors_header import SafetensorsHeader, TensorInfo, parse_json
 
-__all__ = ["check_config", "check_gemma_files", "config_metadata"]
+__all__ = ["check_config", "check_gemma4_config", "check_gemma_files", "config_metadata"]
 
 # Shapes of these dtypes are the logical shapes (packed formats such as 4-bit weights in U8 are not).
 _LOGICAL_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
@@ -111,3 +111,11 @@ def check_gemma_files(files: Any) -> None:
         return  # the loader names the missing backbone
     facts = _read_config(files.config_source, "Gemma-3 text encoder", lambda: gemma_facts(files.config))
     _raise_first(files.config_source, facts, layout.select(tensors), tensors, "a Gemma-3 config")
+
+
+def check_gemma4_config(source: str, config: Mapping[str, Any], keys: Mapping[str, str],
+                        tensors: Mapping[str, TensorInfo]) -> None:
+    """Raise `CheckpointFormatError` naming ``source`` (where the config came from) unless a Gemma-4 config is
+    within bounds and its layer count and embedding table agree with the weights (before the meta build)."""
+    facts = _read_config(source, "Gemma-4 language model", lambda: gemma4_facts(config))
+    _raise_first(source, facts, keys, tensors, "a Gemma-4 config")

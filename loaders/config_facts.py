@@ -15,7 +15,7 @@ from typing import Any
 
 from .safetensors_header import TensorInfo
 
-__all__ = ["FACTS", "Count", "Dim", "gemma_facts"]
+__all__ = ["FACTS", "Count", "Dim", "gemma4_facts", "gemma_facts"]
 
 Tensors = Mapping[str, TensorInfo]
 Keys = Mapping[str, str]
@@ -253,4 +253,21 @@ def gemma_facts(config: Mapping[str, Any]) -> list[Fact]:
             if heads in values:
                 facts.append(Dim(f"{name(heads)} * head_dim", values[heads] * values["head_dim"],
                                  f"{layer}self_attn.{projection}.weight", 0))
+    return facts
+
+
+def gemma4_facts(config: Mapping[str, Any]) -> list[Fact]:
+    """Bounds on a Gemma-4 config (``gemma4_unified`` with its ``text_config``, or ``gemma4_unified_text``) and
+    the facts every Gemma-4 layout shares: the layer count and the embedding table (vocabulary x width)."""
+    from ..aiprod_core.config_reader import ConfigSection
+
+    nested = config.get("model_type") == "gemma4_unified"
+    section = ConfigSection(config).section("text_config") if nested else ConfigSection(config)
+    values = {k: section.integer(k, high=bound) for k, bound in _GEMMA_INTS if k in section}
+    facts: list[Fact] = []
+    if "num_hidden_layers" in values:
+        facts.append(Count(section.key("num_hidden_layers"), values["num_hidden_layers"], "model.layers."))
+    for key, axis in (("vocab_size", 0), ("hidden_size", 1)):
+        if key in values:
+            facts.append(Dim(section.key(key), values[key], "model.embed_tokens.weight", axis))
     return facts

@@ -188,3 +188,23 @@ def test_good_files_pass(tiny_set, demo_models):
     for component in CHECKPOINT_COMPONENTS:
         plan_load(demo_models.checkpoint, component)
     find_gemma_files(demo_models.text_encoder_dir)
+
+
+@pytest.mark.parametrize(("text_changes", "phrase"), [
+    ({"num_hidden_layers": 10**8}, "text_config.num_hidden_layers=100000000, expected 'an int in [1, 512]'"),
+    ({"num_hidden_layers": 9}, "text_config.num_hidden_layers=9, expected"),
+    ({"vocab_size": 7}, "text_config.vocab_size=7, expected"),
+])
+def test_gemma4_config_is_checked_before_the_meta_build(tmp_path, text_changes, phrase):
+    """A Gemma-4 config.json with 10**8 layers would build 10**8 layers on the meta device."""
+    from support import tiny_gemma4 as tg
+
+    from aiprod.loaders.gemma4_files import check_gemma4
+
+    gemma_config = tg.config()
+    gemma_config.get("text_config", gemma_config).update(text_changes)
+    folder = tg.write_hf_folder(tmp_path / "gemma4", tg.build_model(seed=7), gemma_config=gemma_config)
+    with pytest.raises(CheckpointFormatError) as caught:
+        check_gemma4(folder)
+    message = str(caught.value)
+    assert message.startswith(str(folder / "config.json")) and phrase in message, message
