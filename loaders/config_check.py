@@ -34,7 +34,7 @@ def config_metadata(header: SafetensorsHeader) -> dict[str, Any] | None:
     raw = header.metadata.get("config")
     if raw is None:
         return None
-    config = parse_json(header.path, raw, "its `config` metadata")
+    config = parse_json(header.path, raw, "a `config` metadata entry")
     if not isinstance(config, dict):
         raise CheckpointFormatError(header.path, f"has a `config` metadata entry that is a {type(config).__name__}, "
                                     "not a JSON object.", CONFIG_HINT)

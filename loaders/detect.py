@@ -6,13 +6,12 @@ No tensor data is read.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass
 
 from .errors import CheckpointFormatError
-from .safetensors_header import SafetensorsHeader, read_header
+from .safetensors_header import SafetensorsHeader, parse_json, read_header
 
 __all__ = ["COMPONENT_PREFIXES", "CheckpointDescription", "ComponentSummary", "describe_file", "format_report"]
 
@@ -106,11 +105,7 @@ def _config_sections(header: SafetensorsHeader) -> tuple[str, ...]:
     raw = header.metadata.get("config")
     if raw is None:
         return ()
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointFormatError(header.path, "has a `config` metadata entry that is not valid JSON.",
-                                    "The file is damaged or was written by a broken converter.") from exc
+    config = parse_json(header.path, raw, "a `config` metadata entry")  # bounded nesting, errors name the file
     return tuple(sorted(config)) if isinstance(config, dict) else ()
 
 

@@ -35,6 +35,7 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference safetensors library refuse
 MAX_TENSORS = 65536
 MAX_JSON_DEPTH = 64  # a header nests 3 deep, a `config` ~6; deeper is hostile (json recurses in C per level)
 MAX_DIMS = 16
+HEADER = "its header"
 REFUSED_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 CACHE_FILES = 32
 CACHE_TENSORS = 4 * MAX_TENSORS  # the cache drops old headers beyond this many entries in all
@@ -139,8 +140,12 @@ def parse_json(path: str, raw: bytes | str, what: str) -> Any:
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointFormatError(path, f"is not a valid safetensors file ({what} is not valid JSON: {exc}).",
-                                    "It may be another format renamed to .safetensors or a damaged download.") from exc
+        if what == HEADER:
+            raise CheckpointFormatError(
+                path, f"is not a valid safetensors file (its header is not valid JSON: {exc}).",
+                "It may be another format renamed to .safetensors or a damaged download.") from exc
+        raise CheckpointFormatError(path, f"has {what} that is not valid JSON ({exc}).",
+                                    "The file is damaged or was written by a broken converter.") from exc
 
 
 def _refuse_non_safetensors(path: str) -> None:
@@ -239,7 +244,7 @@ def _parse(path: str, raw: bytes, file_size: int, stamp: FileStamp) -> Safetenso
         raise CheckpointFormatError(
             path, f"declares about {count} tensors; at most {MAX_TENSORS} are accepted.",
             "No LTX-2 model file has that many: the file is damaged or deliberately malformed.")
-    table = parse_json(path, raw, "its header")
+    table = parse_json(path, raw, HEADER)
     if not isinstance(table, dict):
         raise CheckpointFormatError(path, "is not a valid safetensors file (its header is not a JSON object).")
     metadata = _metadata(path, table)

@@ -141,8 +141,8 @@ def test_config_that_contradicts_the_tensors_is_refused_at_plan_time(tmp_path, t
     ("7", "`config` metadata entry that is a int, not a JSON object"),
     ("[1, 2]", "`config` metadata entry that is a list"),
     ('"text"', "entry that is a str"),
-    ("{" * 5000 + "}" * 5000, "its `config` metadata nested more than 64 levels deep"),
-    ('{"transformer": ', "its `config` metadata is not valid JSON"),
+    ("{" * 5000 + "}" * 5000, "a `config` metadata entry nested more than 64 levels deep"),
+    ('{"transformer": ', "has a `config` metadata entry that is not valid JSON"),
 ])
 def test_config_metadata_that_is_not_an_object_is_refused(tmp_path, tiny_set, tensors, raw, phrase):
     path = tmp_path / "odd_config.safetensors"
