@@ -65,15 +65,6 @@ def _assert_plain_error(error: dict, path: Path, *phrases: str) -> None:
         assert phrase in message, (phrase, message)
 
 
-def _wait_for_calls(rel, name: str, above: int, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if rel.state()["calls"].get(name, 0) > above:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{name} was never called")
-
-
 def _loads_of(rel, path: Path) -> int:
     return rel.host.log_tail(10**8).count(f"{LOADED_TRANSFORMER}{path}")
 
@@ -120,7 +111,7 @@ def test_checkpoint_changed_while_sampling_never_kills_the_server_and_the_next_p
     calls = rel.state()["calls"].get("transformer", 0)
     with rel.fault("slow_sample", seconds=1.0):
         prompt_id = rel_client.queue(_with_checkpoint(combo, dtype))
-    _wait_for_calls(rel, "transformer", calls)  # sampling: the transformer is loaded and running
+    rel.wait_for_calls("transformer", calls)  # sampling: the transformer is loaded and running
     assert _loads_of(rel, path) == loads + 1
     CHANGES[change](path, good)
     result = rel_client.wait(prompt_id, timeout=600)
