@@ -72,9 +72,11 @@ def _transformer(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[F
 
 def _video_vae(decoder: bool) -> Callable[[dict[str, Any], Keys, Tensors], list[Fact]]:
     def facts(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
-        from ..aiprod_core.video_vae import VideoVAEConfig
+        from ..aiprod_core.video_vae import VideoVAEConfig, is_diffusion_vae, video_encoder_config
 
-        c = VideoVAEConfig.from_metadata(config)
+        if decoder and is_diffusion_vae(config):
+            return []  # the LTX-2.5 diffusion decoder is another component: the builder says so by name
+        c = VideoVAEConfig.from_metadata(config) if decoder else video_encoder_config(config)
         blocks, name, stage = ((c.decoder_blocks, "decoder_blocks", "up_blocks.") if decoder
                                else (c.encoder_blocks, "encoder_blocks", "down_blocks."))
         found: list[Fact] = [Count(f"len(vae.{name})", len(blocks), stage)]
@@ -191,6 +193,30 @@ def _text_embeddings(config: dict[str, Any], keys: Keys, tensors: Tensors) -> li
     return facts
 
 
+def _diffusion_video_decoder(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
+    """The LTX-2.5 diffusion decoder: four deterministic stages (``det_stages.<i>.<block>``) and the diffusion
+    blocks (``diff_blocks.<block>``), their depths and widths from ``vae.decoder`` (or a flat ``vae``)."""
+    from ..aiprod_core.video_vae import DiffusionDecoderConfig
+
+    c = DiffusionDecoderConfig.from_metadata(config)
+    d = "vae.decoder." if "decoder" in config["vae"] else "vae."
+    stages = len(c.upsamples)
+    found: list[Fact] = [
+        Dim(d + "in_channels", c.in_channels, "conv_in.weight", 1),
+        Dim(d + "in_channels", c.in_channels, "per_channel_statistics.mean-of-means", 0),
+        Dim(d + "stage_channels[0]", c.stage_channels[0], "conv_in.weight", 0),
+        Count(f"len({d}upsamples)", stages, "det_stages."),
+        Count(f"{d}stage_depths[{stages}]", c.stage_depths[stages], "diff_blocks."),
+        Dim(d + "stage5_channels", c.stage5_channels, "conv_in_x_t.weight", 0),
+        Dim(d + "out_channels * patch_size ** 2", c.out_channels * c.patch_size**2, "conv_in_x_t.weight", 1),
+        Dim(d + "t_emb_dim", c.t_emb_dim, "t_embedder.timestep_embedder.linear_1.weight", 0),
+    ]
+    for i in range(stages):
+        found += [Count(f"{d}stage_depths[{i}]", c.stage_depths[i], f"det_stages.{i}."),
+                  Dim(f"{d}stage_channels[{i}]", c.stage_channels[i], f"det_stages.{i}.0.norm1.weight", 0)]
+    return found
+
+
 def _upsampler(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
     from ..aiprod_core.upsampler import LatentUpsamplerConfig
 
@@ -207,6 +233,7 @@ FACTS: dict[str, Callable[[dict[str, Any], Keys, Tensors], list[Fact]]] = {
     "transformer": _transformer,
     "video_encoder": _video_vae(decoder=False),
     "video_decoder": _video_vae(decoder=True),
+    "diffusion_video_decoder": _diffusion_video_decoder,
     "audio_encoder": _audio_vae(decoder=False),
     "audio_decoder": _audio_vae(decoder=True),
     "vocoder": _vocoder,

@@ -140,9 +140,12 @@ DIFFUSION_VIDEO_DECODER_MAP = KeyMap(
     ),
     excludes=("vae.decoder.coarse_",),
     marker="vae.decoder.diff_blocks.",
+    description="single-file LTX-2.5 diffusion video decoder (vae.decoder.diff_blocks.*)",
 )
 DIFFUSION_VIDEO_DECODER_SPLIT_MAP = _split_of(
-    DIFFUSION_VIDEO_DECODER_MAP, "vae.", "DIFFUSION_VIDEO_DECODER_SPLIT_MAP", marker="decoder.diff_blocks."
+    DIFFUSION_VIDEO_DECODER_MAP, "vae.", "DIFFUSION_VIDEO_DECODER_SPLIT_MAP",
+    "LTX-2.5 diffusion video decoder saved alone (decoder.diff_blocks.* without the vae. prefix)",
+    marker="decoder.diff_blocks.",
 )
 
 # ---- audio VAE ------------------------------------------------------------------------------------------

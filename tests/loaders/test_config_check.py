@@ -181,6 +181,57 @@ def test_gemma_config_is_checked_against_its_weights(tmp_path, demo_models, chan
     assert message.startswith(str(folder / "config.json")) and phrase in message, message
 
 
+def _diffusion_decoder_file(tmp_path, change=None):
+    from support import tiny25
+
+    section = tiny25.diffusion_vae_section()
+    tensors = tiny25.diffusion_decoder_file_tensors(tiny25.diffusers_diffusion_decoder(section))
+    edited = copy.deepcopy(section)
+    if change is not None:
+        change(edited)
+    return tiny25.write_file(tmp_path / "ltx-2.5-vae.safetensors", tensors, {"vae": edited})
+
+
+def test_diffusion_decoder_facts_hold_for_our_module(tmp_path):
+    plan = plan_load(_diffusion_decoder_file(tmp_path), "diffusion_video_decoder")
+    shapes = _module_shapes("diffusion_video_decoder", plan.config, plan.header.tensors)
+    facts = FACTS["diffusion_video_decoder"](plan.config, plan.keys, plan.header.tensors)
+    assert len(facts) >= 10
+    for fact in facts:
+        if isinstance(fact, Dim):
+            assert shapes[fact.tensor][fact.axis] == fact.value, fact
+        else:
+            found = {int(m[1]) for k in shapes if (m := re.match(re.escape(fact.prefix) + r"(\d+)\.", k))}
+            assert found and max(found) + 1 == fact.value == len(found), fact
+
+
+@pytest.mark.parametrize(("change", "phrase"), [
+    (lambda s: s["decoder"].update(stage_depths=[1, 1, 1, 1, 10**6]),
+     "vae.decoder.stage_depths[4]=1000000, expected 'an int in [1, 64]'"),
+    (lambda s: s["decoder"].update(stage_kernels=[[3, 3, 3]] * 4 + [[3, 3, 65535]]), "stage_kernels[4]=[3, 3, 65535]"),
+    (lambda s: s["decoder"].update(default_num_inference_steps=10**9),
+     "vae.decoder.default_num_inference_steps=1000000000, expected 'an int in [1, 1000]'"),
+    (lambda s: s["decoder"].update(stage_depths=[1, 1, 1, 1, 3]),
+     "vae.decoder.stage_depths[4]=3, expected 2 (the file has vae.decoder.diff_blocks.0 to "
+     "vae.decoder.diff_blocks.1)"),
+    (lambda s: s["decoder"].update(stage_depths=[1, 2, 1, 1, 2]),
+     "vae.decoder.stage_depths[1]=2, expected 1"),
+    (lambda s: s["decoder"].update(t_emb_dim=64), "vae.decoder.t_emb_dim=64, expected 32"),
+], ids=["depth-1e6", "kernel", "steps-1e9", "diff-depth", "stage-depth", "t_emb_dim"])
+def test_diffusion_decoder_config_is_checked_against_its_tensors(tmp_path, change, phrase):
+    path = _diffusion_decoder_file(tmp_path, change)
+    with pytest.raises(CheckpointFormatError) as caught:
+        plan_load(path, "diffusion_video_decoder")
+    message = str(caught.value)
+    assert message.startswith(f"{path}: has a ") and phrase in message, message
+    with pytest.raises(CheckpointFormatError):
+        load_component(path, "diffusion_video_decoder")
+
+
+def test_every_component_has_its_facts():
+    assert set(FACTS) == set(components.COMPONENTS)
+
+
 def test_good_files_pass(tiny_set, demo_models):
     for generation in tc.GENERATIONS:
         for component in CHECKPOINT_COMPONENTS:
