@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from safetensors.torch import load_file, save_file
-from support.reliability_fixtures import tiny_workflow
+from support.reliability_fixtures import choice, tiny_workflow
 
 pytestmark = pytest.mark.host
 
@@ -98,7 +98,7 @@ def mutable_checkpoint(rel):
     path = rel.host.models_dir("checkpoints") / "rel_mutable_checkpoint.safetensors"
     good = source.read_bytes()
     path.write_bytes(good)
-    yield path, f"checkpoints/{path.name}", good
+    yield path, choice(f"checkpoints/{path.name}"), good
     path.unlink(missing_ok=True)
 
 
@@ -196,7 +196,7 @@ def test_malformed_header_fails_the_loader_naming_the_file_and_the_defect(rel, r
     else:
         _raw_file(path, header)
     try:
-        result = rel_client.run(_with_checkpoint(f"checkpoints/{path.name}"), timeout=300)
+        result = rel_client.run(_with_checkpoint(choice(f"checkpoints/{path.name}")), timeout=300)
         assert result.status == "error" and result.error["node_type"] == "AIPRODCheckpointLoader", result.error
         _assert_plain_error(result.error, path, phrase)
         assert result.error["exception_type"] == "AIPROD.CheckpointFormatError"
@@ -211,7 +211,7 @@ def test_config_that_lies_about_the_tensors_fails_the_loader_before_any_build(re
     path = _edited_checkpoint(rel, f"rel_config_{name}.safetensors", change)
     try:
         started = time.monotonic()
-        result = rel_client.run(_with_checkpoint(f"checkpoints/{path.name}"), timeout=300)
+        result = rel_client.run(_with_checkpoint(choice(f"checkpoints/{path.name}")), timeout=300)
         assert result.status == "error" and result.error["node_type"] == "AIPRODCheckpointLoader", result.error
         _assert_plain_error(result.error, path, phrase, "metadata was edited or copied from another model")
         assert time.monotonic() - started < 120  # no block list of 10**9 entries was built
@@ -232,7 +232,7 @@ def test_gemma_config_that_lies_about_its_weights_fails_the_text_encoder_loader(
         elif not (folder / item.name).exists():
             (folder / item.name).symlink_to(item.resolve())
     prompt = tiny_workflow("text_to_video", seed=next(_SEEDS))
-    _nodes(prompt, "AIPRODTextEncoderLoader")[0]["gemma"] = f"text_encoders/{folder.name}"
+    _nodes(prompt, "AIPRODTextEncoderLoader")[0]["gemma"] = choice(f"text_encoders/{folder.name}")
     try:
         result = rel_client.run(prompt, timeout=300)
         assert result.status == "error" and result.error["node_type"] == "AIPRODTextEncoderLoader", result.error
@@ -288,7 +288,7 @@ def test_huge_header_is_refused_fast_while_the_server_keeps_answering(rel, rel_c
     try:
         with _Poller(rel.host.url) as poller:
             started = time.monotonic()
-            prompt_id = rel_client.queue(_with_checkpoint(f"checkpoints/{path.name}"))
+            prompt_id = rel_client.queue(_with_checkpoint(choice(f"checkpoints/{path.name}")))
             queued = time.monotonic() - started
             result = rel_client.wait(prompt_id, timeout=300)
             elapsed = time.monotonic() - started
