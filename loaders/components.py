@@ -170,6 +170,8 @@ def _upsampler(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch
     return LatentUpsampler(LatentUpsamplerConfig.from_metadata(config), dtype=dtype, device=device)
 
 
+UPSAMPLER_MAP = km.KeyMap("UPSAMPLER_MAP", (("", ""),), marker="initial_conv.",
+                          description="latent upsampler file (initial_conv.*, res_blocks.*)")
 _CHECKPOINT_HINT = FOLDER_HINTS["transformer"]
 _AUDIO_HINT = FOLDER_HINTS["audio_vae"]
 COMPONENTS: dict[str, ComponentSpec] = {
@@ -202,7 +204,7 @@ COMPONENTS: dict[str, ComponentSpec] = {
         ComponentSpec("duration_head", "duration head", "transformer",
                       (km.DURATION_HEAD_MAP, km.DURATION_HEAD_PREFIXED_MAP), _duration_head,
                       FOLDER_HINTS["duration_head"]),
-        ComponentSpec("latent_upsampler", "latent upsampler", None, (km.KeyMap("UPSAMPLER_MAP", (("", ""),),
-                      marker="initial_conv."),), _upsampler, FOLDER_HINTS["latent_upsampler"]),
+        ComponentSpec("latent_upsampler", "latent upsampler", None, (UPSAMPLER_MAP,), _upsampler,
+                      FOLDER_HINTS["latent_upsampler"]),
     )
 }

@@ -7,14 +7,13 @@ No weights are read (only the few-byte ``comfy_quant`` markers of ComfyUI-quanti
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass
 
 from .errors import CheckpointFormatError
 from .gguf_file import is_gguf, read_gguf_header
-from .safetensors_header import SafetensorsHeader, read_header
+from .safetensors_header import SafetensorsHeader, parse_json, read_header
 
 __all__ = ["COMPONENT_PREFIXES", "DIFFUSION_DECODER_KINDS", "CheckpointDescription", "ComponentSummary",
            "describe_file", "format_report"]
@@ -154,18 +153,14 @@ def _config_sections(header: SafetensorsHeader) -> tuple[str, ...]:
     raw = header.metadata.get("config")
     if raw is None:
         return ()
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointFormatError(header.path, "has a `config` metadata entry that is not valid JSON.",
-                                    "The file is damaged or was written by a broken converter.") from exc
+    config = parse_json(header.path, raw, "a `config` metadata entry")  # bounded nesting, errors name the file
     return tuple(sorted(config)) if isinstance(config, dict) else ()
 
 
 def _json_metadata(header: SafetensorsHeader, key: str) -> dict[str, object]:
-    try:
-        value = json.loads(header.metadata.get(key, "{}"))
-    except json.JSONDecodeError:
+    try:  # bounded nesting; a malformed entry reads as absent here (the loaders name it)
+        value = parse_json(header.path, header.metadata.get(key, "{}"), f"a `{key}` metadata entry")
+    except CheckpointFormatError:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -221,8 +216,8 @@ def _ltx25_kind(kind: str, header: SafetensorsHeader) -> str:
         return dict(LTX25_KINDS).get(kind, kind)
     if kind == "latent upsampler":
         try:
-            config = json.loads(header.metadata.get("config", "{}"))
-        except json.JSONDecodeError:
+            config = parse_json(header.path, header.metadata.get("config", "{}"), "a `config` metadata entry")
+        except CheckpointFormatError:
             return kind
         if isinstance(config, dict) and config.get("temporal_upsample") and not config.get("spatial_upsample", True):
             return TEMPORAL_UPSAMPLER_KIND

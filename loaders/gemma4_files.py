@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from .component_loader import check_keys, stream_tensors
+from .config_check import check_gemma4_config
 from .errors import CheckpointFormatError, WrongComponentError
 from .key_maps import KeyMap
 from .mapped_file import MappedFile
@@ -350,6 +351,7 @@ def _plan(path: str | os.PathLike[str], dtype: torch.dtype, max_length: int) -> 
     layout = next(m for m in GEMMA4_TEXT_MAPS if m.name == files.layout)
     keys, sidecars = split_quant_sidecars(layout.select(tensors))
     _refuse_quantized(files.weights[0], keys, sidecars, tensors)
+    check_gemma4_config(files.config_source, files.config, keys, tensors)  # bounds and layer count, before the build
     encoder = _encoder_for(files, dtype)
     check_keys(files.weights[0], "Gemma-4 language model", layout, keys, tensors, encoder.state_dict(keep_vars=True))
     tokenizer = load_gemma4_tokenizer(files, max_length)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .component_loader import WeightTransform, check_keys, stream_tensors
+from .config_check import check_gemma_files
 from .errors import CheckpointFormatError, WrongComponentError
 from .key_maps import KeyMap
 from .safetensors_header import REFUSED_SUFFIXES, TensorInfo, read_header
@@ -178,7 +179,9 @@ def find_gemma_files(path: str | os.PathLike[str]) -> GemmaFiles:
     where = Path(path)
     if not where.exists():
         raise CheckpointFormatError(str(where), "does not exist.", GEMMA_HINT)
-    return _folder_files(where) if where.is_dir() else _single_file(where)
+    files = _folder_files(where) if where.is_dir() else _single_file(where)
+    check_gemma_files(files)  # config.json values against the weights' headers, before anything is built
+    return files
 
 
 def _clipping_tokenizer_class(base: type) -> type:

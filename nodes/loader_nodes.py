@@ -7,12 +7,14 @@ Each returns lazy handles (see `types`): weights are read when a stage first nee
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from comfy_api.latest import io
 
 from ..aiprod_core.pipelines.validation import check_lora_generation, check_problems
 from ..loaders.component_loader import check_component, load_component
 from ..loaders.detect import DIFFUSION_DECODER_KINDS, describe_file
+from ..loaders.errors import CheckpointFormatError
 from ..loaders.lora import read_lora
 from ..loaders.lora_apply import check_transformer_lora, load_component_with_loras
 from ..loaders.text_encoder_files import find_gemma_files, load_gemma
@@ -26,6 +28,7 @@ from .model_files import (
     resolve_model_file,
     resolve_text_encoder,
     text_encoder_options,
+    text_encoder_problem,
 )
 from .runtime import (
     WEIGHT_DTYPES,
@@ -137,6 +140,26 @@ def _check_contents(path: str, *components: str, quantized_weights: str = "upcas
         check_component(path, component, quantized_weights=quantized_weights)  # type: ignore[arg-type]
 
 
+Loaded = TypeVar("Loaded")
+
+
+def _unchanged(paths: tuple[str, ...], load: Callable[[], Loaded]) -> Callable[[], Loaded]:
+    """``load``, first checking that ``paths`` are still the versions this loader node saw. Models load lazily,
+    when a stage first needs them: a file replaced or rewritten while a prompt runs then fails the stage that would
+    load it (naming the file) instead of mixing two versions of a model in one prompt; the next prompt re-runs the
+    loader (its fingerprint changed) and loads the new file."""
+    seen = {path: file_fingerprint(path) for path in paths}
+
+    def checked() -> Loaded:
+        for path, before in seen.items():
+            if file_fingerprint(path) != before:
+                raise CheckpointFormatError(path, "changed on disk after its loader node ran, while this prompt was "
+                                            "running.", "Queue the prompt again: the loader then reads the new file.")
+        return load()
+
+    return checked
+
+
 def _generation(path: str) -> str | None:
     try:
         return describe_file(path).generation
@@ -162,14 +185,16 @@ def make_transformer(path: str, dtype_choice: str, quantized_weights: str, loras
         return mark_weight_streaming(module, streaming)
 
     handle = TransformerHandle(path, dtype, quantized_weights, loras, generation, factor, streaming)
-    return TransformerHandle(**{**handle.__dict__, "lazy": LazyModule(load, f"transformer {path}")})
+    lazy = LazyModule(_unchanged((path, *(lora for lora, _ in loras)), load), f"transformer {path}")
+    return TransformerHandle(**{**handle.__dict__, "lazy": lazy})
 
 
 def _video_vae(path: str, dtype_choice: str, decoder: str = "video_decoder") -> VideoVAE:
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
-        return LazyModule(lambda: load_component(path, component, dtype=dtype, device=load_device()).module,
+        return LazyModule(_unchanged((path,), lambda: load_component(path, component, dtype=dtype,
+                                                                      device=load_device()).module),
                           f"{component} {path}")
 
     return VideoVAE(part("video_encoder"), part(decoder))
@@ -202,7 +227,8 @@ def _audio_vae(path: str, dtype_choice: str) -> AudioVAE:
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
-        return LazyModule(lambda: load_component(path, component, dtype=dtype, device=load_device()).module,
+        return LazyModule(_unchanged((path,), lambda: load_component(path, component, dtype=dtype,
+                                                                      device=load_device()).module),
                           f"{component} {path}")
 
     return AudioVAE(part("audio_decoder"), part("vocoder"))
@@ -384,9 +410,8 @@ class AIPRODUpsamplerLoader(io.ComfyNode):
         path = resolve_model_file("upsampler", upsampler, (UPSCALE_FOLDER,))
         _check_contents(path, "latent_upsampler")
         dtype = _vae_dtype(weight_dtype)
-        return io.NodeOutput(LazyModule(
-            lambda: load_component(path, "latent_upsampler", dtype=dtype, device=load_device()).module,
-            f"upsampler {path}"))
+        return io.NodeOutput(LazyModule(_unchanged((path,), lambda: load_component(
+            path, "latent_upsampler", dtype=dtype, device=load_device()).module), f"upsampler {path}"))
 
 
 def _vae_dtype(choice: str):
@@ -418,6 +443,13 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, gemma: str | None = None, checkpoint: str | None = None, **_: object) -> object:
+        gemma_version = None
+        if isinstance(gemma, str) and not text_encoder_problem("gemma", gemma):
+            gemma_version = file_fingerprint(resolve_text_encoder("gemma", gemma))
+        return gemma, gemma_version, _fingerprint("checkpoint", checkpoint, CHECKPOINTS)
+
+    @classmethod
     def execute(cls, gemma: str, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
         gemma_path, path = _all_checked(  # both inputs' file problems in one message, no weights read
             lambda: _gemma_folder(gemma),
@@ -427,10 +459,9 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
         def gemma_with(transform=None):  # a text-encoder LoRA node passes its fusing transform
             return load_gemma(gemma_path, dtype=dtype, device=load_device(), transform=transform)
 
-        loaded = LazyModule(gemma_with, f"gemma {gemma}")
-        processor = LazyModule(
-            lambda: load_component(path, "text_embeddings", dtype=dtype, device=load_device()).module,
-            f"text projection {path}")  # fmt: skip
+        loaded = LazyModule(_unchanged((gemma_path,), gemma_with), f"gemma {gemma}")
+        processor = LazyModule(_unchanged((path,), lambda: load_component(
+            path, "text_embeddings", dtype=dtype, device=load_device()).module), f"text projection {path}")
         return io.NodeOutput(TextEncoder(loaded, processor, gemma, gemma_path=gemma_path, load_gemma=gemma_with))
 
 
@@ -489,6 +520,10 @@ class AIPRODLoraLoader(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, lora: str | None = None, strength: object = None, **_: object) -> object:
+        return _fingerprint("lora", lora, LORAS), strength
+
+    @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
         if strength != 0:  # a LoRA for another model (or the text encoder) fails here, not after text encoding
@@ -527,6 +562,10 @@ class AIPRODICLoraLoader(io.ComfyNode):
                               tooltip="How much smaller than the output the reference video is encoded."),
             ],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, lora: str | None = None, strength: object = None, **_: object) -> object:
+        return _fingerprint("lora", lora, LORAS), strength
 
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:

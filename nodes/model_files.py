@@ -140,9 +140,10 @@ def resolve_text_encoder(parameter: str, choice: str) -> str:
     raise ValueError(f"{parameter}={choice!r}: not found on disk any more; press 'Refresh'.")
 
 
-def file_fingerprint(path: str) -> tuple[int, int] | None:
-    """(size, mtime in ns) of a file, or of a folder's files together; None when it cannot be read. Loader nodes
-    return it from ``fingerprint_inputs`` so ComfyUI re-runs them when a model file is replaced under its name."""
+def file_fingerprint(path: str) -> tuple[int, ...] | None:
+    """(size, mtime in ns, inode) of a file, or (size, latest mtime) of a folder's files together; None when it
+    cannot be read. Loader nodes return it from ``fingerprint_inputs`` so ComfyUI re-runs them when a model file is
+    replaced under its name (the inode tells a replacement that kept the size and the modification time)."""
     import os
 
     try:
@@ -152,4 +153,4 @@ def file_fingerprint(path: str) -> tuple[int, int] | None:
         stat = os.stat(path)
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino

@@ -89,7 +89,8 @@ def test_missing_key_is_listed_with_its_file_name(tiny_set, tmp_path, ltx23_tens
     with pytest.raises(StateDictMismatchError) as info:
         load_component(path, "transformer")
     assert info.value.missing == ("transformer_blocks.1.attn2.to_k.bias",)
-    assert ("does not fit the transformer its config describes (layout AIPRODV_MODEL_COMFY_RENAMING_MAP): "
+    assert ("does not fit the transformer its config describes (layout: single-file checkpoint transformer "
+            "(model.diffusion_model.*)): "
             "1 missing key(s), first: model.diffusion_model.transformer_blocks.1.attn2.to_k.bias.") in str(info.value)
 
 
