@@ -197,8 +197,8 @@ def plan_load(path: str | os.PathLike[str], component: str, *, config: dict[str,
     layout = _pick_layout(header, spec)
     chosen_config = _config_of(header, spec, config)
     keys = layout.select(header.tensors)
+    _refuse_unsupported_gguf(header, keys)  # a block type we cannot read says so first
     check_config(header, spec.name, spec.label, chosen_config, keys)  # values vs tensors, before any build
-    _refuse_unsupported_gguf(header, keys)
     quant_layers = quant_plan(header, keys, mode)
     return LoadPlan(header.path, header, spec, layout, chosen_config, keys, quant_layers, mode)
 

@@ -90,13 +90,26 @@ def _read_config(path: str, label: str, read: Callable[[], Any]) -> Any:
                                     CONFIG_HINT) from exc
 
 
+def _unpadded(header: SafetensorsHeader, keys: Mapping[str, str]) -> dict[str, TensorInfo]:
+    """``header.tensors`` without the quantized weights whose format pads rows and columns (MXFP8, NVFP4): their
+    stored extents are rounded up, so they do not state a config value exactly (the load checks them)."""
+    from .quant.layers import scan_quantized_layers
+
+    try:
+        layers = scan_quantized_layers(header, keys.values()).layers.values()
+    except CheckpointFormatError:
+        return dict(header.tensors)  # the load names the refused format
+    padded = {q.weight_key for q in layers if q.format.pad > 1}
+    return {k: v for k, v in header.tensors.items() if k not in padded}
+
+
 def check_config(header: SafetensorsHeader, component: str, label: str, config: dict[str, Any],
                  keys: Mapping[str, str]) -> None:
     """Raise `CheckpointFormatError` unless ``config`` is valid for ``component`` (its ``label`` in messages) and
     agrees with the tensors ``keys`` (module key -> file key) select from ``header``. Header-only: nothing is
     built."""
     facts = _read_config(header.path, label, lambda: FACTS[component](config, keys, header.tensors))
-    _raise_first(header.path, facts, keys, header.tensors, "a `config`")
+    _raise_first(header.path, facts, keys, _unpadded(header, keys), "a `config`")
 
 
 def check_gemma_files(files: Any) -> None:

@@ -159,20 +159,18 @@ def _vocoder(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]
     ]
 
 
-def _projection_width(keys: Keys, tensors: Tensors) -> int | None:
-    for name in ("feature_extractor.aggregate_embed.weight", "feature_extractor.video_aggregate_embed.weight"):
-        file_key = keys.get(name)
+def _projection_width(keys: Keys, tensors: Tensors, prefix: str) -> int | None:
+    for name in ("aggregate_embed.weight", "video_aggregate_embed.weight"):
+        file_key = keys.get(prefix + name)
         if file_key is not None and len(tensors[file_key].shape) == 2:
             return tensors[file_key].shape[1]
     return None
 
 
-def _text_embeddings(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
-    from ..aiprod_core.text_encoder.config import FeatureExtractorKind, TextEmbeddingsConfig
-    from .components import gemma_dims
+def _connector_facts(config: dict[str, Any]) -> list[Fact]:
+    from ..aiprod_core.text_encoder.config import TextEmbeddingsConfig
 
     c = TextEmbeddingsConfig.from_metadata(config)
-    gemma_dims(config, _projection_width(keys, tensors))  # the projection's input: Gemma width x (layers + 1)
     facts: list[Fact] = []
     for stream, connector, name in (("video_connector.", c.video_connector, "connector_"),
                                     ("audio_connector.", c.audio_connector, "audio_connector_")):
@@ -183,14 +181,52 @@ def _text_embeddings(config: dict[str, Any], keys: Keys, tensors: Tensors) -> li
         if connector.gated_attention:
             facts.append(Dim(f"{T}{name}num_attention_heads", connector.num_heads,
                              blocks + "0.attn1.to_gate_logits.weight", 0))
-    if c.kind is FeatureExtractorKind.AGGREGATE:
-        facts.append(Dim(T + "caption_channels", c.caption_channels, "feature_extractor.aggregate_embed.weight", 0))
-    else:
-        facts += [Dim(T + "num_attention_heads * attention_head_dim", c.video_dim,
-                      "feature_extractor.video_aggregate_embed.weight", 0),
-                  Dim(T + "audio_num_attention_heads * audio_attention_head_dim", c.audio_dim,
-                      "feature_extractor.audio_aggregate_embed.weight", 0)]
     return facts
+
+
+def _projection_facts(config: dict[str, Any], keys: Keys, tensors: Tensors, prefix: str) -> list[Fact]:
+    """The projection's facts; ``prefix``: its module's key prefix (``feature_extractor.`` inside the text
+    embeddings module, none when it is loaded alone)."""
+    from ..aiprod_core.text_encoder.config import FeatureExtractorKind, TextEmbeddingsConfig
+    from .components import gemma_dims
+
+    c = TextEmbeddingsConfig.from_metadata(config)
+    gemma_dims(config, _projection_width(keys, tensors, prefix))  # its input: Gemma width x (layers + 1)
+    if c.kind is FeatureExtractorKind.AGGREGATE:
+        return [Dim(T + "caption_channels", c.caption_channels, prefix + "aggregate_embed.weight", 0)]
+    return [Dim(T + "num_attention_heads * attention_head_dim", c.video_dim, prefix + "video_aggregate_embed.weight",
+                0),
+            Dim(T + "audio_num_attention_heads * audio_attention_head_dim", c.audio_dim,
+                prefix + "audio_aggregate_embed.weight", 0)]
+
+
+def _text_embeddings(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
+    return _connector_facts(config) + _projection_facts(config, keys, tensors, "feature_extractor.")
+
+
+def _text_connectors(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
+    """LTX-2.5's connectors alone (in the transformer file)."""
+    return _connector_facts(config)
+
+
+def _text_projection(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
+    """LTX-2.5's projection alone (in the text encoder file; the config is the transformer file's)."""
+    return _projection_facts(config, keys, tensors, "")
+
+
+def _duration_head(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
+    from ..aiprod_core.duration_head import DurationHeadConfig
+
+    c = DurationHeadConfig.from_metadata(config)
+    h = "duration_head."
+    return [
+        Dim(T + "cross_attention_dim", c.video_dim, "video_input_proj.weight", 1),
+        Dim(T + "audio_cross_attention_dim", c.audio_dim, "audio_input_proj.weight", 1),
+        Dim(h + "pooler_hidden_dim", c.pooler_dim, "video_input_proj.weight", 0),
+        Dim(h + "num_queries", c.num_queries, "attention_pooler.query_tokens", 0),
+        Dim(h + "mlp_hidden", c.mlp_hidden, "mlp_hidden.weight", 0),
+        Dim(h + "pooler_hidden_dim * num_queries", c.pooler_dim * c.num_queries, "mlp_hidden.weight", 1),
+    ]
 
 
 def _diffusion_video_decoder(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
@@ -238,6 +274,9 @@ FACTS: dict[str, Callable[[dict[str, Any], Keys, Tensors], list[Fact]]] = {
     "audio_decoder": _audio_vae(decoder=True),
     "vocoder": _vocoder,
     "text_embeddings": _text_embeddings,
+    "text_connectors": _text_connectors,
+    "text_projection": _text_projection,
+    "duration_head": _duration_head,
     "latent_upsampler": _upsampler,
 }
 
