@@ -21,6 +21,8 @@ __all__ = [
     "AUDIO_VAE_DECODER_MAP",
     "AUDIO_VAE_ENCODER_MAP",
     "CONNECTORS_MAP",
+    "CONNECTOR_MAPS",
+    "PROJECTION_MAPS",
     "TEXT_EMBEDDINGS_MAP",
     "TEXT_PROJECTION_MAP",
     "VIDEO_VAE_DECODER_MAP",
@@ -141,6 +143,17 @@ TEXT_EMBEDDINGS_MAP = KeyMap(
 TEXT_EMBEDDINGS_SPLIT_MAP = _split_of(
     TEXT_EMBEDDINGS_MAP, DIFFUSION_MODEL_PREFIX, "TEXT_EMBEDDINGS_SPLIT_MAP", marker="video_embeddings_connector."
 )
+# Split text-encoder setups (projection and connectors in one file or two; see loaders.text_embeddings):
+# connectors saved without the single-file prefix (transformer-only files, Kijai's embeddings_connector files),
+# and ComfyUI's own LTX-2 text-encoder naming (lt.py LTXAVTEModel: `text_embedding_projection` is one Linear).
+CONNECTORS_SPLIT_MAP = _split_of(CONNECTORS_MAP, DIFFUSION_MODEL_PREFIX, "CONNECTORS_SPLIT_MAP")
+COMFY_TEXT_PROJECTION_MAP = KeyMap(
+    "COMFY_TEXT_PROJECTION_MAP",
+    renames=(("text_embedding_projection.weight", "feature_extractor.aggregate_embed.weight"),),
+)
+# Tried in this order: the first layout present in a file is the one used.
+PROJECTION_MAPS = (COMFY_TEXT_PROJECTION_MAP, TEXT_PROJECTION_MAP)
+CONNECTOR_MAPS = (CONNECTORS_MAP, CONNECTORS_SPLIT_MAP)
 
 # ---- LoRA source formats: LoRA key prefix -> path relative to the diffusion model -------------------------
 AIPRODV_LORA_COMFY_RENAMING_MAP = KeyMap("AIPRODV_LORA_COMFY_RENAMING_MAP", renames=(("diffusion_model.", ""),))

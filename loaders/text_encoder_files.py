@@ -1,6 +1,9 @@
-"""Gemma-3 text encoder files: a Hugging Face folder in text_encoders/, or one safetensors file with the
-tokenizer beside it. Finds the weights, config and tokenizer, names any bad file (git-LFS pointers, missing
-tokenizer or config, pickle weights), and loads the text backbone strictly with the component streamer.
+"""Gemma-3 text encoder files: a Hugging Face folder in text_encoders/, one safetensors file with the tokenizer
+beside it, or ComfyUI's single file with the tokenizer embedded (``spiece_model``). Finds the weights, config and
+tokenizer, names any bad file (git-LFS pointers, missing tokenizer or config, pickle weights, quantized weights,
+keys of another model), checks every key and shape against the module built on the meta device (`check_gemma`:
+header-only apart from the small embedded tokenizer), then loads the text backbone strictly with the component
+streamer (`load_gemma`).
 """
 
 from __future__ import annotations
@@ -9,24 +12,40 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .component_loader import check_keys, stream_tensors
-from .errors import CheckpointFormatError, WrongComponentError
+from .component_loader import WeightTransform, check_keys, stream_tensors
+from .errors import CheckpointFormatError, StateDictMismatchError, WrongComponentError
 from .key_maps import KeyMap
-from .safetensors_header import REFUSED_SUFFIXES, TensorInfo, read_header
+from .mapped_file import MappedFile
+from .safetensors_header import REFUSED_SUFFIXES, SafetensorsHeader, TensorInfo, read_header
 
-__all__ = ["GEMMA_TEXT_MAPS", "GemmaFiles", "LoadedGemma", "TokenizerFileError", "find_gemma_files", "load_gemma"]
+__all__ = [
+    "GEMMA_TEXT_MAPS",
+    "GemmaFiles",
+    "GemmaPlan",
+    "LoadedGemma",
+    "TokenizerFileError",
+    "check_gemma",
+    "find_gemma_files",
+    "load_gemma",
+]
 
 logger = logging.getLogger(__name__)
 
 GIT_LFS_SIGNATURE = b"version https://git-lfs.github.com/spec/"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 GEMMA_HINT = "Download the complete google/gemma-3-12b-it folder (or its tokenizer files) into models/text_encoders."
+COMFY_GEMMA_HINT = ("Use ComfyUI's bf16 gemma_3_12B_it.safetensors (Comfy-Org/ltx-2, split_files/text_encoders; "
+                    "its tokenizer is embedded) or the google/gemma-3-12b-it folder in models/text_encoders.")
+# ComfyUI's Gemma files carry their tokenizer as this 1-D uint8 tensor (a serialized SentencePiece model).
+EMBEDDED_TOKENIZER_KEY = "spiece_model"
+EMBEDDED_TOKENIZER_DTYPE = "U8"
 _OTHER_PARTS = ("model.vision_tower.", "model.multi_modal_projector.", "model.language_model.")
 # Text-backbone layouts, most specific first: Gemma3ForConditionalGeneration (transformers < 4.52, >= 4.52),
 # then text-only files (Gemma3ForCausalLM / ComfyUI's packaged Gemma) under ``model.``.
@@ -37,6 +56,29 @@ GEMMA_TEXT_MAPS = (
            marker="model.language_model.embed_tokens."),
     KeyMap("GEMMA_TEXT_ONLY_MAP", (("model.", "model."),), excludes=_OTHER_PARTS, marker="model.embed_tokens."),
 )
+# Parts of Gemma files the text encoder does not use: recognised and skipped on purpose (logged), never
+# 'unexpected'. (file key prefix, what it is): HF Gemma3ForConditionalGeneration before / after transformers 4.52,
+# ComfyUI's Gemma3_12B (vision_model, multi_modal_projector, spiece_model), tied LM heads.
+GEMMA_SKIPPED_PARTS: tuple[tuple[str, str], ...] = (
+    ("vision_tower.", "vision tower"),
+    ("model.vision_tower.", "vision tower"),
+    ("vision_model.", "vision tower"),
+    ("multi_modal_projector.", "multimodal projector"),
+    ("model.multi_modal_projector.", "multimodal projector"),
+    ("lm_head.", "LM head (tied to the token embeddings)"),
+    ("language_model.lm_head.", "LM head (tied to the token embeddings)"),
+    (EMBEDDED_TOKENIZER_KEY, "embedded tokenizer"),
+)
+# Quantized Gemma weights (ComfyUI comfy_quant / scaled fp8, NVFP4, int8): refused at the loader node until the
+# quantized-weights mechanism loads them. Per-layer marker suffix -> what it says; header metadata carrier.
+QUANT_LAYER_MARKERS: dict[str, str] = {
+    ".comfy_quant": "comfy_quant", ".weight_scale_2": "nvfp4", ".weight_scale": "scaled",
+    ".scale_weight": "scaled_fp8 (legacy)", ".input_scale": "scaled",
+}
+QUANT_METADATA_KEY = "_quantization_metadata"
+LEGACY_FP8_MARKER = "scaled_fp8"
+_QUANT_WEIGHT_DTYPES = {"U8": "nvfp4 (packed uint8)", "I8": "int8", "F8_E4M3": "float8_e4m3fn",
+                        "F8_E5M2": "float8_e5m2"}
 # Gemma-3 values that cannot be read from tensor shapes (those of the 12B model LTX-2 uses; ltx-core hard-codes
 # the same ones); used only for a single file with no config.json beside it.
 _GEMMA3_DEFAULTS: dict[str, Any] = {
@@ -52,13 +94,42 @@ class TokenizerFileError(CheckpointFormatError):
 
 @dataclass(frozen=True)
 class GemmaFiles:
-    """Where a Gemma text encoder's parts are: weight shards, config (read or inferred), tokenizer folder."""
+    """Where a Gemma text encoder's parts are: weight shards, config (read or inferred), and the tokenizer: a
+    folder of tokenizer files, or the weight file holding it as ``spiece_model`` (``embedded_tokenizer``)."""
 
     weights: tuple[str, ...]
     config: dict[str, Any]
     config_source: str
     tokenizer_dir: str
     tokenizer_files: tuple[str, ...]
+    embedded_tokenizer: str | None = None
+
+    @property
+    def tokenizer_source(self) -> str:
+        if self.embedded_tokenizer:
+            return f"{self.embedded_tokenizer} ({EMBEDDED_TOKENIZER_KEY}, embedded SentencePiece model)"
+        return self.tokenizer_dir
+
+
+@dataclass(frozen=True)
+class GemmaPlan:
+    """A checked Gemma load (`check_gemma`): files, transformers config, headers, the layout and its keys
+    (module key -> file key), and the parts skipped on purpose (label -> tensor count)."""
+
+    files: GemmaFiles
+    config: Any  # transformers.Gemma3TextConfig
+    headers: tuple[SafetensorsHeader, ...]
+    layout: KeyMap
+    keys: dict[str, str]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
 
 
 @dataclass
@@ -145,11 +216,18 @@ def _folder_files(root: Path) -> GemmaFiles:
 def _infer_config(path: Path, tensors: dict[str, TensorInfo]) -> dict[str, Any]:
     layout = next((m for m in GEMMA_TEXT_MAPS if m.is_present(tensors)), None)
     if layout is None:
-        raise WrongComponentError(str(path), "does not contain a Gemma-3 text model (no embed_tokens weight).")
+        raise WrongComponentError(str(path), "does not contain a Gemma-3 text model (no embed_tokens weight).",
+                                  _not_gemma_hint(path))
     prefix = layout.renames[0][0]
+    attention = prefix + "layers.0.self_attn."
+    needed = [prefix + "embed_tokens.weight", attention + "q_norm.weight", attention + "q_proj.weight",
+              attention + "k_proj.weight", prefix + "layers.0.mlp.gate_proj.weight"]
+    absent = [k for k in needed if k not in tensors]
+    if absent:
+        raise StateDictMismatchError(str(path), f"has no config.json beside it and lacks {absent[0]}, so its "
+                                     "Gemma-3 config cannot be inferred.", COMFY_GEMMA_HINT, missing=tuple(absent))
     vocab, hidden = tensors[prefix + "embed_tokens.weight"].shape
     layer_ids = {int(m[1]) for k in tensors if (m := re.match(re.escape(prefix) + r"layers\.(\d+)\.", k))}
-    attention = prefix + "layers.0.self_attn."
     head_dim = tensors[attention + "q_norm.weight"].shape[0]
     return {
         **_GEMMA3_DEFAULTS, "vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": len(layer_ids),
@@ -160,6 +238,31 @@ def _infer_config(path: Path, tensors: dict[str, TensorInfo]) -> dict[str, Any]:
     }
 
 
+def _not_gemma_hint(path: str | Path) -> str:
+    """What a file that is not Gemma is, and where it goes instead (header only; '' when unknown)."""
+    from .detect import describe_file
+
+    try:
+        desc = describe_file(path)
+    except CheckpointFormatError:
+        return ""
+    names = set(desc.component_names)
+    if names & {"text_projection", "video_embeddings_connector", "audio_embeddings_connector", "transformer"}:
+        return (f"It is an LTX file ({desc.kind}), not Gemma: choose it as the text encoder loader's `checkpoint` "
+                "(text projection) or `connectors` input, and a Gemma-3 folder or file as `gemma`.")
+    return f"It looks like: {desc.kind}. " + GEMMA_HINT
+
+
+def _embedded_tokenizer_problem(info: TensorInfo) -> str | None:
+    from ..aiprod_core.text_encoder.spiece import MAX_MODEL_BYTES
+
+    if info.dtype != EMBEDDED_TOKENIZER_DTYPE or len(info.shape) != 1:
+        return f"its {EMBEDDED_TOKENIZER_KEY} tensor is {info.dtype} {list(info.shape)}, expected 1-D U8 bytes"
+    if not 0 < info.nbytes <= MAX_MODEL_BYTES:
+        return f"its {EMBEDDED_TOKENIZER_KEY} tensor holds {info.nbytes} bytes, expected 1 to {MAX_MODEL_BYTES}"
+    return None
+
+
 def _single_file(path: Path) -> GemmaFiles:
     header = read_header(path)
     beside = path.parent / "config.json"
@@ -167,7 +270,13 @@ def _single_file(path: Path) -> GemmaFiles:
         config, source = _read_config(beside), str(beside)
     else:
         config, source = _infer_config(path, header.tensors), f"inferred from the shapes in {path.name}"
-        logger.warning("%s: no config.json beside it; Gemma-3 config %s (other values as Gemma-3-12B)", path, source)
+        logger.info("%s: no config.json beside it; Gemma-3 config %s (other values as Gemma-3-12B)", path, source)
+    embedded = header.tensors.get(EMBEDDED_TOKENIZER_KEY)
+    if embedded is not None:
+        problem = _embedded_tokenizer_problem(embedded)
+        if problem:
+            raise TokenizerFileError(str(path), f"{problem}.", COMFY_GEMMA_HINT)
+        return GemmaFiles((str(path),), config, source, "", (), embedded_tokenizer=str(path))
     folders = [path.parent, path.parent / path.stem, path.parent / "tokenizer"]
     tokenizer_dir, tokenizer_files = _find_tokenizer([f for f in folders if f.is_dir()], str(path))
     return GemmaFiles((str(path),), config, source, str(tokenizer_dir), tokenizer_files)
@@ -198,36 +307,162 @@ def _clipping_tokenizer_class(base: type) -> type:
     return ClippingPromptTokenizer
 
 
-def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
-               device: torch.device | str = "cpu", max_length: int = 1024) -> LoadedGemma:
-    """Load the Gemma-3 text backbone (strict, streamed) and its tokenizer from a folder or a single file."""
-    from ..aiprod_core.text_encoder import GemmaPromptTokenizer, GemmaTextEncoder, gemma_text_config
+def gemma_quantization(headers: tuple[SafetensorsHeader, ...] | list[SafetensorsHeader]) -> dict[str, int]:
+    """Quantization found in Gemma weight files, header only: format -> layer count ({} for plain weights).
+
+    Read from the ``_quantization_metadata`` header entry when present, else from the per-layer markers
+    (``.comfy_quant``, ``.weight_scale[_2]``, ``.scale_weight``, the ``scaled_fp8`` marker) and the dtype of the
+    layer's weight. fp8 weights without any scale are plain casts and load (up-cast) as they are."""
+    found: Counter[str] = Counter()
+    for header in headers:
+        raw = header.metadata.get(QUANT_METADATA_KEY)
+        if raw is not None:
+            try:
+                layers = json.loads(raw).get("layers", {})
+                found.update(str(v.get("format", "unknown")) for v in layers.values() if isinstance(v, dict))
+            except (json.JSONDecodeError, AttributeError):
+                found["unreadable _quantization_metadata"] += 1
+            continue
+        if LEGACY_FP8_MARKER in header.tensors:
+            found["scaled_fp8 (legacy)"] += sum(k.endswith(".scale_weight") for k in header.tensors) or 1
+            continue
+        layers = {k[: -len(suffix)] for k in header.tensors for suffix in QUANT_LAYER_MARKERS if k.endswith(suffix)}
+        for layer in layers:
+            weight = header.tensors.get(layer + ".weight")
+            found[_QUANT_WEIGHT_DTYPES.get(weight.dtype, weight.dtype) if weight else "comfy_quant"] += 1
+    return dict(found.most_common())
+
+
+def _refuse_quantized(files: GemmaFiles, headers: tuple[SafetensorsHeader, ...]) -> None:
+    formats = gemma_quantization(headers)
+    if formats:
+        summary = ", ".join(f"{name} x{count}" for name, count in formats.items())
+        raise CheckpointFormatError(files.weights[0], f"is a quantized Gemma-3 file ({summary} layers); AIPROD "
+                                    "does not load quantized Gemma weights yet.", COMFY_GEMMA_HINT)
+
+
+def _check_config_fits(files: GemmaFiles, config: Any, tensors: dict[str, TensorInfo], layout: KeyMap) -> None:
+    """Config values that size the module, against the header, before anything is built (a config asking for
+    10**8 layers must not build them)."""
+    prefix = layout.renames[0][0]
+    layers = {int(m[1]) for k in tensors if (m := re.match(re.escape(prefix) + r"layers\.(\d+)\.", k))}
+    embed = tensors.get(prefix + "embed_tokens.weight")
+    found = {"num_hidden_layers": len(layers), "hidden_size": embed.shape[1] if embed else None,
+             "vocab_size": embed.shape[0] if embed else None}
+    for key, value in found.items():
+        if value is not None and getattr(config, key) != value:
+            raise CheckpointFormatError(files.config_source, f"{key}={getattr(config, key)!r}, expected {value!r} "
+                                        f"(what {Path(files.weights[0]).name} holds).", GEMMA_HINT)
+
+
+def _unused_keys(plan_keys: dict[str, str], tensors: dict[str, TensorInfo]) -> tuple[dict[str, int], list[str]]:
+    taken = set(plan_keys.values())
+    skipped: Counter[str] = Counter()
+    unexpected = []
+    for key in tensors:
+        if key in taken:
+            continue
+        label = next((label for prefix, label in GEMMA_SKIPPED_PARTS if key.startswith(prefix)), None)
+        if label is None:
+            unexpected.append(key)
+        else:
+            skipped[label] += 1
+    return dict(skipped), unexpected
+
+
+def read_embedded_tokenizer(path: str | os.PathLike[str]) -> bytes:
+    """The serialized SentencePiece model a ComfyUI Gemma file embeds (``spiece_model``), read into memory."""
+    header = read_header(path)
+    info = header.tensors.get(EMBEDDED_TOKENIZER_KEY)
+    problem = "has no embedded tokenizer" if info is None else _embedded_tokenizer_problem(info)
+    if problem:
+        raise TokenizerFileError(header.path, f"{problem}.", COMFY_GEMMA_HINT)
+    with MappedFile(header) as mapped:
+        return mapped.tensor(EMBEDDED_TOKENIZER_KEY).numpy().tobytes()
+
+
+def _embedded_prompt_tokenizer(files: GemmaFiles, max_length: int, vocab_size: int | None = None) -> Any:
+    from ..aiprod_core.text_encoder import GemmaPromptTokenizer
+
+    path = files.embedded_tokenizer or files.weights[0]
+    try:
+        tokenizer = _clipping_tokenizer_class(GemmaPromptTokenizer).from_sentencepiece(
+            read_embedded_tokenizer(path), max_length)
+    except ValueError as exc:
+        if isinstance(exc, TokenizerFileError):
+            raise
+        raise TokenizerFileError(path, f"has an embedded tokenizer ({EMBEDDED_TOKENIZER_KEY}) that cannot be "
+                                 f"used: {exc}.", COMFY_GEMMA_HINT) from exc
+    if vocab_size is not None and len(tokenizer.tokenizer) > vocab_size:
+        raise TokenizerFileError(path, f"has an embedded tokenizer of {len(tokenizer.tokenizer)} tokens for "
+                                 f"{vocab_size} token embeddings: they do not belong together.", COMFY_GEMMA_HINT)
+    return tokenizer
+
+
+def check_gemma(path: str | os.PathLike[str]) -> GemmaPlan:
+    """Every check of a Gemma text encoder that needs no weight: files, config (against the header), layout,
+    quantization, each key and shape against the module built on the meta device, leftover keys (only the parts
+    in `GEMMA_SKIPPED_PARTS` may remain) and the embedded tokenizer. Raises the first problem, naming the file."""
+    from ..aiprod_core.text_encoder import GemmaTextEncoder, gemma_text_config
 
     files = find_gemma_files(path)
     try:
         config = gemma_text_config(files.config)
     except ValueError as exc:
         raise CheckpointFormatError(files.config_source, f"is not a usable Gemma-3 config: {exc}.") from exc
-    headers = [read_header(w) for w in files.weights]
+    headers = tuple(read_header(w) for w in files.weights)
     tensors = {k: info for h in headers for k, info in h.tensors.items()}
     layout = next((m for m in GEMMA_TEXT_MAPS if m.is_present(tensors)), None)
     if layout is None:
         raise WrongComponentError(files.weights[0], "does not contain a Gemma-3 text model (no embed_tokens "
-                                  "weight under language_model.model., model.language_model. or model.).", GEMMA_HINT)
-    encoder = GemmaTextEncoder(config, dtype=dtype, device="meta")
-    expected = encoder.state_dict(keep_vars=True)
+                                  "weight under language_model.model., model.language_model. or model.).",
+                                  _not_gemma_hint(files.weights[0]) or GEMMA_HINT)
+    _refuse_quantized(files, headers)
+    _check_config_fits(files, config, tensors, layout)
     keys = layout.select(tensors)
+    skipped, unexpected = _unused_keys(keys, tensors)
+    encoder = GemmaTextEncoder(config, device="meta")
+    expected = encoder.state_dict(keep_vars=True)
     check_keys(files.weights[0], "Gemma-3 text encoder", layout, keys, tensors, expected)
+    if unexpected:
+        raise StateDictMismatchError(files.weights[0], f"holds {len(unexpected)} key(s) that are not part of a "
+                                     f"Gemma-3 text encoder, first: {', '.join(unexpected[:8])}.", COMFY_GEMMA_HINT,
+                                     unexpected=tuple(unexpected))
+    if files.embedded_tokenizer:
+        _embedded_prompt_tokenizer(files, 1, config.vocab_size)
+    return GemmaPlan(files, config, headers, layout, keys, skipped)
+
+
+def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
+               device: torch.device | str = "cpu", max_length: int = 1024,
+               transform: WeightTransform | None = None) -> LoadedGemma:
+    """Load the Gemma-3 text backbone (strict, streamed) and its tokenizer from a folder or a single file.
+
+    ``transform(file key, tensor as stored, target dtype)`` sees every weight before its final cast (LoRA fusion)."""
+    from ..aiprod_core.text_encoder import GemmaPromptTokenizer, GemmaTextEncoder
+
+    plan = check_gemma(path)
+    files = plan.files
+    if plan.skipped:
+        logger.info("%s: skipped on purpose (not used by the text encoder): %s", files.weights[0],
+                    ", ".join(f"{label} ({count} tensors)" for label, count in plan.skipped.items()))
+    encoder = GemmaTextEncoder(plan.config, dtype=dtype, device="meta")
+    expected = encoder.state_dict(keep_vars=True)
     targets = {k: dtype if v.is_floating_point() else v.dtype for k, v in expected.items()}
     state: dict[str, torch.Tensor] = {}
-    for header in headers:
-        mine = {m: f for m, f in keys.items() if f in header.tensors}
-        state.update(stream_tensors(header, mine, targets, torch.device(device)))
+    for header in plan.headers:
+        mine = {m: f for m, f in plan.keys.items() if f in header.tensors}
+        state.update(stream_tensors(header, mine, targets, torch.device(device), transform))
     encoder.load_state_dict(state, strict=True, assign=True)
     encoder.to(device).requires_grad_(False).eval()
-    try:
-        tokenizer = _clipping_tokenizer_class(GemmaPromptTokenizer).from_folder(files.tokenizer_dir, max_length)
-    except (OSError, ValueError) as exc:
-        raise TokenizerFileError(files.tokenizer_dir, f"holds a tokenizer that cannot be loaded ({exc}).",
-                                 GEMMA_HINT) from exc
-    return LoadedGemma(encoder, tokenizer, files, layout.name)
+    if files.embedded_tokenizer:
+        tokenizer = _embedded_prompt_tokenizer(files, max_length)
+    else:
+        try:
+            tokenizer = _clipping_tokenizer_class(GemmaPromptTokenizer).from_folder(files.tokenizer_dir, max_length)
+        except (OSError, ValueError) as exc:
+            raise TokenizerFileError(files.tokenizer_dir, f"holds a tokenizer that cannot be loaded ({exc}).",
+                                     GEMMA_HINT) from exc
+    logger.info("loaded Gemma-3 text encoder from %s (layout %s, tokenizer: %s)", files.weights[0],
+                plan.layout.name, files.tokenizer_source)
+    return LoadedGemma(encoder, tokenizer, files, plan.layout.name)
