@@ -341,17 +341,19 @@ def _refuse_quantized(files: GemmaFiles, headers: tuple[SafetensorsHeader, ...])
                                     "does not load quantized Gemma weights yet.", COMFY_GEMMA_HINT)
 
 
-def _check_config_fits(files: GemmaFiles, config: Any, tensors: dict[str, TensorInfo], layout: KeyMap) -> None:
-    """Config values that size the module, against the header, before anything is built (a config asking for
-    10**8 layers must not build them)."""
+def _check_config_fits(files: GemmaFiles, tensors: dict[str, TensorInfo], layout: KeyMap) -> None:
+    """Config values that size the module, against the header, before transformers sees the config (a config
+    asking for 10**8 layers must not even be parsed into per-layer lists)."""
     prefix = layout.renames[0][0]
     layers = {int(m[1]) for k in tensors if (m := re.match(re.escape(prefix) + r"layers\.(\d+)\.", k))}
     embed = tensors.get(prefix + "embed_tokens.weight")
     found = {"num_hidden_layers": len(layers), "hidden_size": embed.shape[1] if embed else None,
              "vocab_size": embed.shape[0] if embed else None}
+    config = files.config.get("text_config", files.config) if files.config.get("model_type") == "gemma3" \
+        else files.config
     for key, value in found.items():
-        if value is not None and getattr(config, key) != value:
-            raise CheckpointFormatError(files.config_source, f"{key}={getattr(config, key)!r}, expected {value!r} "
+        if value is not None and config.get(key) != value:
+            raise CheckpointFormatError(files.config_source, f"{key}={config.get(key)!r}, expected {value!r} "
                                         f"(what {Path(files.weights[0]).name} holds).", GEMMA_HINT)
 
 
@@ -367,7 +369,8 @@ def _unused_keys(plan_keys: dict[str, str], tensors: dict[str, TensorInfo]) -> t
             unexpected.append(key)
         else:
             skipped[label] += 1
-    return dict(skipped), unexpected
+    order = list(dict.fromkeys(label for _, label in GEMMA_SKIPPED_PARTS))
+    return dict(sorted(skipped.items(), key=lambda item: order.index(item[0]))), unexpected
 
 
 def read_embedded_tokenizer(path: str | os.PathLike[str]) -> bytes:
@@ -406,10 +409,6 @@ def check_gemma(path: str | os.PathLike[str]) -> GemmaPlan:
     from ..aiprod_core.text_encoder import GemmaTextEncoder, gemma_text_config
 
     files = find_gemma_files(path)
-    try:
-        config = gemma_text_config(files.config)
-    except ValueError as exc:
-        raise CheckpointFormatError(files.config_source, f"is not a usable Gemma-3 config: {exc}.") from exc
     headers = tuple(read_header(w) for w in files.weights)
     tensors = {k: info for h in headers for k, info in h.tensors.items()}
     layout = next((m for m in GEMMA_TEXT_MAPS if m.is_present(tensors)), None)
@@ -418,7 +417,11 @@ def check_gemma(path: str | os.PathLike[str]) -> GemmaPlan:
                                   "weight under language_model.model., model.language_model. or model.).",
                                   _not_gemma_hint(files.weights[0]) or GEMMA_HINT)
     _refuse_quantized(files, headers)
-    _check_config_fits(files, config, tensors, layout)
+    _check_config_fits(files, tensors, layout)
+    try:
+        config = gemma_text_config(files.config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointFormatError(files.config_source, f"is not a usable Gemma-3 config: {exc}.") from exc
     keys = layout.select(tensors)
     skipped, unexpected = _unused_keys(keys, tensors)
     encoder = GemmaTextEncoder(config, device="meta")

@@ -31,6 +31,7 @@ __all__ = [
 PIECE_NORMAL, PIECE_UNKNOWN, PIECE_CONTROL, PIECE_USER_DEFINED, PIECE_UNUSED, PIECE_BYTE = 1, 2, 3, 4, 5, 6
 _ADDED_TYPES = (PIECE_UNKNOWN, PIECE_CONTROL, PIECE_USER_DEFINED)  # pieces transformers registers as added tokens
 _SPECIAL_TYPES = (PIECE_UNKNOWN, PIECE_CONTROL)  # ... and those of them that are special (dropped by decode)
+SPACE_MARK = "\u2581"  # SentencePiece's whitespace symbol
 MAX_MODEL_BYTES = 64 * 1024 * 1024  # Gemma-3's model is 4.7 MB; anything this large is not a tokenizer
 
 
@@ -189,6 +190,7 @@ class SentencePieceGemmaTokenizer:
             if token not in self._ids:
                 self._ids[token] = len(self._pieces)
                 self._pieces.append(token)
+        self._byte_values = {i: int(self._pieces[i][3:-1], 16) for i, t in enumerate(types) if t == PIECE_BYTE}
         missing = [name for name in spec.special_names if name not in self._ids]
         if missing:
             raise ValueError(f"no {', '.join(missing)} piece: not a {spec.name} tokenizer")
@@ -282,23 +284,31 @@ class SentencePieceGemmaTokenizer:
 
     # ---- decoding and chat -----------------------------------------------------------------------------------
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = False, **_: Any) -> str:
-        """ids -> text: SentencePiece decodes runs of ordinary pieces (byte pieces fused), added tokens are written
-        as they are, special ones left out with ``skip_special_tokens``."""
+        """ids -> text as transformers' Gemma decoder gives it: ``▁`` -> space, runs of byte pieces joined as
+        UTF-8 (one U+FFFD per byte piece when a run is not valid UTF-8), added tokens written as they are, special
+        ones left out with ``skip_special_tokens``, ids outside the vocabulary dropped."""
         values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
         parts: list[str] = []
-        run: list[int] = []
-        sp_size = self._sp.get_piece_size()
+        run = bytearray()
+
+        def flush() -> None:
+            if run:
+                try:
+                    parts.append(run.decode("utf-8"))
+                except UnicodeDecodeError:
+                    parts.append("\ufffd" * len(run))
+                run.clear()
+
         for index in values:
-            special = index in self._special_ids
-            if special and skip_special_tokens:
+            if not 0 <= index < len(self._pieces) or (skip_special_tokens and index in self._special_ids):
                 continue
-            if special or index >= sp_size or self._split.fullmatch(self._pieces[index]):
-                parts.append(self._sp.decode(run))
-                parts.append(self._pieces[index])
-                run = []
-            else:
-                run.append(index)
-        parts.append(self._sp.decode(run))
+            byte = self._byte_values.get(index)
+            if byte is not None:
+                run.append(byte)
+                continue
+            flush()
+            parts.append(self._pieces[index].replace(SPACE_MARK, " "))
+        flush()
         return "".join(parts)
 
     def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], tokenize: bool = False,
