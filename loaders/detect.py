@@ -27,9 +27,12 @@ COMPONENT_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("audio_vae", ("audio_vae.",)),
     ("vocoder", ("vocoder.",)),
     ("text_projection", ("text_embedding_projection.",)),
-    ("gemma_language_model", ("language_model.", "model.language_model.")),
+    # Gemma-3: Hugging Face (language_model. / model.language_model.) and ComfyUI's text-only names (model.*)
+    ("gemma_language_model", ("language_model.", "model.language_model.", "model.embed_tokens.", "model.layers.",
+                              "model.norm.")),
     ("gemma_vision_tower", ("vision_tower.", "model.vision_tower.", "multi_modal_projector.",
-                            "model.multi_modal_projector.")),
+                            "model.multi_modal_projector.", "vision_model.")),
+    ("embedded_tokenizer", ("spiece_model",)),  # ComfyUI's Gemma files: the SentencePiece model as uint8 bytes
 )
 # Files that hold one component without the single-file prefix (ComfyUI split files, upsamplers).
 UNPREFIXED_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -43,6 +46,21 @@ LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.
 CONFIG_DEPENDENT = {"transformer", "video_vae", "audio_vae", "vocoder", "latent_upsampler", "vae_split"}
 FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
 GENERATIONS = (("2.3", "LTX-2.3 (22B family)"), ("2.", "LTX-2 (19B family)"))
+COMFY_GEMMA_KIND = "Gemma-3 text encoder (ComfyUI layout, embedded tokenizer)"
+# Which node loads a file of each kind (the report's "Loads with" line).
+LOADED_BY: dict[str, str] = {
+    "single-file checkpoint": "AIPROD Checkpoint Loader; its text projection: AIPROD Text Encoder Loader "
+    "(`checkpoint`)",
+    "transformer only": "AIPROD Diffusion Model Loader; its LTX-2.3 connectors: AIPROD Text Encoder Loader "
+    "(`connectors`)",
+    "text projection / connectors only": "AIPROD Text Encoder Loader (`checkpoint`, or `connectors`)",
+    COMFY_GEMMA_KIND: "AIPROD Text Encoder Loader (`gemma`)",
+    "Gemma text encoder weights": "AIPROD Text Encoder Loader (`gemma`: its folder, or the file with its tokenizer)",
+    "LoRA": "AIPROD LoRA Loader / AIPROD IC-LoRA Loader",
+    "latent upsampler": "AIPROD Latent Upsampler Loader",
+    "VAE (split file)": "AIPROD Video VAE Loader or AIPROD Audio VAE Loader",
+    "video_vae only": "AIPROD Video VAE Loader",
+}
 
 
 @dataclass(frozen=True)
@@ -141,6 +159,8 @@ def _kind(names: set[str]) -> str:
         return "single-file checkpoint" if "transformer" in model_parts else "component bundle"
     if model_parts:
         return f"{next(iter(model_parts))} only"
+    if {"gemma_language_model", "embedded_tokenizer"} <= names:
+        return COMFY_GEMMA_KIND
     for name, kind in (("lora", "LoRA"), ("latent_upsampler", "latent upsampler"), ("vae_split", "VAE (split file)"),
                        ("gemma_language_model", "Gemma text encoder weights")):
         if name in names:
@@ -205,6 +225,12 @@ def format_report(desc: CheckpointDescription) -> str:
         comp_dtypes = ", ".join(d for d, _ in comp.dtypes)
         lines.append(f"  {comp.name:<{width}}  {comp.tensor_count:>5} tensors  "
                      f"{_human_count(comp.parameter_count):>9} params  {comp_dtypes}")
+    tokenizer = next((c for c in desc.components if c.name == "embedded_tokenizer"), None)
+    if tokenizer is not None:
+        size = _human_bytes(tokenizer.parameter_count)  # uint8: one element per byte
+        lines.append(f"Tokenizer: embedded SentencePiece model (spiece_model, {size})")
+    if desc.kind in LOADED_BY:
+        lines.append(f"Loads with: {LOADED_BY[desc.kind]}")
     lines.append(f"Config sections: {', '.join(desc.config_sections) or 'none'}")
     lines.append(f"Metadata keys: {', '.join(desc.metadata_keys) or 'none'}")
     return "\n".join(lines)

@@ -116,7 +116,8 @@ def _projection_source(path: str) -> tuple[PartSource, PartSource | None]:
                                       "(text_embedding_projection.*).", f"Choose it as {CONNECTORS_INPUT}, and as "
                                       f"{PROJECTION_INPUT} the file with the text projection (the LTX checkpoint, "
                                       "or Kijai's embeddings_connector / text_projection file).")
-        raise WrongComponentError(header.path, "holds no text projection (text_embedding_projection.*).",
+        raise WrongComponentError(header.path, "does not contain a text projection (no "
+                                  "text_embedding_projection.* key).",
                                   _what_it_is(header.path) or f"Choose the LTX checkpoint as {PROJECTION_INPUT}.")
     return PartSource(header.path, header, *found), here
 

@@ -9,7 +9,7 @@ from .model_files import model_choice_problem, model_file_options, resolve_model
 
 __all__ = ["AIPRODCheckpointInspect"]
 
-INSPECT_FOLDERS = ("checkpoints", "diffusion_models")
+INSPECT_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders")
 
 
 class AIPRODCheckpointInspect(io.ComfyNode):
@@ -28,7 +28,7 @@ class AIPRODCheckpointInspect(io.ComfyNode):
                 io.Combo.Input(
                     "checkpoint",
                     options=model_file_options(INSPECT_FOLDERS),
-                    tooltip="A file from the 'checkpoints' or 'diffusion_models' model folders.",
+                    tooltip="A file from the 'checkpoints', 'diffusion_models' or 'text_encoders' model folders.",
                 ),
             ],
             outputs=[io.String.Output("report", tooltip="The report as text.")],

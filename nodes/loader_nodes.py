@@ -12,9 +12,14 @@ from ..loaders.component_loader import load_component, plan_load
 from ..loaders.detect import describe_file
 from ..loaders.lora import check_lora_fits, read_lora
 from ..loaders.lora_apply import load_component_with_loras
-from ..loaders.text_encoder_files import find_gemma_files, load_gemma
+from ..loaders.text_embeddings import load_text_embeddings, plan_text_embeddings
+from ..loaders.text_encoder_files import check_gemma, load_gemma
 from .model_files import (
+    CONNECTOR_FOLDERS,
+    NO_CONNECTORS,
+    PROJECTION_FOLDERS,
     UPSCALE_FOLDER,
+    connectors_options,
     ensure_upscale_folder,
     file_fingerprint,
     model_choice_problem,
@@ -23,6 +28,7 @@ from .model_files import (
     resolve_text_encoder,
     text_encoder_options,
     text_encoder_problem,
+    text_projection_options,
 )
 from .runtime import (
     WEIGHT_DTYPES,
@@ -338,7 +344,7 @@ def _vae_dtype(choice: str):
 
 
 class AIPRODTextEncoderLoader(io.ComfyNode):
-    """Gemma-3 (models/text_encoders) plus the checkpoint's text projection and connectors."""
+    """Gemma-3 (models/text_encoders) plus the text projection and connectors, from one file or two."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -346,37 +352,90 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             node_id="AIPRODTextEncoderLoader",
             display_name="AIPROD Text Encoder Loader",
             category=CATEGORY,
-            description="Loads the Gemma-3 text encoder (a folder with its tokenizer, or one .safetensors file, in "
-            "models/text_encoders) and the text projection + connectors of an LTX checkpoint. Gemma is only "
-            "loaded while encoding; ComfyUI evicts it before sampling when memory is short.",
+            description="Loads the Gemma-3 text encoder (a folder with its tokenizer, ComfyUI's single file with "
+            "the tokenizer embedded, or one .safetensors file with the tokenizer beside it, in models/text_encoders) "
+            "and the text projection + connectors: from the LTX checkpoint, or from split files (Kijai's "
+            "embeddings_connector / text_projection file, with the connectors from the transformer file). Gemma is "
+            "only loaded while encoding; ComfyUI evicts it before sampling when memory is short.",
             inputs=[
                 io.Combo.Input("gemma", options=text_encoder_options(),
-                               tooltip="The Gemma-3 text encoder: a folder in models/text_encoders holding the "
-                               "weights, config and tokenizer files (or a single .safetensors file)."),
-                io.Combo.Input("checkpoint", options=model_file_options(CHECKPOINTS),
-                               tooltip="The LTX checkpoint whose text projection and connectors match the model."),
+                               tooltip="The Gemma-3 text encoder from models/text_encoders: a folder holding the "
+                               "weights, config and tokenizer files, or a single .safetensors file (ComfyUI's "
+                               "gemma_3_12B_it.safetensors carries its tokenizer inside)."),
+                io.Combo.Input("checkpoint", options=text_projection_options(),
+                               tooltip="The file with the text projection: the LTX checkpoint (models/checkpoints), "
+                               "Kijai's embeddings_connector or text_projection file (models/text_encoders), or a "
+                               "transformer file (models/diffusion_models)."),
                 _dtype_input(),
+                io.Combo.Input("connectors", options=connectors_options(), default=NO_CONNECTORS, optional=True,
+                               tooltip="Where the text connectors are when the checkpoint input's file lacks them "
+                               "(LTX-2.3's text_projection file: choose the transformer file from "
+                               "models/diffusion_models). 'none': in the same file."),
             ],
             outputs=[TextEncoderSocket.Output(display_name="text_encoder",
                                               tooltip="Gemma + text projection and connectors.")],
         )
 
     @classmethod
-    def validate_inputs(cls, gemma: str, checkpoint: str) -> bool | str:
-        return text_encoder_problem("gemma", gemma) or _choice("checkpoint", checkpoint, CHECKPOINTS) or True
+    def validate_inputs(cls, gemma: str, checkpoint: str, connectors: str = NO_CONNECTORS) -> bool | str:
+        problems = [text_encoder_problem("gemma", gemma), _choice("checkpoint", checkpoint, PROJECTION_FOLDERS),
+                    None if connectors in (None, NO_CONNECTORS) else _choice("connectors", connectors,
+                                                                             CONNECTOR_FOLDERS)]
+        return "\n".join(p for p in problems if p) or True
 
     @classmethod
-    def execute(cls, gemma: str, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        gemma_path = resolve_text_encoder("gemma", gemma)
-        path = resolve_model_file("checkpoint", checkpoint, CHECKPOINTS)
-        _check_contents(path, "text_embeddings")
-        find_gemma_files(gemma_path)  # tokenizer / config problems named here, before any weights are read
+    def fingerprint_inputs(cls, gemma: str | None = None, checkpoint: str | None = None,
+                           connectors: str | None = NO_CONNECTORS, **_: object) -> object:
+        gemma_part = gemma if not isinstance(gemma, str) or text_encoder_problem("gemma", gemma) else (
+            gemma, file_fingerprint(resolve_text_encoder("gemma", gemma)))
+        connector_part = connectors if connectors in (None, NO_CONNECTORS) else _fingerprint(
+            "connectors", connectors, CONNECTOR_FOLDERS)
+        return gemma_part, _fingerprint("checkpoint", checkpoint, PROJECTION_FOLDERS), connector_part
+
+    @classmethod
+    def execute(cls, gemma: str, checkpoint: str, weight_dtype: str, connectors: str = NO_CONNECTORS) -> io.NodeOutput:
+        _, plan = _text_encoder_plans(gemma, checkpoint, connectors)  # raises listing every problem
         dtype = _text_dtype(weight_dtype)
+        gemma_path = resolve_text_encoder("gemma", gemma)
         loaded = LazyModule(lambda: load_gemma(gemma_path, dtype=dtype, device=load_device()), f"gemma {gemma}")
-        processor = LazyModule(
-            lambda: load_component(path, "text_embeddings", dtype=dtype, device=load_device()).module,
-            f"text projection {path}")  # fmt: skip
+        processor = LazyModule(lambda: load_text_embeddings(plan, dtype=dtype, device=load_device()),
+                               f"text projection {plan.projection.path}")
         return io.NodeOutput(TextEncoder(loaded, processor, gemma))
+
+
+def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None):
+    """Every check of the text encoder loader's files, header-only; all problems reported together, each naming
+    its input, the file, what it is and what to use instead."""
+    problems: list[str] = []
+
+    def attempt(parameter: str, choice: str, check):
+        try:
+            return check()
+        except ValueError as exc:  # CheckpointFormatError included
+            message = str(exc)
+            problems.append(message if message.startswith(f"{parameter}=") else f"{parameter}={choice!r}: {message}")
+            return None
+
+    gemma_path = attempt("gemma", gemma, lambda: resolve_text_encoder("gemma", gemma))
+    projection = attempt("checkpoint", checkpoint, lambda: resolve_model_file("checkpoint", checkpoint,
+                                                                              PROJECTION_FOLDERS))
+    second = None
+    if connectors not in (None, NO_CONNECTORS):
+        second = attempt("connectors", connectors, lambda: resolve_model_file("connectors", connectors,
+                                                                              CONNECTOR_FOLDERS))
+    gemma_plan = attempt("gemma", gemma, lambda: check_gemma(gemma_path)) if gemma_path else None
+    plan = None
+    if projection and (second or connectors in (None, NO_CONNECTORS)):
+        dims = {"gemma_hidden": gemma_plan.hidden_size, "gemma_layers": gemma_plan.num_layers} if gemma_plan else {}
+        try:
+            plan = plan_text_embeddings(projection, second, **dims)
+        except ValueError as exc:
+            on_connectors = second is not None and getattr(exc, "path", None) == second
+            parameter, choice = ("connectors", connectors) if on_connectors else ("checkpoint", checkpoint)
+            problems.append(f"{parameter}={choice!r}: {exc}")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return gemma_plan, plan
 
 
 def _text_dtype(choice: str):

@@ -10,6 +10,10 @@ from __future__ import annotations
 import folder_paths
 
 __all__ = [
+    "CONNECTOR_FOLDERS",
+    "NO_CONNECTORS",
+    "PROJECTION_FOLDERS",
+    "connectors_options",
     "ensure_upscale_folder",
     "file_fingerprint",
     "model_choice_problem",
@@ -18,6 +22,7 @@ __all__ = [
     "resolve_text_encoder",
     "text_encoder_options",
     "text_encoder_problem",
+    "text_projection_options",
 ]
 
 
@@ -56,6 +61,10 @@ def resolve_model_file(parameter: str, choice: str, folders: tuple[str, ...]) ->
 
 UPSCALE_FOLDER = "latent_upscale_models"
 TEXT_ENCODER_FOLDERS = ("text_encoders",)
+# The text encoder loader's projection (`checkpoint`) and `connectors` files, and the connectors' "in the same file".
+PROJECTION_FOLDERS = ("checkpoints", "text_encoders", "diffusion_models")
+CONNECTOR_FOLDERS = ("diffusion_models", "checkpoints", "text_encoders")
+NO_CONNECTORS = "none"
 
 
 def ensure_upscale_folder() -> None:
@@ -77,6 +86,21 @@ def text_encoder_options() -> list[str]:
         if (sep or name.endswith(".safetensors")) and choice not in options:
             options.append(choice)
     return options
+
+
+def text_projection_options() -> list[str]:
+    """Files that may hold the text projection (and connectors): LTX checkpoints, the single files at the top of
+    ``text_encoders`` (Kijai's embeddings_connector / text_projection files) and transformer files."""
+    options = model_file_options(("checkpoints",))
+    options += [f"text_encoders/{name}" for name in folder_paths.get_filename_list("text_encoders")
+                if "/" not in name.replace("\\", "/") and name.endswith(".safetensors")]
+    return options + model_file_options(("diffusion_models",))
+
+
+def connectors_options() -> list[str]:
+    """``none`` (the projection's file holds the connectors) or a file that holds them: transformer files first
+    (LTX-2.3 runs its connectors inside the transformer), then checkpoints and text_encoders files."""
+    return [NO_CONNECTORS, *model_file_options(CONNECTOR_FOLDERS)]
 
 
 def text_encoder_problem(parameter: str, choice: str) -> str | None:
