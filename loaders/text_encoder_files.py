@@ -384,22 +384,24 @@ def read_embedded_tokenizer(path: str | os.PathLike[str]) -> bytes:
         return mapped.tensor(EMBEDDED_TOKENIZER_KEY).numpy().tobytes()
 
 
-def _embedded_prompt_tokenizer(files: GemmaFiles, max_length: int, vocab_size: int | None = None) -> Any:
-    from ..aiprod_core.text_encoder import GemmaPromptTokenizer
-
-    path = files.embedded_tokenizer or files.weights[0]
+def _embedded_tokenizer(path: str, build: Any) -> Any:
+    """``build(model bytes)`` on the file's embedded tokenizer; its problems named as the file's."""
     try:
-        tokenizer = _clipping_tokenizer_class(GemmaPromptTokenizer).from_sentencepiece(
-            read_embedded_tokenizer(path), max_length)
+        return build(read_embedded_tokenizer(path))
+    except TokenizerFileError:
+        raise
     except ValueError as exc:
-        if isinstance(exc, TokenizerFileError):
-            raise
         raise TokenizerFileError(path, f"has an embedded tokenizer ({EMBEDDED_TOKENIZER_KEY}) that cannot be "
                                  f"used: {exc}.", COMFY_GEMMA_HINT) from exc
-    if vocab_size is not None and len(tokenizer.tokenizer) > vocab_size:
-        raise TokenizerFileError(path, f"has an embedded tokenizer of {len(tokenizer.tokenizer)} tokens for "
-                                 f"{vocab_size} token embeddings: they do not belong together.", COMFY_GEMMA_HINT)
-    return tokenizer
+
+
+def _check_embedded_tokenizer(path: str, vocab_size: int) -> None:
+    from ..aiprod_core.text_encoder.spiece import SentencePieceGemmaTokenizer
+
+    count = _embedded_tokenizer(path, SentencePieceGemmaTokenizer.token_count)
+    if count > vocab_size:
+        raise TokenizerFileError(path, f"has an embedded tokenizer of {count} tokens for {vocab_size} token "
+                                 "embeddings: they do not belong together.", COMFY_GEMMA_HINT)
 
 
 def check_gemma(path: str | os.PathLike[str]) -> GemmaPlan:
@@ -432,7 +434,7 @@ def check_gemma(path: str | os.PathLike[str]) -> GemmaPlan:
                                      f"Gemma-3 text encoder, first: {', '.join(unexpected[:8])}.", COMFY_GEMMA_HINT,
                                      unexpected=tuple(unexpected))
     if files.embedded_tokenizer:
-        _embedded_prompt_tokenizer(files, 1, config.vocab_size)
+        _check_embedded_tokenizer(files.embedded_tokenizer, config.vocab_size)
     return GemmaPlan(files, config, headers, layout, keys, skipped)
 
 
@@ -459,7 +461,8 @@ def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloa
     encoder.load_state_dict(state, strict=True, assign=True)
     encoder.to(device).requires_grad_(False).eval()
     if files.embedded_tokenizer:
-        tokenizer = _embedded_prompt_tokenizer(files, max_length)
+        tokenizer = _embedded_tokenizer(files.embedded_tokenizer, lambda model: _clipping_tokenizer_class(
+            GemmaPromptTokenizer).from_sentencepiece(model, max_length))
     else:
         try:
             tokenizer = _clipping_tokenizer_class(GemmaPromptTokenizer).from_folder(files.tokenizer_dir, max_length)

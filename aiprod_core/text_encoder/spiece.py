@@ -3,8 +3,9 @@
 ComfyUI's Gemma-3 files carry their tokenizer as a uint8 tensor holding the SentencePiece ``ModelProto``. This
 module builds a prompt tokenizer from those bytes (never writing them anywhere) that gives the same ids as
 transformers' tokenizer made from Google's ``tokenizer.model`` / ``tokenizer.json``: the text is first split on
-the added tokens (SentencePiece control, user-defined and unknown pieces, matched leftmost-longest on the raw
-text, as the ``tokenizers`` library matches them), each piece between them is encoded by SentencePiece itself,
+the special tokens (SentencePiece control and unknown pieces, which SentencePiece never matches in text, and the
+named Gemma tokens; matched leftmost-longest on the raw text, as the ``tokenizers`` library matches added
+tokens), each piece between them is encoded by SentencePiece itself (user-defined pieces are kept whole there),
 and ``<bos>`` is prepended. `SentencePieceGemmaTokenizer` implements the part of transformers' tokenizer API the
 prompt paths use (batch call with padding / truncation, ``decode``, ``apply_chat_template`` for the Gemma chat
 format, token <-> id lookups), so `GemmaPromptTokenizer` and prompt enhancement run on it unchanged.
@@ -13,7 +14,7 @@ format, token <-> id lookups), so `GemmaPromptTokenizer` and prompt enhancement 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +25,8 @@ __all__ = [
     "GemmaTokenizerSpec",
     "SentencePieceGemmaTokenizer",
     "gemma_chat_text",
-    "sentencepiece_piece_types",
 ]
 
-# SentencePiece ModelProto.SentencePiece.Type values (sentencepiece_model.proto).
-PIECE_NORMAL, PIECE_UNKNOWN, PIECE_CONTROL, PIECE_USER_DEFINED, PIECE_UNUSED, PIECE_BYTE = 1, 2, 3, 4, 5, 6
-_ADDED_TYPES = (PIECE_UNKNOWN, PIECE_CONTROL, PIECE_USER_DEFINED)  # pieces transformers registers as added tokens
-_SPECIAL_TYPES = (PIECE_UNKNOWN, PIECE_CONTROL)  # ... and those of them that are special (dropped by decode)
 SPACE_MARK = "\u2581"  # SentencePiece's whitespace symbol
 MAX_MODEL_BYTES = 64 * 1024 * 1024  # Gemma-3's model is 4.7 MB; anything this large is not a tokenizer
 
@@ -66,55 +62,6 @@ GEMMA3_TOKENIZER = GemmaTokenizerSpec(
     start_of_turn="<start_of_turn>", end_of_turn="<end_of_turn>", start_of_image="<start_of_image>",
     extra_tokens=("<image_soft_token>",),
 )
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated or malformed varint")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value) of one protobuf message: an int for varints, bytes otherwise."""
-    pos = 0
-    sizes = {1: 8, 5: 4}
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos)
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            value, pos = data[pos : pos + length], pos + length
-        elif wire in sizes:
-            value, pos = data[pos : pos + sizes[wire]], pos + sizes[wire]
-        else:
-            raise ValueError(f"protobuf wire type {wire} is not used by SentencePiece models")
-        if pos > len(data):
-            raise ValueError("truncated protobuf message")
-        yield number, wire, value
-
-
-def sentencepiece_piece_types(model: bytes) -> list[int]:
-    """The ``type`` of every piece of a serialized SentencePiece ``ModelProto`` (field 1 = pieces; in a piece,
-    field 3 = type, NORMAL when absent). Plain bytes parsing: the ``sentencepiece`` runtime exposes no
-    user-defined test and protobuf is not a dependency."""
-    types = []
-    for number, wire, value in _fields(model):
-        if number == 1 and wire == 2:
-            kind = PIECE_NORMAL
-            for inner, inner_wire, inner_value in _fields(value):
-                if inner == 3 and inner_wire == 0:
-                    kind = inner_value
-            types.append(kind)
-    return types
 
 
 def gemma_chat_text(messages: Sequence[Mapping[str, Any]], spec: GemmaTokenizerSpec = GEMMA3_TOKENIZER,
@@ -172,38 +119,54 @@ class SentencePieceGemmaTokenizer:
     """
 
     def __init__(self, model: bytes, spec: GemmaTokenizerSpec = GEMMA3_TOKENIZER) -> None:
-        import sentencepiece
-
-        if not isinstance(model, bytes | bytearray) or not 0 < len(model) <= MAX_MODEL_BYTES:
-            raise ValueError(f"SentencePiece model of {len(model)} bytes, expected 1 to {MAX_MODEL_BYTES}")
-        try:
-            types = sentencepiece_piece_types(bytes(model))
-            self._sp = sentencepiece.SentencePieceProcessor(model_proto=bytes(model))
-        except (RuntimeError, ValueError) as exc:
-            raise ValueError(f"not a SentencePiece model ({exc})") from exc
-        if len(types) != self._sp.get_piece_size():
-            raise ValueError(f"{len(types)} pieces parsed, SentencePiece reports {self._sp.get_piece_size()}")
+        self._sp = self.load(model, spec)
         self.spec = spec
-        self._pieces = [self._sp.id_to_piece(i) for i in range(len(types))]
-        self._ids = {piece: i for i, piece in enumerate(self._pieces)}
-        for token in spec.extra_tokens:
-            if token not in self._ids:
-                self._ids[token] = len(self._pieces)
-                self._pieces.append(token)
-        self._byte_values = {i: int(self._pieces[i][3:-1], 16) for i, t in enumerate(types) if t == PIECE_BYTE}
-        missing = [name for name in spec.special_names if name not in self._ids]
-        if missing:
-            raise ValueError(f"no {', '.join(missing)} piece: not a {spec.name} tokenizer")
-        added = {p for p, t in zip(self._pieces, types, strict=False) if t in _ADDED_TYPES}
-        added |= {*spec.special_names, *spec.extra_tokens}
-        self._special_ids = {self._ids[p] for p, t in zip(self._pieces, types, strict=False) if t in _SPECIAL_TYPES}
-        self._special_ids |= {self._ids[p] for p in (*spec.special_names, *spec.extra_tokens)}
-        self._split = re.compile("|".join(re.escape(t) for t in sorted(added, key=len, reverse=True)))
+        size = self._sp.get_piece_size()
+        self._pieces = list(self._sp.id_to_piece(list(range(size))))
+        self._extra = {t: size + i for i, t in enumerate(self._missing_extras(self._sp, spec))}
+        self._pieces.extend(self._extra)
+        bytes_ids = (self._sp.piece_to_id(f"<0x{value:02X}>") for value in range(256))
+        self._byte_values = {i: int(self._pieces[i][3:-1], 16) for i in bytes_ids if self._sp.is_byte(i)}
+        # transformers' added tokens: control and unknown pieces (special), the named and extra tokens; the
+        # user-defined pieces it also adds are kept whole by SentencePiece itself, so they need no pre-split.
+        self._special_ids = {i for i in range(size) if self._sp.is_control(i) or self._sp.is_unknown(i)}
+        self._special_ids |= {self.convert_tokens_to_ids(p) for p in (*spec.special_names, *spec.extra_tokens)}
+        added = sorted({self._pieces[i] for i in self._special_ids}, key=len, reverse=True)
+        self._split = re.compile("|".join(re.escape(t) for t in added))
         self.padding_side = "left"
         self.pad_token: str | None = spec.pad
         self.bos_token, self.eos_token, self.unk_token = spec.bos, spec.eos, spec.unk
         self.model_max_length = 1_000_000
         self.chat_template = f"{spec.name} chat format (built in)"
+
+    @staticmethod
+    def load(model: bytes, spec: GemmaTokenizerSpec = GEMMA3_TOKENIZER) -> Any:
+        """The ``sentencepiece.SentencePieceProcessor`` of ``model`` (bytes, never a file), checked to be a
+        tokenizer of ``spec``'s generation; ``ValueError`` naming what is wrong otherwise."""
+        import sentencepiece
+
+        if not isinstance(model, bytes | bytearray) or not 0 < len(model) <= MAX_MODEL_BYTES:
+            raise ValueError(f"SentencePiece model of {len(model)} bytes, expected 1 to {MAX_MODEL_BYTES}")
+        try:
+            processor = sentencepiece.SentencePieceProcessor(model_proto=bytes(model))
+        except RuntimeError as exc:
+            raise ValueError(f"not a SentencePiece model ({exc})") from exc
+        missing = [name for name in spec.special_names if processor.piece_to_id(name) == processor.unk_id()
+                   and name != spec.unk]
+        if missing or processor.id_to_piece(processor.unk_id()) != spec.unk:
+            raise ValueError(f"no {', '.join(missing or [spec.unk])} piece: not a {spec.name} tokenizer")
+        return processor
+
+    @staticmethod
+    def _missing_extras(processor: Any, spec: GemmaTokenizerSpec) -> list[str]:
+        return [t for t in spec.extra_tokens if processor.piece_to_id(t) == processor.unk_id() and t != spec.unk]
+
+    @classmethod
+    def token_count(cls, model: bytes, spec: GemmaTokenizerSpec = GEMMA3_TOKENIZER) -> int:
+        """How many token ids the tokenizer of ``model`` has (its pieces plus ``spec``'s extra tokens), checking
+        it loads, without building the tables (cheap enough for a loader node's checks)."""
+        processor = cls.load(model, spec)
+        return processor.get_piece_size() + len(cls._missing_extras(processor, spec))
 
     # ---- vocabulary ------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -214,26 +177,27 @@ class SentencePieceGemmaTokenizer:
         return len(self._pieces)
 
     def convert_tokens_to_ids(self, token: str) -> int:
-        return self._ids.get(token, self._ids[self.unk_token])
+        """The id of ``token`` (the unknown token's id for a token not in the vocabulary)."""
+        return self._extra.get(token) or self._sp.piece_to_id(token)
 
     def convert_ids_to_tokens(self, index: int) -> str:
         return self._pieces[index]
 
     @property
     def bos_token_id(self) -> int:
-        return self._ids[self.bos_token]
+        return self.convert_tokens_to_ids(self.bos_token)
 
     @property
     def eos_token_id(self) -> int:
-        return self._ids[self.eos_token]
+        return self.convert_tokens_to_ids(self.eos_token)
 
     @property
     def unk_token_id(self) -> int:
-        return self._ids[self.unk_token]
+        return self.convert_tokens_to_ids(self.unk_token)
 
     @property
     def pad_token_id(self) -> int | None:
-        return None if self.pad_token is None else self._ids[self.pad_token]
+        return None if self.pad_token is None else self.convert_tokens_to_ids(self.pad_token)
 
     @property
     def all_special_ids(self) -> list[int]:
@@ -246,7 +210,7 @@ class SentencePieceGemmaTokenizer:
         start = 0
         for match in self._split.finditer(text):
             ids.extend(self._sp.encode(text[start : match.start()]))
-            ids.append(self._ids[match.group()])
+            ids.append(self.convert_tokens_to_ids(match.group()))
             start = match.end()
         ids.extend(self._sp.encode(text[start:]))
         return ids

@@ -15,7 +15,7 @@ from support import comfy_gemma as cg
 
 from aiprod.aiprod_core.text_encoder import GemmaPromptTokenizer
 from aiprod.aiprod_core.text_encoder.prompts import causal_lm_from_encoder, enhance_prompt, enhancement_messages
-from aiprod.aiprod_core.text_encoder.spiece import SentencePieceGemmaTokenizer, sentencepiece_piece_types
+from aiprod.aiprod_core.text_encoder.spiece import SentencePieceGemmaTokenizer
 from aiprod.loaders.errors import CheckpointFormatError, StateDictMismatchError
 from aiprod.loaders.text_encoder_files import TokenizerFileError, check_gemma, gemma_quantization, load_gemma
 
@@ -56,16 +56,18 @@ def google(request, model, tmp_path_factory):
     return folder, AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def test_piece_types_read_from_the_bytes(model):
+def test_added_tokens_are_single_ids(model):
+    """Control pieces (which SentencePiece never matches in text) and user-defined pieces come out whole, as
+    transformers' added tokens do; the image token sits right after the model's pieces."""
     import sentencepiece
 
-    types = sentencepiece_piece_types(model)
     sp = sentencepiece.SentencePieceProcessor(model_proto=model)
-    assert len(types) == sp.get_piece_size()
-    assert [sp.id_to_piece(i) for i, t in enumerate(types) if t == 4] == list(cg.USER_SYMBOLS)
-    controls = [sp.id_to_piece(i) for i, t in enumerate(types) if t == 3]
-    assert controls == ["<pad>", "<eos>", "<bos>", *cg.CONTROL_SYMBOLS]
-    assert all(sp.is_control(i) == (t == 3) and sp.is_byte(i) == (t == 6) for i, t in enumerate(types))
+    ours = SentencePieceGemmaTokenizer(model)
+    for piece in (*cg.CONTROL_SYMBOLS, *cg.USER_SYMBOLS, "<bos>", "<unk>"):
+        assert ours.encode(f"x{piece}y", add_special_tokens=False) == [
+            *sp.encode("x"), sp.piece_to_id(piece), *sp.encode("y")], piece
+    assert len(sp.encode("<start_of_turn>")) > 1  # SentencePiece alone splits a control piece
+    assert ours.convert_tokens_to_ids("<image_soft_token>") == sp.get_piece_size()
 
 
 def test_ids_equal_googles_tokenizer_files(model, google):
