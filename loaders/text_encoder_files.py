@@ -177,7 +177,8 @@ def _find_tokenizer(folders: list[Path], what: str) -> tuple[Path, tuple[str, ..
     raise TokenizerFileError(
         what, f"has no Gemma tokenizer ({' or '.join(TOKENIZER_FILES)}) in {', '.join(str(f) for f in folders)}.",
         GEMMA_HINT + " For a single .safetensors file, put tokenizer.json / tokenizer.model (and "
-        "tokenizer_config.json) in the same folder.",
+        "tokenizer_config.json) in the same folder, or use ComfyUI's gemma_3_12B_it.safetensors, which carries its "
+        f"tokenizer inside ({EMBEDDED_TOKENIZER_KEY}).",
     )
 
 
@@ -188,6 +189,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointFormatError(str(path), "is not valid JSON.", GEMMA_HINT) from exc
+    if not isinstance(config, dict) or not isinstance(config.get("text_config", {}), dict):
+        raise CheckpointFormatError(str(path), "is not a model config (expected a JSON object).", GEMMA_HINT)
     if config.get("model_type") not in ("gemma3", "gemma3_text"):
         raise CheckpointFormatError(
             str(path), f"describes model_type={config.get('model_type')!r}, expected 'gemma3' or 'gemma3_text'.",
@@ -428,7 +431,12 @@ def check_gemma(path: str | os.PathLike[str]) -> GemmaPlan:
     skipped, unexpected = _unused_keys(keys, tensors)
     encoder = GemmaTextEncoder(config, device="meta")
     expected = encoder.state_dict(keep_vars=True)
-    check_keys(files.weights[0], "Gemma-3 text encoder", layout, keys, tensors, expected)
+    try:
+        check_keys(files.weights[0], "Gemma-3 text encoder", layout, keys, tensors, expected)
+    except StateDictMismatchError as exc:  # the shared hint would send the user to this very loader
+        raise StateDictMismatchError(exc.path, exc.problem, "The file may be damaged or converted from another "
+                                     f"Gemma version. {COMFY_GEMMA_HINT}", missing=exc.missing,
+                                     unexpected=exc.unexpected, mismatched=exc.mismatched) from exc
     if unexpected:
         raise StateDictMismatchError(files.weights[0], f"holds {len(unexpected)} key(s) that are not part of a "
                                      f"Gemma-3 text encoder, first: {', '.join(unexpected[:8])}.", COMFY_GEMMA_HINT,
