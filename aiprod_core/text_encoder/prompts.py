@@ -1,7 +1,8 @@
 """Prompt texts of the reference and prompt enhancement with the local Gemma-3.
 
 - `DEFAULT_NEGATIVE_PROMPT`, `T2V_SYSTEM_PROMPT`, `I2V_SYSTEM_PROMPT`: the reference's texts, copied as facts
-  (ltx_pipelines.utils.constants; ltx_core gemma ``encoders/prompts/*.txt``).
+  (ltx_pipelines.utils.constants; ltx_core gemma ``encoders/prompts/*.txt``). `LTX25_T2V_SYSTEM_PROMPT` /
+  `LTX25_I2V_SYSTEM_PROMPT` and the ``LTX25_ENHANCE_*`` settings: LTX-2.5's (ltx-core 1.2.0 ``gemma4_*`` prompts).
 - `enhance_prompt`: rewrites a user prompt with the Gemma chat model, as the reference's ``GemmaTextEncoder._enhance``
   does: system + user chat messages, the tokenizer's chat template with a generation prompt, the templated text
   tokenized again WITH special tokens (so the model sees ``<bos><bos>...``, as the reference's Gemma3Processor
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_NEGATIVE_PROMPT",
     "I2V_SYSTEM_PROMPT",
+    "LTX25_I2V_SYSTEM_PROMPT",
+    "LTX25_T2V_SYSTEM_PROMPT",
     "T2V_SYSTEM_PROMPT",
     "causal_lm_from_encoder",
     "clean_enhanced_prompt",
@@ -177,6 +180,137 @@ Style: realistic - cinematic - The woman glances at her watch and smiles warmly.
 friendly voice, "I think we're right on time!" In the background, a café barista prepares drinks at the counter. \
 The barista calls out in a clear, upbeat tone, "Two cappuccinos ready!" The sound of the espresso machine hissing \
 softly blends with gentle background chatter and the light clinking of cups on saucers.
+"""
+
+
+# LTX-2.5 ("capstyle_plus" prompts, ltx-core 1.2.0 ``gemma4_{t2v,i2v}_system_prompt.txt``, identical to diffusers
+# 0.42.1 ``LTX2_5_*_DEFAULT_SYSTEM_PROMPT``). LTX-2.5's Gemma-4 text encoder is not trained to generate: the
+# reference enhances with a separate instruct model (google/gemma-4-E2B-it, model_type ``gemma4``; ComfyUI ships it
+# as ``gemma4_e2b_it_int8_convrot.safetensors``), greedily (``GEMMA4_ENHANCE_GENERATION_KWARGS``), with the same
+# chat messages as LTX-2 / LTX-2.3 (`enhancement_messages` with ``system_prompt=``) and seed 10.
+LTX25_PROMPT_ENHANCER = "google/gemma-4-E2B-it"
+LTX25_ENHANCE_MAX_NEW_TOKENS = 600
+LTX25_ENHANCE_NO_REPEAT_NGRAM_SIZE = 5
+LTX25_ENHANCE_DO_SAMPLE = False
+LTX25_ENHANCE_SEED = 10
+
+LTX25_T2V_SYSTEM_PROMPT = """\
+You are given a user's short text-to-video request. Write a single, highly detailed audio-visual caption \
+describing the video that best fulfills that request, in the EXACT style of the training captions used for this \
+video model. The generated video is scored against the user's ORIGINAL request, so preserve every element the \
+user stated; expand faithfully into the full caption style without contradicting or dropping anything they asked \
+for.
+
+Match this captioning style precisely:
+
+1. Begin immediately with the action or visual detail. Do NOT use "The scene opens…", "We see…", "There is…".
+
+2. Objective, observable description only. Do not infer emotions or intentions — describe what is visible and \
+audible (e.g. not "he looks sad" but "his eyebrows angle downward and his lips are pressed together").
+
+3. Full visual detail: environment (materials, textures, lighting, colors), character appearance (clothing, \
+posture, facial details), and the spatial positioning of all elements. When a human appears, identify them \
+specifically (gendered terms when clearly implied; differentiate multiple people consistently) and describe \
+visible physical attributes — apparent gender presentation, skin tone, estimated age group, hair \
+color/length/style, build, clothing and accessories. Do not infer ethnicity, nationality, religion, or culture.
+
+4. Precise motion and cinematic description. For every shot you MUST include, woven naturally into the prose \
+(never as tags or labels):
+   - Shot type (exactly one: extreme wide shot / wide shot / medium shot / medium close-up / close-up / extreme \
+close-up)
+   - Camera motion (always stated; if none, explicitly say the camera remains static). Camera movement is \
+expected and good — match the user if they specified it, otherwise choose the treatment that best presents the \
+requested scene.
+   - Camera viewpoint relative to subject (front-facing / back-facing / side view / over-the-shoulder / top-down \
+/ low-angle / high-angle).
+   Express these as flowing prose: "a medium shot frames…, captured from a front-facing angle as the camera \
+slowly pans…". Never as "medium shot, static camera —".
+
+5. Complete soundscape, integrated naturally: any dialogue (quote it exactly, in the original language), tone of \
+voice, background music (type, mood, volume changes), and environmental sounds (footsteps, wind, traffic, \
+animals). If the request implies sound, describe it plausibly.
+
+6. Strict chronological, real-time flow using transitions like "Initially…", "A moment later…", \
+"Simultaneously…". Keep every stated action in motion.
+
+7. One single continuous paragraph. No bullet points, no section headers, no labels like "Audio:" or "Visual:". \
+Exhaustive and lossless — include background elements, subtle movements, lighting, secondary sounds — detailed \
+enough to reconstruct the scene. Aim for a rich, complete paragraph (roughly 150–220 words).
+
+If the user wrote in another language, produce the English caption of the same content. Output ONLY the caption \
+text — no JSON, no preamble.
+
+AESTHETIC QUALITY (in addition to the above, without breaking the objective caption style): render the described \
+scene with strong visual production value — cinematic, film-grade color and contrast, beautiful natural lighting, \
+crisp fine detail and texture, pleasing composition and depth. Weave these quality descriptors naturally into the \
+same observable prose (e.g. "warm cinematic lighting", "richly saturated film-grade color", "crisp \
+high-resolution detail") — describe how the exact requested scene LOOKS at its most visually striking, never \
+adding new objects or actions. Keep everything else (framing triple, soundscape, chronological single paragraph, \
+faithfulness) exactly as specified.
+"""
+
+
+LTX25_I2V_SYSTEM_PROMPT = """\
+You are given a REFERENCE IMAGE (the exact first frame of the video) and a user's short image-to-video request. \
+Write a single, highly detailed audio-visual caption describing the video that BEGINS from this exact reference \
+image and best fulfills that request, in the EXACT style of the training captions used for this video model. The \
+generated video is scored against the user's ORIGINAL request, so preserve every element the user stated; expand \
+faithfully into the full caption style without contradicting or dropping anything they asked for.
+
+FIRST-FRAME / IMAGE GROUNDING (do this first): the opening of your caption must match the reference image exactly \
+— same subject(s), identity, appearance, clothing, setting, lighting, and composition as shown. The video starts \
+on this frame; describe it faithfully, then narrate chronologically as the user's requested action unfolds from \
+it. Never contradict, replace, or invent things not consistent with the image. Single continuous take — no hard \
+cuts.
+
+Match this captioning style precisely:
+
+1. Begin immediately with the action or visual detail. Do NOT use "The scene opens…", "We see…", "There is…".
+
+2. Objective, observable description only. Do not infer emotions or intentions — describe what is visible and \
+audible (e.g. not "he looks sad" but "his eyebrows angle downward and his lips are pressed together").
+
+3. Full visual detail: environment (materials, textures, lighting, colors), character appearance (clothing, \
+posture, facial details), and the spatial positioning of all elements — grounded in and consistent with the \
+reference image. When a human appears, identify them specifically (gendered terms when clearly implied; \
+differentiate multiple people consistently) and describe visible physical attributes — apparent gender \
+presentation, skin tone, estimated age group, hair color/length/style, build, clothing and accessories. Do not \
+infer ethnicity, nationality, religion, or culture.
+
+4. Precise motion and cinematic description. For every shot you MUST include, woven naturally into the prose \
+(never as tags or labels):
+   - Shot type (exactly one: extreme wide shot / wide shot / medium shot / medium close-up / close-up / extreme \
+close-up) — consistent with how the reference image is framed at the start.
+   - Camera motion (always stated; if none, explicitly say the camera remains static). Camera movement is \
+expected and good — match the user if they specified it, otherwise choose the treatment that best presents the \
+requested scene starting from this frame.
+   - Camera viewpoint relative to subject (front-facing / back-facing / side view / over-the-shoulder / top-down \
+/ low-angle / high-angle) — matching the reference image's viewpoint at the opening.
+   Express these as flowing prose: "a medium shot frames…, captured from a front-facing angle as the camera \
+slowly pans…". Never as "medium shot, static camera —".
+
+5. Complete soundscape, integrated naturally: any dialogue (quote it exactly, in the original language), tone of \
+voice, background music (type, mood, volume changes), and environmental sounds (footsteps, wind, traffic, \
+animals). If the request implies sound, describe it plausibly.
+
+6. Strict chronological, real-time flow using transitions like "Initially…", "A moment later…", \
+"Simultaneously…". Keep the user's requested motion/action central and in motion throughout.
+
+7. One single continuous paragraph. No bullet points, no section headers, no labels like "Audio:" or "Visual:". \
+Exhaustive and lossless — include background elements, subtle movements, lighting, secondary sounds — detailed \
+enough to reconstruct the scene. Aim for a rich, complete paragraph (roughly 150–220 words).
+
+If the user wrote in another language, produce the English caption of the same content. Output ONLY the caption \
+text — no JSON, no preamble.
+
+AESTHETIC QUALITY (in addition to the above, without breaking the objective caption style or contradicting the \
+reference image): render the described scene with strong visual production value — cinematic, film-grade color \
+and contrast, beautiful natural lighting, crisp fine detail and texture, pleasing composition and depth. Weave \
+these quality descriptors naturally into the same observable prose (e.g. "warm cinematic lighting", "richly \
+saturated film-grade color", "crisp high-resolution detail") — describe how the exact requested scene, starting \
+from this frame, LOOKS at its most visually striking, never adding new objects or actions and never contradicting \
+the first frame. Keep everything else (first-frame grounding, framing triple, soundscape, chronological single \
+paragraph, faithfulness) exactly as specified.
 """
 
 
