@@ -266,8 +266,18 @@ def _embedded_tokenizer_problem(info: TensorInfo) -> str | None:
     return None
 
 
+def _refuse_gemma4(header: SafetensorsHeader) -> None:
+    """LTX-2.5's Gemma 4 (its ``gemma_config`` metadata or Gemma-4-only ``layer_scalar`` keys) named as such."""
+    from .gemma4_files import GEMMA_CONFIG_KEY, LAYER_SCALAR
+
+    if GEMMA_CONFIG_KEY in header.metadata or any(k.endswith("." + LAYER_SCALAR) for k in header.tensors):
+        raise WrongComponentError(header.path, "is a Gemma 4 text encoder (LTX-2.5's), not Gemma 3.",
+                                  "LTX-2 / LTX-2.3 need Gemma 3 12B: " + COMFY_GEMMA_HINT)
+
+
 def _single_file(path: Path) -> GemmaFiles:
     header = read_header(path)
+    _refuse_gemma4(header)
     beside = path.parent / "config.json"
     if beside.is_file():
         config, source = _read_config(beside), str(beside)

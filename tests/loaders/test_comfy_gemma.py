@@ -255,3 +255,12 @@ def test_damaged_embedded_tokenizer_and_oversized_config(comfy_file, weights):
     with pytest.raises(CheckpointFormatError, match=r"config\.json: num_hidden_layers=100000000, expected 2 \(what "
                                                     r"gemma_3_12B_it\.safetensors holds\)"):
         check_gemma(comfy_file)
+
+
+def test_a_gemma4_file_is_named_as_such(tmp_path):
+    from support import tiny_gemma4 as tg
+
+    path = tg.write_ltx_bundle(tmp_path / "gemma4-12b-with-proj-ltx-2.5-bf16.safetensors", tg.build_model(seed=4))
+    with pytest.raises(CheckpointFormatError, match=r"is a Gemma 4 text encoder \(LTX-2\.5's\), not Gemma 3\. "
+                                                    r"LTX-2 / LTX-2\.3 need Gemma 3 12B"):
+        check_gemma(path)
