@@ -157,3 +157,11 @@ def test_old_workflows_still_validate(nodes, demo_models):
                 assert nodes.loader.validate_inputs(**inputs) is True, name
                 inputs.pop("connectors")  # as saved before the input existed
                 assert nodes.loader.validate_inputs(**inputs) is True, name
+
+
+def test_fingerprint_follows_the_files(nodes, folders):
+    before = nodes.loader.fingerprint_inputs(gemma=GEMMA, checkpoint=CKPT[tc.LTX23], connectors="none")
+    assert before == nodes.loader.fingerprint_inputs(gemma=GEMMA, checkpoint=CKPT[tc.LTX23], connectors="none")
+    path = folders.get_full_path_or_raise("text_encoders", GEMMA.partition("/")[2])
+    os.utime(path, ns=(1, 1))  # the file replaced under its name: ComfyUI must run the loader again
+    assert nodes.loader.fingerprint_inputs(gemma=GEMMA, checkpoint=CKPT[tc.LTX23], connectors="none") != before
