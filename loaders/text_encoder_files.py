@@ -1,9 +1,15 @@
 """Gemma-3 text encoder files: a Hugging Face folder in text_encoders/, one safetensors file with the tokenizer
 beside it, or ComfyUI's single file with the tokenizer embedded (``spiece_model``). Finds the weights, config and
-tokenizer, names any bad file (git-LFS pointers, missing tokenizer or config, pickle weights, quantized weights,
-keys of another model), checks every key and shape against the module built on the meta device (`check_gemma`:
-header-only apart from the small embedded tokenizer), then loads the text backbone strictly with the component
-streamer (`load_gemma`).
+tokenizer, names any bad file (git-LFS pointers, missing tokenizer or config, pickle weights, keys of another
+model), checks every key and shape against the module built on the meta device (`check_gemma`: header-only apart
+from the small embedded tokenizer and ``comfy_quant`` markers), then loads the text backbone strictly with the
+component streamer (`load_gemma`).
+
+Quantized Gemma files (ComfyUI's ``gemma_3_12B_it_fp8_scaled`` / ``_fp4_mixed``: per-layer ``comfy_quant`` or
+``_quantization_metadata``, nvfp4 for most Linears, some float8 or bf16; the legacy ``scaled_fp8`` marker) load
+through the quantized-weights loader (`quant.fit.fit_quantized_layers`), as the transformer does: ``upcast``
+de-quantises while streaming, ``keep`` holds the quantized bytes in `QuantLinear` s. The config is inferred from
+the weights' logical shapes (`quant.layers.logical_tensors`).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from .component_loader import WeightTransform, check_keys, stream_tensors
 from .errors import CheckpointFormatError, StateDictMismatchError, WrongComponentError
 from .key_maps import KeyMap
 from .mapped_file import MappedFile
+from .quant.fit import QuantFit, QuantMode, fit_quantized_layers
+from .quant.layers import logical_tensors
 from .safetensors_header import REFUSED_SUFFIXES, SafetensorsHeader, TensorInfo, read_header
 
 __all__ = [
@@ -33,6 +41,7 @@ __all__ = [
     "TokenizerFileError",
     "check_gemma",
     "find_gemma_files",
+    "gemma_quantization",
     "load_gemma",
 ]
 
@@ -69,16 +78,10 @@ GEMMA_SKIPPED_PARTS: tuple[tuple[str, str], ...] = (
     ("language_model.lm_head.", "LM head (tied to the token embeddings)"),
     (EMBEDDED_TOKENIZER_KEY, "embedded tokenizer"),
 )
-# Quantized Gemma weights (ComfyUI comfy_quant / scaled fp8, NVFP4, int8): refused at the loader node until the
-# quantized-weights mechanism loads them. Per-layer marker suffix -> what it says; header metadata carrier.
-QUANT_LAYER_MARKERS: dict[str, str] = {
-    ".comfy_quant": "comfy_quant", ".weight_scale_2": "nvfp4", ".weight_scale": "scaled",
-    ".scale_weight": "scaled_fp8 (legacy)", ".input_scale": "scaled",
-}
-QUANT_METADATA_KEY = "_quantization_metadata"
-LEGACY_FP8_MARKER = "scaled_fp8"
-_QUANT_WEIGHT_DTYPES = {"U8": "nvfp4 (packed uint8)", "I8": "int8", "F8_E4M3": "float8_e4m3fn",
-                        "F8_E5M2": "float8_e5m2"}
+QUANT_MODES = ("upcast", "keep")
+LEGACY_FP8_MARKER = "scaled_fp8"  # ComfyUI's legacy fp8 files: this marker, then <layer>.scale_weight
+# Stored dtypes that are bytes of a format, never values: a float parameter stored so needs a quantization marker.
+_BYTE_DTYPES = ("U8", "I8", "F8_E8M0")
 # Gemma-3 values that cannot be read from tensor shapes (those of the 12B model LTX-2 uses; ltx-core hard-codes
 # the same ones); used only for a single file with no config.json beside it.
 _GEMMA3_DEFAULTS: dict[str, Any] = {
@@ -122,6 +125,8 @@ class GemmaPlan:
     layout: KeyMap
     keys: dict[str, str]
     skipped: dict[str, int] = field(default_factory=dict)
+    quantization: dict[str, int] = field(default_factory=dict)  # format -> layer count ({} for plain weights)
+    mode: str = "upcast"
 
     @property
     def hidden_size(self) -> int:
@@ -282,7 +287,7 @@ def _single_file(path: Path) -> GemmaFiles:
     if beside.is_file():
         config, source = _read_config(beside), str(beside)
     else:
-        config, source = _infer_config(path, header.tensors), f"inferred from the shapes in {path.name}"
+        config, source = _infer_config(path, logical_tensors(header)), f"inferred from the shapes in {path.name}"
         logger.info("%s: no config.json beside it; Gemma-3 config %s (other values as Gemma-3-12B)", path, source)
     embedded = header.tensors.get(EMBEDDED_TOKENIZER_KEY)
     if embedded is not None:
@@ -320,38 +325,26 @@ def _clipping_tokenizer_class(base: type) -> type:
     return ClippingPromptTokenizer
 
 
-def gemma_quantization(headers: tuple[SafetensorsHeader, ...] | list[SafetensorsHeader]) -> dict[str, int]:
-    """Quantization found in Gemma weight files, header only: format -> layer count ({} for plain weights).
-
-    Read from the ``_quantization_metadata`` header entry when present, else from the per-layer markers
-    (``.comfy_quant``, ``.weight_scale[_2]``, ``.scale_weight``, the ``scaled_fp8`` marker) and the dtype of the
-    layer's weight. fp8 weights without any scale are plain casts and load (up-cast) as they are."""
+def gemma_quantization(fits: list[QuantFit] | tuple[QuantFit, ...]) -> dict[str, int]:
+    """Format -> layer count of the quantized layers the fits of a Gemma load found ({} for plain weights)."""
     found: Counter[str] = Counter()
-    for header in headers:
-        raw = header.metadata.get(QUANT_METADATA_KEY)
-        if raw is not None:
-            try:
-                layers = json.loads(raw).get("layers", {})
-                found.update(str(v.get("format", "unknown")) for v in layers.values() if isinstance(v, dict))
-            except (json.JSONDecodeError, AttributeError):
-                found["unreadable _quantization_metadata"] += 1
-            continue
-        if LEGACY_FP8_MARKER in header.tensors:
-            found["scaled_fp8 (legacy)"] += sum(k.endswith(".scale_weight") for k in header.tensors) or 1
-            continue
-        layers = {k[: -len(suffix)] for k in header.tensors for suffix in QUANT_LAYER_MARKERS if k.endswith(suffix)}
-        for layer in layers:
-            weight = header.tensors.get(layer + ".weight")
-            found[_QUANT_WEIGHT_DTYPES.get(weight.dtype, weight.dtype) if weight else "comfy_quant"] += 1
+    for fit in fits:
+        found.update(quant.format.name for quant in fit.kept.values())
+        found.update(quant.format.name for quant, _ in fit.upcast.values())
     return dict(found.most_common())
 
 
-def _refuse_quantized(files: GemmaFiles, headers: tuple[SafetensorsHeader, ...]) -> None:
-    formats = gemma_quantization(headers)
-    if formats:
-        summary = ", ".join(f"{name} x{count}" for name, count in formats.items())
-        raise CheckpointFormatError(files.weights[0], f"is a quantized Gemma-3 file ({summary} layers); AIPROD "
-                                    "does not load quantized Gemma weights yet.", COMFY_GEMMA_HINT)
+def _refuse_byte_weights(path: str, keys: dict[str, str], tensors: dict[str, TensorInfo],
+                         expected: dict[str, torch.Tensor], quantized: set[str]) -> None:
+    """A float parameter stored as bytes with no format found (an integer / packed weight, no marker): refuse,
+    never cast the bytes."""
+    for key, meta in expected.items():
+        file_key = keys.get(key)
+        if file_key is None or key in quantized or not meta.dtype.is_floating_point:
+            continue
+        if tensors[file_key].dtype in _BYTE_DTYPES:
+            raise CheckpointFormatError(path, f"stores `{file_key}` as {tensors[file_key].dtype} with no "
+                                        "quantization marker, so its format cannot be known.", COMFY_GEMMA_HINT)
 
 
 def _check_config_fits(files: GemmaFiles, tensors: dict[str, TensorInfo], layout: KeyMap) -> None:
@@ -417,12 +410,13 @@ def _check_embedded_tokenizer(path: str, vocab_size: int) -> None:
                                  "embeddings: they do not belong together.", COMFY_GEMMA_HINT)
 
 
-def check_gemma(path: str | os.PathLike[str]) -> GemmaPlan:
-    """Every check of a Gemma text encoder that needs no weight: files, config (against the header), layout,
-    quantization, each key and shape against the module built on the meta device, leftover keys (only the parts
-    in `GEMMA_SKIPPED_PARTS` may remain) and the embedded tokenizer. Raises the first problem, naming the file."""
-    from ..aiprod_core.text_encoder import GemmaTextEncoder, gemma_text_config
+def _check_mode(quantized_weights: str) -> QuantMode:
+    if quantized_weights not in QUANT_MODES:
+        raise ValueError(f"quantized_weights={quantized_weights!r}, expected one of {', '.join(QUANT_MODES)}")
+    return quantized_weights  # type: ignore[return-value]
 
+
+def _files_and_layout(path: str | os.PathLike[str]) -> tuple[GemmaFiles, tuple[SafetensorsHeader, ...], KeyMap]:
     files = find_gemma_files(path)
     headers = tuple(read_header(w) for w in files.weights)
     tensors = {k: info for h in headers for k, info in h.tensors.items()}
@@ -431,62 +425,108 @@ def check_gemma(path: str | os.PathLike[str]) -> GemmaPlan:
         raise WrongComponentError(files.weights[0], "does not contain a Gemma-3 text model (no embed_tokens "
                                   "weight under language_model.model., model.language_model. or model.).",
                                   _not_gemma_hint(files.weights[0]) or GEMMA_HINT)
-    _refuse_quantized(files, headers)
-    _check_config_fits(files, tensors, layout)
+    return files, headers, layout
+
+
+def _fitted_encoder(files: GemmaFiles, headers: tuple[SafetensorsHeader, ...], config: Any, keys: dict[str, str],
+                    mode: QuantMode, dtype: torch.dtype | None) -> tuple[torch.nn.Module, list[QuantFit]]:
+    """The meta-built encoder with each file's quantized layers fitted (`QuantLinear` s for ``keep``)."""
+    from ..aiprod_core.text_encoder import GemmaTextEncoder
+
+    encoder = GemmaTextEncoder(config, dtype=dtype, device="meta")
+    return encoder, [fit_quantized_layers(encoder, header, keys, mode) for header in headers]
+
+
+def _check_fitted(files: GemmaFiles, layout: KeyMap, keys: dict[str, str], tensors: dict[str, TensorInfo],
+                  encoder: torch.nn.Module, fits: list[QuantFit]) -> None:
+    expected = encoder.state_dict(keep_vars=True)
+    shown = dict(tensors)
+    for fit in fits:
+        shown = fit.shown_tensors(shown, keys)
+    try:
+        check_keys(files.weights[0], "Gemma-3 text encoder", layout, keys, shown, expected)
+    except StateDictMismatchError as exc:  # the shared hint would send the user to this very loader
+        raise StateDictMismatchError(exc.path, exc.problem, "The file may be damaged or converted from another "
+                                     f"Gemma version. {COMFY_GEMMA_HINT}", missing=exc.missing,
+                                     unexpected=exc.unexpected, mismatched=exc.mismatched) from exc
+    quantized = {k for fit in fits for k in (*fit.kept, *fit.upcast)}
+    _refuse_byte_weights(files.weights[0], keys, tensors, expected, quantized)
+
+
+def _plan(path: str | os.PathLike[str], quantized_weights: str, dtype: torch.dtype | None
+          ) -> tuple[GemmaPlan, torch.nn.Module, list[QuantFit]]:
+    from ..aiprod_core.text_encoder import gemma_text_config
+
+    mode = _check_mode(quantized_weights)
+    files, headers, layout = _files_and_layout(path)
+    tensors = {k: info for h in headers for k, info in h.tensors.items()}
+    logical = {k: info for h in headers for k, info in logical_tensors(h).items()}
+    _check_config_fits(files, logical, layout)
     try:
         config = gemma_text_config(files.config)
     except (TypeError, ValueError) as exc:
         raise CheckpointFormatError(files.config_source, f"is not a usable Gemma-3 config: {exc}.") from exc
     keys = layout.select(tensors)
+    if LEGACY_FP8_MARKER in tensors:  # ComfyUI's top-level legacy marker: the quant scan reads it among the keys
+        keys[LEGACY_FP8_MARKER] = LEGACY_FP8_MARKER
     skipped, unexpected = _unused_keys(keys, tensors)
-    encoder = GemmaTextEncoder(config, device="meta")
-    expected = encoder.state_dict(keep_vars=True)
-    try:
-        check_keys(files.weights[0], "Gemma-3 text encoder", layout, keys, tensors, expected)
-    except StateDictMismatchError as exc:  # the shared hint would send the user to this very loader
-        raise StateDictMismatchError(exc.path, exc.problem, "The file may be damaged or converted from another "
-                                     f"Gemma version. {COMFY_GEMMA_HINT}", missing=exc.missing,
-                                     unexpected=exc.unexpected, mismatched=exc.mismatched) from exc
     if unexpected:
         raise StateDictMismatchError(files.weights[0], f"holds {len(unexpected)} key(s) that are not part of a "
                                      f"Gemma-3 text encoder, first: {', '.join(unexpected[:8])}.", COMFY_GEMMA_HINT,
                                      unexpected=tuple(unexpected))
+    encoder, fits = _fitted_encoder(files, headers, config, keys, mode, dtype)
+    _check_fitted(files, layout, keys, tensors, encoder, fits)
     if files.embedded_tokenizer:
         _check_embedded_tokenizer(files.embedded_tokenizer, config.vocab_size)
-    return GemmaPlan(files, config, headers, layout, keys, skipped)
+    plan = GemmaPlan(files, config, headers, layout, keys, skipped, gemma_quantization(fits), mode)
+    return plan, encoder, fits
+
+
+def check_gemma(path: str | os.PathLike[str], quantized_weights: str = "upcast") -> GemmaPlan:
+    """Every check of a Gemma text encoder that needs no weight: files, config (against the header's logical
+    shapes), layout, leftover keys (only the parts in `GEMMA_SKIPPED_PARTS` may remain), each quantized layer's
+    format and tensors, each key and shape against the module built on the meta device (with `QuantLinear` s for
+    ``quantized_weights="keep"``) and the embedded tokenizer. Raises the first problem, naming the file."""
+    return _plan(path, quantized_weights, None)[0]
+
+
+def _tokenizer(files: GemmaFiles, max_length: int) -> Any:
+    from ..aiprod_core.text_encoder import GemmaPromptTokenizer
+
+    if files.embedded_tokenizer:
+        return _embedded_tokenizer(files.embedded_tokenizer, lambda model: _clipping_tokenizer_class(
+            GemmaPromptTokenizer).from_sentencepiece(model, max_length))
+    try:
+        return _clipping_tokenizer_class(GemmaPromptTokenizer).from_folder(files.tokenizer_dir, max_length)
+    except (OSError, ValueError) as exc:
+        raise TokenizerFileError(files.tokenizer_dir, f"holds a tokenizer that cannot be loaded ({exc}).",
+                                 GEMMA_HINT) from exc
 
 
 def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
                device: torch.device | str = "cpu", max_length: int = 1024,
-               transform: WeightTransform | None = None) -> LoadedGemma:
+               transform: WeightTransform | None = None, quantized_weights: str = "upcast") -> LoadedGemma:
     """Load the Gemma-3 text backbone (strict, streamed) and its tokenizer from a folder or a single file.
 
-    ``transform(file key, tensor as stored, target dtype)`` sees every weight before its final cast (LoRA fusion)."""
-    from ..aiprod_core.text_encoder import GemmaPromptTokenizer, GemmaTextEncoder
-
-    plan = check_gemma(path)
+    Quantized layers are de-quantised to ``dtype`` while loading (``quantized_weights="upcast"``) or kept in
+    their stored bytes (``"keep"``: `QuantLinear`, de-quantised per call). ``transform(file key, tensor as stored,
+    target dtype)`` sees every weight before its final cast (LoRA fusion; up-cast weights de-quantised first)."""
+    plan, encoder, fits = _plan(path, quantized_weights, dtype)
     files = plan.files
     if plan.skipped:
         logger.info("%s: skipped on purpose (not used by the text encoder): %s", files.weights[0],
                     ", ".join(f"{label} ({count} tensors)" for label, count in plan.skipped.items()))
-    encoder = GemmaTextEncoder(plan.config, dtype=dtype, device="meta")
     expected = encoder.state_dict(keep_vars=True)
-    targets = {k: dtype if v.is_floating_point() else v.dtype for k, v in expected.items()}
+    held = frozenset().union(*(fit.held for fit in fits))
+    targets = {k: v.dtype if k in held or not v.is_floating_point() else dtype for k, v in expected.items()}
     state: dict[str, torch.Tensor] = {}
-    for header in plan.headers:
+    for header, fit in zip(plan.headers, fits, strict=True):
         mine = {m: f for m, f in plan.keys.items() if f in header.tensors}
-        state.update(stream_tensors(header, mine, targets, torch.device(device), transform))
+        state.update(stream_tensors(header, mine, targets, torch.device(device), transform, quant=fit.upcast))
     encoder.load_state_dict(state, strict=True, assign=True)
     encoder.to(device).requires_grad_(False).eval()
-    if files.embedded_tokenizer:
-        tokenizer = _embedded_tokenizer(files.embedded_tokenizer, lambda model: _clipping_tokenizer_class(
-            GemmaPromptTokenizer).from_sentencepiece(model, max_length))
-    else:
-        try:
-            tokenizer = _clipping_tokenizer_class(GemmaPromptTokenizer).from_folder(files.tokenizer_dir, max_length)
-        except (OSError, ValueError) as exc:
-            raise TokenizerFileError(files.tokenizer_dir, f"holds a tokenizer that cannot be loaded ({exc}).",
-                                     GEMMA_HINT) from exc
-    logger.info("loaded Gemma-3 text encoder from %s (layout %s, tokenizer: %s)", files.weights[0],
-                plan.layout.name, files.tokenizer_source)
+    tokenizer = _tokenizer(files, max_length)
+    quantized = ", ".join(f"{name} x{count}" for name, count in plan.quantization.items()) or "none"
+    logger.info("loaded Gemma-3 text encoder from %s (layout %s, tokenizer: %s, quantized layers: %s, %s)",
+                files.weights[0], plan.layout.name, files.tokenizer_source, quantized, plan.mode)
     return LoadedGemma(encoder, tokenizer, files, plan.layout.name)

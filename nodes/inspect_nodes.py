@@ -5,7 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..loaders.detect import describe_file, format_report
-from .model_files import model_choice_problem, model_file_options, resolve_model_file
+from .inputs import choice_input
+from .model_files import model_file_options, resolve_model_file
 
 __all__ = ["AIPRODCheckpointInspect"]
 
@@ -13,7 +14,8 @@ INSPECT_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders")
 
 
 class AIPRODCheckpointInspect(io.ComfyNode):
-    """Report a checkpoint's generation, components, tensor count and dtypes (header only)."""
+    """Report a checkpoint's generation, components, tensor count, dtypes, quantization formats and the node that
+    loads it (header only; safetensors and GGUF)."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -21,23 +23,19 @@ class AIPRODCheckpointInspect(io.ComfyNode):
             node_id="AIPRODCheckpointInspect",
             display_name="AIPROD Checkpoint Inspect",
             category="AIPROD/loaders",
-            description="Reads a .safetensors header and reports what the file contains: LTX-2 generation, "
-            "components (transformer, video VAE, audio VAE, vocoder, text projection, connectors), "
-            "tensor count and dtypes. No weights are loaded.",
+            description="Reads a .safetensors or .gguf header and reports what the file contains: LTX-2 generation, "
+            "components (transformer, video VAE, audio VAE, vocoder, text projection, connectors), tensor count and "
+            "dtypes, the quantization format of each part, and which AIPROD loader takes the file. No weights are "
+            "loaded.",
             inputs=[
-                io.Combo.Input(
-                    "checkpoint",
-                    options=model_file_options(INSPECT_FOLDERS),
-                    tooltip="A file from the 'checkpoints', 'diffusion_models' or 'text_encoders' model folders.",
-                ),
+                choice_input("checkpoint", model_file_options(INSPECT_FOLDERS),
+                             "A file from the 'checkpoints', 'diffusion_models' or 'text_encoders' model folders "
+                             "(.safetensors or .gguf)."),
             ],
-            outputs=[io.String.Output("report", tooltip="The report as text.")],
+            outputs=[io.String.Output("report", display_name="report",
+                                      tooltip="The report as text: connect 'Preview as Text' (core) to read it.")],
             is_output_node=True,
         )
-
-    @classmethod
-    def validate_inputs(cls, checkpoint: str) -> bool | str:
-        return model_choice_problem("checkpoint", checkpoint, INSPECT_FOLDERS) or True
 
     @classmethod
     def execute(cls, checkpoint: str) -> io.NodeOutput:

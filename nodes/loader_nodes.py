@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..loaders.component_loader import load_component, plan_load
+from ..aiprod_core.pipelines.validation import check_problems
+from ..loaders.component_loader import check_component, load_component
 from ..loaders.detect import describe_file
 from ..loaders.lora import check_lora_fits, read_lora
 from ..loaders.lora_apply import load_component_with_loras
 from ..loaders.text_embeddings import load_text_embeddings, plan_text_embeddings
-from ..loaders.text_encoder_files import check_gemma, load_gemma
+from ..loaders.text_encoder_generation import check_text_encoder, load_text_encoder
+from .inputs import choice_input
 from .model_files import (
     CONNECTOR_FOLDERS,
     NO_CONNECTORS,
@@ -37,7 +39,6 @@ from .runtime import (
     load_device,
     mark_weight_streaming,
     weight_dtype,
-    weight_streaming_problem,
 )
 from .types import (
     AudioVAE,
@@ -70,44 +71,72 @@ DIFFUSION = ("diffusion_models",)
 VAE_FILES = ("vae", "checkpoints")
 AUDIO_FILES = ("checkpoints", "vae")
 LORAS = ("loras",)
-FP8_MODES = ("upcast", "keep")
+QUANT_MODES = ("upcast", "keep")
+QUANT_INPUT = "quantized_weights"
+LEGACY_QUANT_INPUT = "fp8"  # the option's name before quantized formats other than fp8 were supported
 MAX_LORA_STRENGTH = 10.0
 
 
 def _dtype_input(default: str = "auto") -> io.Combo.Input:
-    return io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default=default,
-                          tooltip="Weight dtype: auto follows ComfyUI's settings (bf16 where the device supports it).")
+    return choice_input("weight_dtype", WEIGHT_DTYPES, default=default,
+                        tooltip="Weight dtype: auto follows ComfyUI's settings (bf16 where the device supports it).")
 
 
-def _fp8_input() -> io.Combo.Input:
-    return io.Combo.Input("fp8", options=list(FP8_MODES), default="upcast",
-                          tooltip="fp8 checkpoints: 'upcast' de-quantises to the weight dtype while loading; 'keep' "
-                          "keeps fp8 weights (half the memory) and up-casts per layer at run time.")
+def _quant_input() -> io.Combo.Input:
+    return choice_input(QUANT_INPUT, QUANT_MODES, default="upcast", optional=True,
+                        tooltip="Quantized files (fp8, NVFP4, MXFP8, int8 / ConvRot, GGUF): 'upcast' de-quantises "
+                        "the weights to the weight dtype while loading; 'keep' holds the quantized bytes (fp8 / "
+                        "int8: half the memory of bf16, 4-bit formats: about a quarter) and de-quantises each "
+                        "layer for its own matmul. No effect on files without quantized layers.")
+
+
+def _quant_problem(quantized_weights: str | None) -> str | None:
+    if quantized_weights is None or quantized_weights in QUANT_MODES:
+        return None
+    return f"{QUANT_INPUT}={quantized_weights!r}, expected one of {', '.join(QUANT_MODES)}"
+
+
+def _quant_mode(node: type[io.ComfyNode], quantized_weights: str | None) -> str:
+    """The chosen mode; a workflow saved before the rename carries it as ``fp8`` in its prompt (API format)."""
+    if quantized_weights is None:
+        hidden = getattr(node, "hidden", None)
+        prompt, unique_id = getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None)
+        inputs = (prompt or {}).get(str(unique_id), {}).get("inputs", {}) if isinstance(prompt, dict) else {}
+        quantized_weights = inputs.get(LEGACY_QUANT_INPUT, "upcast")
+        if quantized_weights not in QUANT_MODES:
+            raise ValueError(f"{LEGACY_QUANT_INPUT}={quantized_weights!r}, expected one of {', '.join(QUANT_MODES)}"
+                             f" (now named {QUANT_INPUT})")
+    problem = _quant_problem(quantized_weights)
+    if problem:
+        raise ValueError(problem)
+    return quantized_weights
 
 
 def _streaming_input() -> io.Combo.Input:
-    return io.Combo.Input("weight_streaming", options=list(WEIGHT_STREAMING), default="auto", optional=True,
-                          tooltip="Low-VRAM mode. auto: stream the transformer's blocks from CPU memory only when it "
+    return choice_input("weight_streaming", WEIGHT_STREAMING, default="auto", optional=True,
+                        tooltip="Low-VRAM mode. auto: stream the transformer's blocks from CPU memory only when it "
                           "does not fit in VRAM; on: always stream them (slower, needs ~2 blocks of VRAM for "
                           "weights); off: always load the whole transformer on the GPU. No effect on a CPU-only "
                           "ComfyUI.")
 
 
-def _choice(parameter: str, choice: str, folders: tuple[str, ...]) -> str | None:
-    return model_choice_problem(parameter, choice, folders)
+def _files_input(name: str, folders: tuple[str, ...], tooltip: str) -> io.Combo.Input:
+    """A model-file combo (file name first) that ComfyUI checks against the listed files itself."""
+    return choice_input(name, model_file_options(folders), tooltip)
 
 
 def _fingerprint(parameter: str, choice: str | None, folders: tuple[str, ...]) -> object:
-    if not isinstance(choice, str) or _choice(parameter, choice, folders):
+    if not isinstance(choice, str) or model_choice_problem(parameter, choice, folders):
         return choice
     return choice, file_fingerprint(resolve_model_file(parameter, choice, folders))
 
 
-def _check_contents(path: str, *components: str, fp8: str = "upcast") -> None:
-    """Header-only: the file holds ``components`` in a known layout, else an error naming the file, what it is
-    and where it belongs (before anything is loaded, at this node)."""
+def _check_contents(path: str, *components: str, quantized_weights: str = "upcast") -> None:
+    """Every check of a load, without reading weights: the file holds ``components`` in a known layout, with the
+    keys, shapes and quantized formats their configs describe (modules built on the meta device), else an error
+    naming the file, what it is and where it belongs (before anything is loaded, at this node)."""
     for component in components:
-        plan_load(path, component, fp8=fp8)
+        check_component(path, component, quantized_weights=quantized_weights)  # type: ignore[arg-type]
 
 
 def _generation(path: str) -> str | None:
@@ -119,8 +148,9 @@ def _generation(path: str) -> str | None:
 
 def make_transformer(path: str, dtype_choice: str, fp8: str, loras: tuple[tuple[str, float], ...] = (),
                      generation: str | None = None, factor: int = 1, streaming: str = "auto") -> TransformerHandle:
-    """A lazy transformer handle: ``path`` with ``loras`` fused (fp8-kept layers get run-time adapters), marked
-    for ``streaming`` (the weight_streaming choice) when it loads."""
+    """A lazy transformer handle: ``path`` with ``loras`` fused (layers kept quantized get run-time adapters),
+    marked for ``streaming`` (the weight_streaming choice) when it loads. ``fp8`` is the quantized_weights
+    mode ("upcast" / "keep")."""
     dtype = weight_dtype(dtype_choice)
     check_weight_streaming(streaming)  # an unknown choice fails here, before anything loads
 
@@ -129,7 +159,8 @@ def make_transformer(path: str, dtype_choice: str, fp8: str, loras: tuple[tuple[
             module = load_component_with_loras(path, "transformer", list(loras), dtype=dtype, device=load_device(),
                                                fp8=fp8).module  # fmt: skip
         else:
-            module = load_component(path, "transformer", dtype=dtype, device=load_device(), fp8=fp8).module
+            module = load_component(path, "transformer", dtype=dtype, device=load_device(),
+                                    quantized_weights=fp8).module  # type: ignore[arg-type]
         return mark_weight_streaming(module, streaming)
 
     handle = TransformerHandle(path, dtype, fp8, loras, generation, factor, streaming)
@@ -165,15 +196,17 @@ class AIPRODCheckpointLoader(io.ComfyNode):
             node_id="AIPRODCheckpointLoader",
             display_name="AIPROD Checkpoint Loader",
             category=CATEGORY,
-            description="Loads an official single-file LTX-2 / LTX-2.3 checkpoint (models/checkpoints). Weights are "
-            "read when a stage first needs them, and ComfyUI's model management moves and evicts them.",
+            description="Loads an official single-file LTX-2 / LTX-2.3 checkpoint (models/checkpoints), bf16, fp8 or "
+            "quantized (ComfyUI comfy_quant formats, NVFP4). Every key, shape and format is checked here; weights "
+            "are read when a stage first needs them, and ComfyUI's model management moves and evicts them.",
             inputs=[
-                io.Combo.Input("checkpoint", options=model_file_options(CHECKPOINTS),
-                               tooltip="A single-file LTX-2 / LTX-2.3 checkpoint from models/checkpoints."),
+                _files_input("checkpoint", CHECKPOINTS,
+                             "A single-file LTX-2 / LTX-2.3 checkpoint from models/checkpoints."),
                 _dtype_input(),
-                _fp8_input(),
+                _quant_input(),
                 _streaming_input(),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
             outputs=[
                 ModelSocket.Output(display_name="model", tooltip="The audio+video transformer."),
                 VideoVAESocket.Output(display_name="video_vae", tooltip="Video VAE encoder + decoder."),
@@ -182,18 +215,16 @@ class AIPRODCheckpointLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, checkpoint: str, weight_streaming: str = "auto") -> bool | str:
-        return _choice("checkpoint", checkpoint, CHECKPOINTS) or weight_streaming_problem(weight_streaming) or True
-
-    @classmethod
     def fingerprint_inputs(cls, checkpoint: str | None = None, **_: object) -> object:
         return _fingerprint("checkpoint", checkpoint, CHECKPOINTS)
 
     @classmethod
-    def execute(cls, checkpoint: str, weight_dtype: str, fp8: str, weight_streaming: str = "auto") -> io.NodeOutput:
+    def execute(cls, checkpoint: str, weight_dtype: str, quantized_weights: str | None = None,
+                weight_streaming: str = "auto") -> io.NodeOutput:
         path = resolve_model_file("checkpoint", checkpoint, CHECKPOINTS)
-        _check_contents(path, "transformer", "video_decoder", "audio_decoder", "vocoder", fp8=fp8)
-        model = make_transformer(path, weight_dtype, fp8, generation=_generation(path), streaming=weight_streaming)
+        mode = _quant_mode(cls, quantized_weights)
+        _check_contents(path, "transformer", "video_decoder", "audio_decoder", "vocoder", quantized_weights=mode)
+        model = make_transformer(path, weight_dtype, mode, generation=_generation(path), streaming=weight_streaming)
         return io.NodeOutput(model, _video_vae(path, "auto"), _audio_vae(path, "auto"))
 
 
@@ -206,30 +237,32 @@ class AIPRODDiffusionModelLoader(io.ComfyNode):
             node_id="AIPRODDiffusionModelLoader",
             display_name="AIPROD Diffusion Model Loader",
             category=CATEGORY,
-            description="Loads the LTX-2 / LTX-2.3 transformer from a split file in models/diffusion_models.",
+            description="Loads the LTX-2 / LTX-2.3 transformer from a transformer-only file in models/diffusion_models "
+            "(or models/unet): safetensors (bf16, fp8, ComfyUI-quantized, NVFP4, MXFP8) or GGUF (Q4_0 ... Q8_0, "
+            "K-quants, F16). Every key, shape and format is checked here, before anything is loaded.",
             inputs=[
-                io.Combo.Input("model_file", options=model_file_options(DIFFUSION),
-                               tooltip="A transformer file from models/diffusion_models (needs its config metadata)."),
+                _files_input("model_file", DIFFUSION,
+                             "A transformer file from models/diffusion_models: .safetensors with its config "
+                             "metadata, or .gguf (config from its metadata, else inferred from the tensor shapes)."),
                 _dtype_input(),
-                _fp8_input(),
+                _quant_input(),
                 _streaming_input(),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
             outputs=[ModelSocket.Output(display_name="model", tooltip="The audio+video transformer.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, model_file: str, weight_streaming: str = "auto") -> bool | str:
-        return _choice("model_file", model_file, DIFFUSION) or weight_streaming_problem(weight_streaming) or True
 
     @classmethod
     def fingerprint_inputs(cls, model_file: str | None = None, **_: object) -> object:
         return _fingerprint("model_file", model_file, DIFFUSION)
 
     @classmethod
-    def execute(cls, model_file: str, weight_dtype: str, fp8: str, weight_streaming: str = "auto") -> io.NodeOutput:
+    def execute(cls, model_file: str, weight_dtype: str, quantized_weights: str | None = None,
+                weight_streaming: str = "auto") -> io.NodeOutput:
         path = resolve_model_file("model_file", model_file, DIFFUSION)
-        _check_contents(path, "transformer", fp8=fp8)
-        return io.NodeOutput(make_transformer(path, weight_dtype, fp8, generation=_generation(path),
+        mode = _quant_mode(cls, quantized_weights)
+        _check_contents(path, "transformer", quantized_weights=mode)
+        return io.NodeOutput(make_transformer(path, weight_dtype, mode, generation=_generation(path),
                                               streaming=weight_streaming))
 
 
@@ -244,16 +277,12 @@ class AIPRODVideoVAELoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads the LTX video VAE (encoder + decoder) from models/vae or from a checkpoint.",
             inputs=[
-                io.Combo.Input("vae", options=model_file_options(VAE_FILES),
-                               tooltip="A video VAE file (models/vae) or a single-file checkpoint."),
+                _files_input("vae", VAE_FILES,
+                             "A video VAE file (models/vae) or a single-file checkpoint."),
                 _dtype_input(),
             ],
             outputs=[VideoVAESocket.Output(display_name="video_vae", tooltip="Video VAE encoder + decoder.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, vae: str) -> bool | str:
-        return _choice("vae", vae, VAE_FILES) or True
 
     @classmethod
     def fingerprint_inputs(cls, vae: str | None = None, **_: object) -> object:
@@ -277,17 +306,13 @@ class AIPRODAudioVAELoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads the LTX audio VAE decoder and vocoder from a checkpoint or models/vae.",
             inputs=[
-                io.Combo.Input("audio_vae", options=model_file_options(AUDIO_FILES),
-                               tooltip="A checkpoint (models/checkpoints) or audio VAE file (models/vae) holding "
+                _files_input("audio_vae", AUDIO_FILES,
+                             "A checkpoint (models/checkpoints) or audio VAE file (models/vae) holding "
                                "the audio VAE and the vocoder."),
                 _dtype_input(),
             ],
             outputs=[AudioVAESocket.Output(display_name="audio_vae", tooltip="Audio VAE decoder + vocoder.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, audio_vae: str) -> bool | str:
-        return _choice("audio_vae", audio_vae, AUDIO_FILES) or True
 
     @classmethod
     def fingerprint_inputs(cls, audio_vae: str | None = None, **_: object) -> object:
@@ -312,17 +337,12 @@ class AIPRODUpsamplerLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads an LTX spatial latent upsampler (x2 or x1.5) from models/latent_upscale_models.",
             inputs=[
-                io.Combo.Input("upsampler", options=model_file_options((UPSCALE_FOLDER,)),
-                               tooltip="A latent upsampler file from models/latent_upscale_models."),
+                _files_input("upsampler", (UPSCALE_FOLDER,),
+                             "A latent upsampler file from models/latent_upscale_models."),
                 _dtype_input(),
             ],
             outputs=[UpsamplerSocket.Output(display_name="upsampler", tooltip="The latent upsampler.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, upsampler: str) -> bool | str:
-        ensure_upscale_folder()
-        return _choice("upsampler", upsampler, (UPSCALE_FOLDER,)) or True
 
     @classmethod
     def fingerprint_inputs(cls, upsampler: str | None = None, **_: object) -> object:
@@ -344,7 +364,7 @@ def _vae_dtype(choice: str):
 
 
 class AIPRODTextEncoderLoader(io.ComfyNode):
-    """Gemma-3 (models/text_encoders) plus the text projection and connectors, from one file or two."""
+    """Gemma 3 or Gemma 4 (models/text_encoders) plus the text projection and connectors, from one file or two."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -352,36 +372,36 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             node_id="AIPRODTextEncoderLoader",
             display_name="AIPROD Text Encoder Loader",
             category=CATEGORY,
-            description="Loads the Gemma-3 text encoder (a folder with its tokenizer, ComfyUI's single file with "
-            "the tokenizer embedded, or one .safetensors file with the tokenizer beside it, in models/text_encoders) "
-            "and the text projection + connectors: from the LTX checkpoint, or from split files (Kijai's "
-            "embeddings_connector / text_projection file, with the connectors from the transformer file). Gemma is "
-            "only loaded while encoding; ComfyUI evicts it before sampling when memory is short.",
+            description="Loads the text encoder: Gemma 3 for LTX-2 / LTX-2.3 (a folder with its tokenizer, "
+            "ComfyUI's single file with the tokenizer embedded, bf16 or quantized (_fp8_scaled, _fp4_mixed), or one "
+            ".safetensors file with the tokenizer beside it) or LTX-2.5's Gemma 4, from models/text_encoders; and "
+            "the text projection + connectors: from the LTX checkpoint, or from split files (Kijai's "
+            "embeddings_connector / text_projection file, with the connectors from the transformer file). A text "
+            "encoder of another generation than the model is refused here. Gemma is only loaded while encoding; "
+            "ComfyUI evicts it before sampling when memory is short.",
             inputs=[
-                io.Combo.Input("gemma", options=text_encoder_options(),
-                               tooltip="The Gemma-3 text encoder from models/text_encoders: a folder holding the "
-                               "weights, config and tokenizer files, or a single .safetensors file (ComfyUI's "
-                               "gemma_3_12B_it.safetensors carries its tokenizer inside)."),
-                io.Combo.Input("checkpoint", options=text_projection_options(),
-                               tooltip="The file with the text projection: the LTX checkpoint (models/checkpoints), "
-                               "Kijai's embeddings_connector or text_projection file (models/text_encoders), or a "
-                               "transformer file (models/diffusion_models)."),
+                choice_input("gemma", text_encoder_options(),
+                             "The Gemma text encoder from models/text_encoders: a folder holding the weights, config "
+                             "and tokenizer files, or a single .safetensors file (ComfyUI's gemma_3_12B_it*"
+                             ".safetensors carry their tokenizer inside; LTX-2.5: gemma4-12b-with-proj-ltx-2.5)."),
+                choice_input("checkpoint", text_projection_options(),
+                             "The file with the text projection: the LTX checkpoint (models/checkpoints), Kijai's "
+                             "embeddings_connector or text_projection file (models/text_encoders), or a transformer "
+                             "file (models/diffusion_models)."),
                 _dtype_input(),
-                io.Combo.Input("connectors", options=connectors_options(), default=NO_CONNECTORS, optional=True,
-                               tooltip="Where the text connectors are when the checkpoint input's file lacks them "
-                               "(LTX-2.3's text_projection file: choose the transformer file from "
-                               "models/diffusion_models). 'none': in the same file."),
+                choice_input("connectors", connectors_options(), default=NO_CONNECTORS, optional=True,
+                             tooltip="Where the text connectors are when the checkpoint input's file lacks them "
+                             "(LTX-2.3's text_projection file: choose the transformer file from "
+                             "models/diffusion_models). 'none': in the same file."),
+                choice_input(QUANT_INPUT, QUANT_MODES, default="upcast", optional=True,
+                             tooltip="Quantized Gemma files (ComfyUI's _fp8_scaled / _fp4_mixed: fp8, NVFP4): "
+                             "'upcast' de-quantises the weights to the weight dtype while loading; 'keep' holds the "
+                             "quantized bytes and de-quantises each layer for its own matmul. No effect on files "
+                             "without quantized layers."),
             ],
             outputs=[TextEncoderSocket.Output(display_name="text_encoder",
                                               tooltip="Gemma + text projection and connectors.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, gemma: str, checkpoint: str, connectors: str = NO_CONNECTORS) -> bool | str:
-        problems = [text_encoder_problem("gemma", gemma), _choice("checkpoint", checkpoint, PROJECTION_FOLDERS),
-                    None if connectors in (None, NO_CONNECTORS) else _choice("connectors", connectors,
-                                                                             CONNECTOR_FOLDERS)]
-        return "\n".join(p for p in problems if p) or True
 
     @classmethod
     def fingerprint_inputs(cls, gemma: str | None = None, checkpoint: str | None = None,
@@ -393,20 +413,22 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
         return gemma_part, _fingerprint("checkpoint", checkpoint, PROJECTION_FOLDERS), connector_part
 
     @classmethod
-    def execute(cls, gemma: str, checkpoint: str, weight_dtype: str, connectors: str = NO_CONNECTORS) -> io.NodeOutput:
-        _, plan = _text_encoder_plans(gemma, checkpoint, connectors)  # raises listing every problem
+    def execute(cls, gemma: str, checkpoint: str, weight_dtype: str, connectors: str = NO_CONNECTORS,
+                quantized_weights: str = "upcast") -> io.NodeOutput:
+        gemma_path, plan = _text_encoder_plans(gemma, checkpoint, connectors, quantized_weights)  # every problem
         dtype = _text_dtype(weight_dtype)
-        gemma_path = resolve_text_encoder("gemma", gemma)
-        loaded = LazyModule(lambda: load_gemma(gemma_path, dtype=dtype, device=load_device()), f"gemma {gemma}")
+        loaded = LazyModule(lambda: load_text_encoder(gemma_path, dtype=dtype, device=load_device(),
+                                                      quantized_weights=quantized_weights), f"gemma {gemma}")
         processor = LazyModule(lambda: load_text_embeddings(plan, dtype=dtype, device=load_device()),
                                f"text projection {plan.projection.path}")
         return io.NodeOutput(TextEncoder(loaded, processor, gemma))
 
 
-def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None):
+def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None, quantized_weights: str):
     """Every check of the text encoder loader's files, header-only; all problems reported together, each naming
-    its input, the file, what it is and what to use instead."""
-    problems: list[str] = []
+    its input, the file, what it is and what to use instead. The Gemma generation is checked against the
+    transformer the projection / connectors files belong to, when their headers tell it."""
+    problems: list[str | None] = [_quant_problem(quantized_weights)]
 
     def attempt(parameter: str, choice: str, check):
         try:
@@ -423,19 +445,21 @@ def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None):
     if connectors not in (None, NO_CONNECTORS):
         second = attempt("connectors", connectors, lambda: resolve_model_file("connectors", connectors,
                                                                               CONNECTOR_FOLDERS))
-    gemma_plan = attempt("gemma", gemma, lambda: check_gemma(gemma_path)) if gemma_path else None
+    mode = quantized_weights if quantized_weights in QUANT_MODES else "upcast"
+    transformers = [p for p in (second, projection) if p]
+    checked = attempt("gemma", gemma, lambda: check_text_encoder(gemma_path, mode, transformers)) \
+        if gemma_path else None
     plan = None
     if projection and (second or connectors in (None, NO_CONNECTORS)):
-        dims = {"gemma_hidden": gemma_plan.hidden_size, "gemma_layers": gemma_plan.num_layers} if gemma_plan else {}
+        dims = {"gemma_hidden": checked.hidden_size, "gemma_layers": checked.num_layers} if checked else {}
         try:
             plan = plan_text_embeddings(projection, second, **dims)
         except ValueError as exc:
             on_connectors = second is not None and getattr(exc, "path", None) == second
             parameter, choice = ("connectors", connectors) if on_connectors else ("checkpoint", checkpoint)
             problems.append(f"{parameter}={choice!r}: {exc}")
-    if problems:
-        raise ValueError("\n".join(problems))
-    return gemma_plan, plan
+    check_problems(problems)
+    return gemma_path, plan
 
 
 def _text_dtype(choice: str):
@@ -445,16 +469,10 @@ def _text_dtype(choice: str):
 def _lora_inputs() -> list:
     return [
         ModelSocket.Input("model", tooltip="The transformer to apply the LoRA to (chain LoRA nodes to stack them)."),
-        io.Combo.Input("lora", options=model_file_options(LORAS), tooltip="A LoRA file from models/loras."),
+        _files_input("lora", LORAS, "A LoRA file from models/loras."),
         io.Float.Input("strength", default=1.0, min=-MAX_LORA_STRENGTH, max=MAX_LORA_STRENGTH, step=0.01,
                        tooltip="LoRA strength (0 disables it, negative inverts it)."),
     ]
-
-
-def _check_strength(strength: float) -> str | None:
-    if not isinstance(strength, int | float) or not -MAX_LORA_STRENGTH <= strength <= MAX_LORA_STRENGTH:
-        return f"strength={strength!r}: must be in [-{MAX_LORA_STRENGTH}, {MAX_LORA_STRENGTH}]"
-    return None
 
 
 class AIPRODLoraLoader(io.ComfyNode):
@@ -471,10 +489,6 @@ class AIPRODLoraLoader(io.ComfyNode):
             inputs=_lora_inputs(),
             outputs=[ModelSocket.Output(display_name="model", tooltip="The transformer with the LoRA added.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, lora: str, strength: float) -> bool | str:
-        return _choice("lora", lora, LORAS) or _check_strength(strength) or True
 
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
@@ -508,10 +522,6 @@ class AIPRODICLoraLoader(io.ComfyNode):
                               tooltip="How much smaller than the output the reference video is encoded."),
             ],
         )
-
-    @classmethod
-    def validate_inputs(cls, lora: str, strength: float) -> bool | str:
-        return _choice("lora", lora, LORAS) or _check_strength(strength) or True
 
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:

@@ -1,6 +1,7 @@
 """ComfyUI's Gemma-3 files: the embedded SentencePiece tokenizer gives the ids of Google's tokenizer files (via
 transformers) for the same text, the file loads with nothing beside it, its vision tower / projector are skipped on
-purpose, and quantized or damaged files are refused with their format named, before any weight is read."""
+purpose, and damaged files are refused with their fault named, before any weight is read (quantized files:
+test_comfy_gemma_quant)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from aiprod.aiprod_core.text_encoder import GemmaPromptTokenizer
 from aiprod.aiprod_core.text_encoder.prompts import causal_lm_from_encoder, enhance_prompt, enhancement_messages
 from aiprod.aiprod_core.text_encoder.spiece import SentencePieceGemmaTokenizer
 from aiprod.loaders.errors import CheckpointFormatError, StateDictMismatchError
-from aiprod.loaders.text_encoder_files import TokenizerFileError, check_gemma, gemma_quantization, load_gemma
+from aiprod.loaders.text_encoder_files import TokenizerFileError, check_gemma, load_gemma
 
 MAX_LENGTH = 48
 FIXED_PROMPTS = [
@@ -192,41 +193,16 @@ def test_unknown_keys_are_unexpected_but_known_parts_are_not(comfy_file, weights
         check_gemma(comfy_file)
 
 
-def _quantized(tensors: dict[str, torch.Tensor], style: str) -> dict[str, torch.Tensor]:
-    out = dict(tensors)
-    for layer in ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.up_proj"):
-        weight = out[layer + ".weight"]
-        if style == "nvfp4":  # uint8 packed weight, F8 block scales, F32 global scale, the comfy_quant marker
-            out[layer + ".weight"] = torch.zeros(weight.shape[0], weight.shape[1] // 2, dtype=torch.uint8)
-            out[layer + ".weight_scale"] = torch.ones(weight.shape[0], weight.shape[1] // 16).to(torch.float8_e4m3fn)
-            out[layer + ".weight_scale_2"] = torch.ones((), dtype=torch.float32)
-            out[layer + ".comfy_quant"] = torch.frombuffer(bytearray(b'{"format": "nvfp4"}'), dtype=torch.uint8)
-        else:  # fp8 scaled
-            out[layer + ".weight"] = weight.to(torch.float8_e4m3fn)
-            out[layer + ".weight_scale"] = torch.ones((), dtype=torch.float32)
-    return out
-
-
-@pytest.mark.parametrize(("style", "named"), [("nvfp4", r"nvfp4 \(packed uint8\) x2 layers"),
-                                              ("fp8_scaled", r"float8_e4m3fn x2 layers")])
-def test_quantized_comfy_files_are_refused_naming_the_format(comfy_file, weights, style, named):
-    model, text = weights
-    save_file(_quantized(cg.comfy_gemma_tensors(model, text), style), str(comfy_file))
-    with pytest.raises(CheckpointFormatError, match=rf"gemma_3_12B_it\.safetensors: is a quantized Gemma-3 file "
-                                                    rf"\({named}\); AIPROD does not load quantized Gemma weights yet"):
-        check_gemma(comfy_file)
-
-
-def test_quantization_metadata_and_plain_fp8(comfy_file, weights):
+def test_quantization_metadata_must_fit_the_weights_and_plain_fp8_loads(comfy_file, weights):
     model, text = weights
     tensors = cg.comfy_gemma_tensors(model, text)
     meta = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": {
-        "model.layers.0.mlp.up_proj": {"format": "float8_e4m3fn"}, "model.layers.1.mlp.up_proj": {"format": "nvfp4"},
-        "model.layers.0.mlp.down_proj": {"format": "nvfp4"}}})}
-    save_file(tensors, str(comfy_file), metadata=meta)
-    from aiprod.loaders.safetensors_header import read_header
-
-    assert gemma_quantization([read_header(comfy_file)]) == {"nvfp4": 2, "float8_e4m3fn": 1}
+        "model.layers.0.mlp.up_proj": {"format": "float8_e4m3fn"}}})}
+    save_file(tensors, str(comfy_file), metadata=meta)  # says float8, holds bf16
+    with pytest.raises(CheckpointFormatError, match=r"stores layer `model\.layers\.0\.mlp\.up_proj` as "
+                                                    r"float8_e4m3fn \(_quantization_metadata\) with a BF16 \[96, 64\] "
+                                                    r"weight"):
+        check_gemma(comfy_file)
     # fp8 weights with no scale are plain casts: they load, up-cast
     plain = {k: v.to(torch.float8_e4m3fn) if k.endswith("proj.weight") else v for k, v in tensors.items()}
     save_file(plain, str(comfy_file))

@@ -12,10 +12,14 @@ from safetensors.torch import save_file
 from support import comfy_gemma as cg
 from support import split_files as sf
 from support import tiny_configs as tc
+from support import tiny_gemma4 as tg
 from support.workflows import api_workflows
 
 GEMMA = "text_encoders/gemma_3_12B_it_tiny.safetensors"
-QUANTIZED_GEMMA = "text_encoders/gemma_3_12B_it_fp4_mixed_tiny.safetensors"
+QUANTIZED_GEMMA = {"fp4_mixed": "gemma_3_12B_it_fp4_mixed_tiny.safetensors",
+                   "fp8_scaled": "gemma_3_12B_it_fp8_scaled_tiny.safetensors"}
+GEMMA4 = "gemma4-12b-with-proj-ltx-2.5-tiny.safetensors"
+LTX25 = "ltx-2.5-22b_transformer_only_tiny.safetensors (diffusion_models)"
 CKPT = {tc.LTX2: "checkpoints/ltx-2-19b-tiny.safetensors", tc.LTX23: "checkpoints/ltx-2.3-22b-tiny.safetensors"}
 FILES = {  # combo value -> (generation, converter)
     "text_encoders/ltx-2-19b-embeddings_connector_dev_tiny.safetensors": (tc.LTX2, sf.embeddings_connector),
@@ -38,12 +42,12 @@ def folders(demo_folders, tiny_set, tmp_path):
     text = cg.gemma_text_tensors(cg.piece_count(model) + 16)
     (root / "text_encoders").mkdir(parents=True)
     save_file(cg.comfy_gemma_tensors(model, text), str(root / GEMMA))
-    quantized = cg.comfy_gemma_tensors(model, text)
-    layer = "model.layers.0.self_attn.q_proj"
-    quantized[layer + ".weight"] = torch.zeros(quantized[layer + ".weight"].shape[0], 32, dtype=torch.uint8)
-    quantized[layer + ".weight_scale_2"] = torch.ones((), dtype=torch.float32)
-    quantized[layer + ".comfy_quant"] = torch.frombuffer(bytearray(b'{"format": "nvfp4"}'), dtype=torch.uint8)
-    save_file(quantized, str(root / QUANTIZED_GEMMA))
+    for recipe, name in QUANTIZED_GEMMA.items():
+        quantized, metadata, _ = cg.quantize_comfy_gemma(cg.comfy_gemma_tensors(model, text), recipe)
+        save_file(quantized, str(root / "text_encoders" / name), metadata=metadata)
+    tg.write_ltx_bundle(root / "text_encoders" / GEMMA4, tg.build_model(seed=4))
+    (root / "diffusion_models").mkdir()
+    tg.transformer_header_file(root / "diffusion_models" / LTX25.partition(" ")[0], "2.5")
     read = {gen: sf.read_checkpoint(tiny_set.checkpoint(gen)) for gen in tc.GENERATIONS}
     for gen, choice in CKPT.items():
         (root / choice).parent.mkdir(parents=True, exist_ok=True)
@@ -65,9 +69,8 @@ def nodes(folders):
                               "inspect": inspect_nodes.AIPRODCheckpointInspect})
 
 
-def _contexts(nodes, checkpoint: str, connectors: str = "none"):
-    assert nodes.loader.validate_inputs(GEMMA, checkpoint, connectors) is True
-    (encoder,) = nodes.loader.execute(GEMMA, checkpoint, "fp32", connectors).args
+def _contexts(nodes, checkpoint: str, connectors: str = "none", gemma: str = GEMMA, quantized: str = "upcast"):
+    (encoder,) = nodes.loader.execute(gemma, checkpoint, "fp32", connectors, quantized).args
     assert not encoder.gemma.loaded and not encoder.processor.loaded  # checks only; weights load when encoding
     (contexts,) = nodes.encode.execute(encoder, PROMPT, NEGATIVE, True).args
     return contexts
@@ -107,13 +110,16 @@ def test_comfy_gemma_enhances_prompts_and_inspects(nodes):
     report = nodes.inspect.execute(GEMMA).args[0]
     for line in ("Kind: Gemma-3 text encoder (ComfyUI layout, embedded tokenizer)",
                  "Tokenizer: embedded SentencePiece model (spiece_model,",
-                 "Loads with: AIPROD Text Encoder Loader (`gemma`)"):
+                 "Loads with: AIPROD Text Encoder Loader (`gemma`"):
         assert line in report, report
 
 
 def test_every_problem_is_reported_at_once(nodes):
-    problem = nodes.loader.validate_inputs("text_encoders/missing-gemma", "checkpoints/missing.safetensors",
-                                           "diffusion_models/missing.safetensors")
+    with pytest.raises(ValueError) as info:
+        nodes.loader.execute("text_encoders/missing-gemma", "checkpoints/missing.safetensors", "fp32",
+                             "diffusion_models/missing.safetensors", "fp4")
+    problem = str(info.value)
+    assert "quantized_weights='fp4', expected one of upcast, keep" in problem
     assert "gemma='text_encoders/missing-gemma'" in problem
     assert "checkpoint='checkpoints/missing.safetensors'" in problem
     assert "connectors='diffusion_models/missing.safetensors'" in problem
@@ -142,21 +148,51 @@ def test_projection_only_file_asks_for_the_connectors(nodes):
                              CKPT[tc.LTX2])
 
 
-def test_quantized_gemma_is_refused_at_the_node(nodes):
-    with pytest.raises(ValueError, match=rf"gemma={QUANTIZED_GEMMA!r}: .*is a quantized Gemma-3 file \(nvfp4 "
-                                         r"\(packed uint8\) x1 layers\); AIPROD does not load quantized Gemma "
-                                         r"weights yet\. Use ComfyUI's bf16 gemma_3_12B_it\.safetensors"):
-        nodes.loader.execute(QUANTIZED_GEMMA, CKPT[tc.LTX23], "fp32", "none")
+@pytest.mark.parametrize("recipe", sorted(QUANTIZED_GEMMA))
+def test_quantized_comfy_gemma_loads_at_the_node(nodes, recipe):
+    """ComfyUI's quantized Gemma files load at the node in both modes with the same prompt embeddings (keep
+    de-quantises each layer for its matmul, upcast at load: the same weights); against the bf16 file they stay
+    within the formats' rounding (mean relative error of the video context: fp8 < 5 %, nvfp4 < 25 %)."""
+    gemma = QUANTIZED_GEMMA[recipe]  # the choice as the combo lists it (file name only)
+    upcast = _contexts(nodes, CKPT[tc.LTX23], gemma=gemma, quantized="upcast")
+    _assert_same(_contexts(nodes, CKPT[tc.LTX23], gemma=gemma, quantized="keep"), upcast)
+    dense = _contexts(nodes, CKPT[tc.LTX23]).positive.video
+    error = ((upcast.positive.video - dense).norm() / dense.norm()).item()
+    assert 0 < error < (0.05 if recipe == "fp8_scaled" else 0.25), error
 
 
-def test_old_workflows_still_validate(nodes, demo_models):
+def test_generations_are_checked_at_the_node(nodes):
+    """A Gemma 3 file with an LTX-2.5 transformer and LTX-2.5's Gemma 4 with an LTX-2.3 checkpoint are refused at
+    the node, naming both generations."""
+    with pytest.raises(ValueError, match=r"gemma='text_encoders/gemma_3_12B_it_tiny\.safetensors': .*is Gemma 3 "
+                                         r"\(the text encoder of LTX-2 / LTX-2\.3\), but the transformer "
+                                         r"ltx-2\.5-22b_transformer_only_tiny\.safetensors is LTX-2\.5, which needs "
+                                         r"Gemma 4"):
+        nodes.loader.execute(GEMMA, "text_encoders/ltx-2.3_text_projection_tiny.safetensors", "fp32", LTX25)
+    with pytest.raises(ValueError, match=rf"gemma={GEMMA4!r}: .*is Gemma 4 \(the text encoder of LTX-2\.5\), but "
+                                         r"the transformer ltx-2\.3-22b-tiny\.safetensors is LTX-2\.3, which needs "
+                                         r"Gemma 3"):
+        nodes.loader.execute(GEMMA4, CKPT[tc.LTX23], "fp32", "none")
+
+
+def test_templates_carry_every_input_and_old_values_resolve(nodes):
+    """The templates' API twins give every input of the node (ComfyUI checks the values against the option
+    lists); a value saved as ``checkpoints/<file>`` (before the input spanned three folders) resolves to the file
+    the new ``<file> (checkpoints)`` choice names."""
+    from aiprod.nodes import model_files
+
+    schema = nodes.loader.define_schema()
+    names = [i.id for i in schema.inputs]
     for name, workflow in api_workflows().items():
         for node in workflow.values():
             if node["class_type"] == "AIPRODTextEncoderLoader":
-                inputs = {k: v for k, v in node["inputs"].items() if k in ("gemma", "checkpoint", "connectors")}
-                assert nodes.loader.validate_inputs(**inputs) is True, name
-                inputs.pop("connectors")  # as saved before the input existed
-                assert nodes.loader.validate_inputs(**inputs) is True, name
+                assert list(node["inputs"]) == names, name
+                assert node["inputs"]["checkpoint"].endswith(" (checkpoints)"), name
+    new = "ltx-2.3-22b-tiny.safetensors (checkpoints)"
+    assert new in model_files.text_projection_options()
+    resolved = {model_files.resolve_model_file("checkpoint", choice, model_files.PROJECTION_FOLDERS)
+                for choice in (new, CKPT[tc.LTX23])}
+    assert len(resolved) == 1
 
 
 def test_fingerprint_follows_the_files(nodes, folders):
@@ -165,3 +201,13 @@ def test_fingerprint_follows_the_files(nodes, folders):
     path = folders.get_full_path_or_raise("text_encoders", GEMMA.partition("/")[2])
     os.utime(path, ns=(1, 1))  # the file replaced under its name: ComfyUI must run the loader again
     assert nodes.loader.fingerprint_inputs(gemma=GEMMA, checkpoint=CKPT[tc.LTX23], connectors="none") != before
+
+
+def test_gemma4_passes_the_node_checks_with_an_ltx25_transformer(folders):
+    """LTX-2.5's Gemma 4 goes through the same node-time check (`check_gemma4` after the generation check)."""
+    from aiprod.loaders.text_encoder_generation import check_text_encoder
+
+    path = folders.get_full_path_or_raise("text_encoders", GEMMA4)
+    ltx25 = folders.get_full_path_or_raise("diffusion_models", LTX25.partition(" ")[0])
+    checked = check_text_encoder(path, "keep", [ltx25])
+    assert (checked.kind.family, checked.hidden_size, checked.num_layers) == ("gemma4", tg.HIDDEN, tg.LAYERS)

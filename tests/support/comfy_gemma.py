@@ -24,10 +24,12 @@ from support import tiny_configs as tc
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "QUANT_RECIPES",
     "VISION_KEYS",
     "comfy_gemma_tensors",
     "gemma_config",
     "gemma_text_tensors",
+    "quantize_comfy_gemma",
     "spiece_model",
     "spiece_tensor",
     "write_google_tokenizer",
@@ -163,3 +165,45 @@ def comfy_gemma_tensors(model: bytes, text: dict[str, torch.Tensor], seed: int =
         tensors[key] = (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
     tensors["spiece_model"] = spiece_tensor(model)
     return tensors
+
+
+# ComfyUI's quantized Gemma files, per Linear of the text backbone (the last word of the layer name) -> format;
+# a name not listed stays bf16. `_fp4_mixed`: nvfp4 for most Linears, some float8, some bf16 (302 nvfp4, 34
+# float8 and the rest dense in the 12B file); `_fp8_scaled`: every Linear float8 with a per-tensor scale.
+QUANT_RECIPES: dict[str, dict[str, str]] = {
+    "fp4_mixed": {"q_proj": "nvfp4", "k_proj": "nvfp4", "v_proj": "nvfp4", "gate_proj": "nvfp4", "up_proj": "nvfp4",
+                  "o_proj": "float8_e4m3fn"},  # down_proj kept bf16
+    "fp8_scaled": dict.fromkeys(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+                                "float8_e4m3fn"),
+    "fp8_scaled_legacy": dict.fromkeys(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                        "down_proj"), "scaled_fp8"),
+}
+
+
+def quantize_comfy_gemma(tensors: dict[str, torch.Tensor], recipe: str, carrier: str = "comfy_quant"
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, str], dict[str, str]]:
+    """``tensors`` (ComfyUI layout) with the text backbone's Linears quantized by `QUANT_RECIPES` [recipe], with
+    the quant test converters (`support.quant_files`). ``carrier``: per-layer ``comfy_quant`` tensors or the
+    ``_quantization_metadata`` header. Returns (tensors, header metadata, layer -> format)."""
+    from support import quant_files as qf
+
+    out, layers, formats = dict(tensors), {}, {}
+    for key, value in tensors.items():
+        if not (key.startswith("model.layers.") and key.endswith("_proj.weight")):
+            continue
+        layer = key.removesuffix(".weight")
+        kind = QUANT_RECIPES[recipe].get(layer.rpartition(".")[2])
+        if kind is None:
+            continue
+        quantizer, config = qf.QUANTIZERS[kind]
+        out.update({f"{layer}.{suffix}": t for suffix, t in quantizer(value.float()).items()})
+        formats[layer] = kind
+        if config is not None and carrier == "comfy_quant":
+            out[f"{layer}.comfy_quant"] = qf._json_tensor(config)
+        layers[layer] = config
+    metadata = {}
+    if recipe == "fp8_scaled_legacy":
+        out["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    elif carrier == "_quantization_metadata":
+        metadata["_quantization_metadata"] = json.dumps({"format_version": "1.0", "layers": layers})
+    return out, metadata, formats
