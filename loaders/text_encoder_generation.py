@@ -13,8 +13,8 @@
   ``gemma_source_checkpoint``) it warns instead of refusing, as ltx-core does when both lack one.
 - `check_text_encoder`: the loader node's header-only check of either family (`check_gemma` / `check_gemma4`),
   after the generation check against the first of the given transformer files whose header tells its generation.
-- `load_text_encoder`: loads either family (`load_gemma` / `load_gemma4`); quantized Gemma-3 files in the
-  ``keep`` / ``upcast`` mode of the quantized-weights loader.
+- `load_text_encoder`: loads either family (`load_gemma` / `load_gemma4`); quantized files in the ``keep`` /
+  ``upcast`` mode of the quantized-weights loader.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def check_text_encoder(path: str | os.PathLike[str], quantized_weights: str = "u
     if source is not None:
         check_text_encoder_generation(path, source)
     if kind.family == "gemma4":
-        plan = check_gemma4(path)
+        plan = check_gemma4(path, quantized_weights=quantized_weights)
         text = plan.files.config.get("text_config") or plan.files.config
         return CheckedTextEncoder(kind, plan, int(text["hidden_size"]), int(text["num_hidden_layers"]))
     plan = check_gemma(path, quantized_weights=quantized_weights)
@@ -308,8 +308,9 @@ def load_text_encoder(path: str | os.PathLike[str], *, dtype: torch.dtype = torc
                       quantized_weights: str = "upcast") -> Any:
     """Load a Gemma 3 (`LoadedGemma`) or Gemma 4 (`LoadedGemma4`) text encoder; both have ``.encoder`` (token ids,
     mask -> hidden states) and ``.tokenizer`` (prompts -> ids, mask). ``quantized_weights`` ("upcast" / "keep")
-    is the quantized-weights mode of Gemma-3 files (quantized Gemma-4 files are refused by `check_gemma4`)."""
+    is the quantized-weights mode of quantized files of either family."""
     kind = text_encoder_kind(path)
     if kind.family == "gemma4":
-        return load_gemma4(path, dtype=dtype, device=device, max_length=max_length)
+        return load_gemma4(path, dtype=dtype, device=device, max_length=max_length,
+                           quantized_weights=quantized_weights)
     return load_gemma(path, dtype=dtype, device=device, max_length=max_length, quantized_weights=quantized_weights)
