@@ -211,3 +211,12 @@ def test_gemma4_passes_the_node_checks_with_an_ltx25_transformer(folders):
     ltx25 = folders.get_full_path_or_raise("diffusion_models", LTX25.partition(" ")[0])
     checked = check_text_encoder(path, "keep", [ltx25])
     assert (checked.kind.family, checked.hidden_size, checked.num_layers) == ("gemma4", tg.HIDDEN, tg.LAYERS)
+
+
+def test_inspect_reports_the_quantized_gemma(nodes):
+    report = nodes.inspect.execute(f"{QUANTIZED_GEMMA['fp4_mixed']} (text_encoders)").args[0]
+    for line in ("Kind: Gemma-3 text encoder (ComfyUI layout, embedded tokenizer)",
+                 "Quantization: gemma_language_model: nvfp4 x10, float8_e4m3fn x2",
+                 "Tokenizer: embedded SentencePiece model (spiece_model,",
+                 "Loads with: AIPROD Text Encoder Loader (`gemma`"):
+        assert line in report, report
