@@ -1,4 +1,4 @@
-"""AIPROD: LTX-2 / LTX-2.3 audio+video generation for ComfyUI.
+"""AIPROD: LTX-2 / LTX-2.3 / LTX-2.5 audio+video generation for ComfyUI.
 
 ComfyUI imports this folder as a package. The mappings below are static literals so ComfyUI Manager's
 scanner can read them; node classes are V3 (``comfy_api.latest``) and carry V1 shims.
@@ -22,6 +22,8 @@ from .nodes.loader_nodes import (
     AIPRODUpsamplerLoader,
     AIPRODVideoVAELoader,
 )
+from .nodes.lora_nodes import AIPRODTextEncoderLoraLoader
+from .nodes.ltx25_nodes import AIPRODDurationHeadLoader, AIPRODPredictFrames, AIPRODTemporalUpsample
 from .nodes.output_nodes import AIPRODAudioDecode, AIPRODSaveVideo, AIPRODVideoDecode
 from .nodes.pipeline_nodes import (
     AIPRODDistilledPipeline,
@@ -43,6 +45,7 @@ NODE_CLASS_MAPPINGS = {
     "AIPRODTextEncoderLoader": AIPRODTextEncoderLoader,
     "AIPRODLoraLoader": AIPRODLoraLoader,
     "AIPRODICLoraLoader": AIPRODICLoraLoader,
+    "AIPRODTextEncoderLoraLoader": AIPRODTextEncoderLoraLoader,
     "AIPRODTextEncode": AIPRODTextEncode,
     "AIPRODSavePrompt": AIPRODSavePrompt,
     "AIPRODLoadPrompt": AIPRODLoadPrompt,
@@ -55,6 +58,9 @@ NODE_CLASS_MAPPINGS = {
     "AIPRODGuider": AIPRODGuider,
     "AIPRODSampler": AIPRODSampler,
     "AIPRODLatentUpsample": AIPRODLatentUpsample,
+    "AIPRODTemporalUpsample": AIPRODTemporalUpsample,
+    "AIPRODDurationHeadLoader": AIPRODDurationHeadLoader,
+    "AIPRODPredictFrames": AIPRODPredictFrames,
     "AIPRODVideoDecode": AIPRODVideoDecode,
     "AIPRODAudioDecode": AIPRODAudioDecode,
     "AIPRODSaveVideo": AIPRODSaveVideo,
@@ -75,6 +81,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AIPRODTextEncoderLoader": "AIPROD Text Encoder Loader",
     "AIPRODLoraLoader": "AIPROD LoRA Loader",
     "AIPRODICLoraLoader": "AIPROD IC-LoRA Loader",
+    "AIPRODTextEncoderLoraLoader": "AIPROD Text Encoder LoRA Loader",
     "AIPRODTextEncode": "AIPROD Text Encode",
     "AIPRODSavePrompt": "AIPROD Save Prompt",
     "AIPRODLoadPrompt": "AIPROD Load Prompt",
@@ -87,6 +94,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AIPRODGuider": "AIPROD Guider",
     "AIPRODSampler": "AIPROD Sampler",
     "AIPRODLatentUpsample": "AIPROD Latent Upsample",
+    "AIPRODTemporalUpsample": "AIPROD Temporal Upsample",
+    "AIPRODDurationHeadLoader": "AIPROD Duration Head Loader",
+    "AIPRODPredictFrames": "AIPROD Predict Frames",
     "AIPRODVideoDecode": "AIPROD Video Decode",
     "AIPRODAudioDecode": "AIPROD Audio Decode",
     "AIPRODSaveVideo": "AIPROD Save Video",

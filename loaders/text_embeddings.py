@@ -12,6 +12,11 @@ Where users have them:
 ``config`` metadata of the connectors' file or of the projection's file, else inferred from the shapes with the
 published LTX-2 / LTX-2.3 settings), the Gemma it must match, and every key and shape against the module built on
 the meta device. `load_text_embeddings` then streams each part from its own file.
+
+LTX-2.5 ships the text projection inside the Gemma 4 text encoder file (``text_embedding_projection.*``) and the
+connectors inside the transformer file, whose ``config`` describes both: `check_split_text_embeddings` (headers
+only) and `load_split_text_embeddings` load each part strictly and assemble the same `TextEmbeddingsProcessor`,
+after `check_text_encoder_generation`.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ from .fp8 import SCALE_SUFFIXES
 from .mapped_file import MappedFile
 from .safetensors_header import SafetensorsHeader, read_header
 
-__all__ = ["PUBLISHED_CONNECTOR_SETTINGS", "PartSource", "TextEmbeddingsPlan", "load_text_embeddings",
-           "plan_text_embeddings"]
+__all__ = ["PUBLISHED_CONNECTOR_SETTINGS", "PartSource", "TextEmbeddingsPlan", "check_split_text_embeddings",
+           "load_split_text_embeddings", "load_text_embeddings", "plan_text_embeddings"]
 
 logger = logging.getLogger(__name__)
 
@@ -328,3 +333,32 @@ def load_text_embeddings(plan: TextEmbeddingsPlan, *, dtype: torch.dtype = torch
     logger.info("loaded text projection from %s and connectors from %s (config %s)", plan.projection.path,
                 plan.connectors.path, plan.config_source)
     return module.requires_grad_(False).eval()
+
+
+def check_split_text_embeddings(text_encoder_path: str | os.PathLike[str],
+                                transformer_path: str | os.PathLike[str]) -> None:
+    """Every header-only check of `load_split_text_embeddings` (generations, both parts' keys and shapes)."""
+    from .component_loader import check_component
+    from .text_encoder_generation import check_text_encoder_generation
+
+    check_text_encoder_generation(text_encoder_path, transformer_path)
+    connectors = check_component(transformer_path, "text_connectors")
+    check_component(text_encoder_path, "text_projection", config=connectors.config)
+
+
+def load_split_text_embeddings(text_encoder_path: str | os.PathLike[str], transformer_path: str | os.PathLike[str],
+                               *, dtype: torch.dtype | None = torch.bfloat16, device: torch.device | str = "cpu"):
+    """The text projection of ``text_encoder_path`` and the connectors of ``transformer_path`` (whose ``config``
+    describes both) as one `TextEmbeddingsProcessor` (a `LoadedComponent`); both loads are strict, the
+    generations are checked first."""
+    from ..aiprod_core.text_encoder import TextEmbeddingsProcessor
+    from .component_loader import LoadedComponent, load_component
+    from .text_encoder_generation import check_text_encoder_generation
+
+    check_text_encoder_generation(text_encoder_path, transformer_path)
+    connectors = load_component(transformer_path, "text_connectors", dtype=dtype, device=device)
+    projection = load_component(text_encoder_path, "text_projection", dtype=dtype, device=device,
+                                config=connectors.config)
+    processor = TextEmbeddingsProcessor.from_parts(projection.module, connectors.module)
+    return LoadedComponent(module=processor.eval(), layout=f"{projection.layout} + {connectors.layout}",
+                           config=connectors.config)

@@ -509,8 +509,13 @@ def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloa
     """Load the Gemma-3 text backbone (strict, streamed) and its tokenizer from a folder or a single file.
 
     Quantized layers are de-quantised to ``dtype`` while loading (``quantized_weights="upcast"``) or kept in
-    their stored bytes (``"keep"``: `QuantLinear`, de-quantised per call). ``transform(file key, tensor as stored,
-    target dtype)`` sees every weight before its final cast (LoRA fusion; up-cast weights de-quantised first)."""
+    their stored bytes (``"keep"``: `QuantLinear`, de-quantised per call). ``transform`` (module key such as
+    ``model.layers.0.mlp.up_proj.weight``, tensor, target dtype -> tensor) sees each tensor as it is read,
+    de-quantised: text-encoder LoRAs fuse there (`loaders.lora_apply.gemma_lora_transform`; with a LoRA, quantized
+    layers load up-cast)."""
+    if transform is not None and quantized_weights == "keep":  # a LoRA fuses into dense weights only
+        logger.info("%s: a text-encoder LoRA is fused, so quantized layers are de-quantised at load (upcast)", path)
+        quantized_weights = "upcast"
     plan, encoder, fits = _plan(path, quantized_weights, dtype)
     files = plan.files
     if plan.skipped:
@@ -520,9 +525,11 @@ def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloa
     held = frozenset().union(*(fit.held for fit in fits))
     targets = {k: v.dtype if k in held or not v.is_floating_point() else dtype for k, v in expected.items()}
     state: dict[str, torch.Tensor] = {}
+    module_keys = {f: m for m, f in plan.keys.items()}
+    by_module = None if transform is None else (lambda f, value, target: transform(module_keys[f], value, target))
     for header, fit in zip(plan.headers, fits, strict=True):
         mine = {m: f for m, f in plan.keys.items() if f in header.tensors}
-        state.update(stream_tensors(header, mine, targets, torch.device(device), transform, quant=fit.upcast))
+        state.update(stream_tensors(header, mine, targets, torch.device(device), by_module, quant=fit.upcast))
     encoder.load_state_dict(state, strict=True, assign=True)
     encoder.to(device).requires_grad_(False).eval()
     tokenizer = _tokenizer(files, max_length)

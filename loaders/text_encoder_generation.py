@@ -304,13 +304,17 @@ def check_text_encoder(path: str | os.PathLike[str], quantized_weights: str = "u
 
 
 def load_text_encoder(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
-                      device: torch.device | str = "cpu", max_length: int = 1024,
+                      device: torch.device | str = "cpu", max_length: int = 1024, transform: Any = None,
                       quantized_weights: str = "upcast") -> Any:
     """Load a Gemma 3 (`LoadedGemma`) or Gemma 4 (`LoadedGemma4`) text encoder; both have ``.encoder`` (token ids,
-    mask -> hidden states) and ``.tokenizer`` (prompts -> ids, mask). ``quantized_weights`` ("upcast" / "keep")
-    is the quantized-weights mode of quantized files of either family."""
+    mask -> hidden states) and ``.tokenizer`` (prompts -> ids, mask). ``transform``: see `load_gemma` (text-encoder
+    LoRAs; Gemma 3 only). ``quantized_weights`` ("upcast" / "keep") is the quantized-weights mode of quantized
+    files of either family."""
     kind = text_encoder_kind(path)
     if kind.family == "gemma4":
+        if transform is not None:
+            raise ValueError(f"{path}: text-encoder LoRAs apply to Gemma 3 (LTX-2 / LTX-2.3) text encoders only")
         return load_gemma4(path, dtype=dtype, device=device, max_length=max_length,
                            quantized_weights=quantized_weights)
-    return load_gemma(path, dtype=dtype, device=device, max_length=max_length, quantized_weights=quantized_weights)
+    return load_gemma(path, dtype=dtype, device=device, max_length=max_length, transform=transform,
+                      quantized_weights=quantized_weights)

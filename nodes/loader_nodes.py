@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..aiprod_core.pipelines.validation import check_problems
+from ..aiprod_core.pipelines.validation import check_lora_generation, check_problems
 from ..loaders.component_loader import check_component, load_component
-from ..loaders.detect import describe_file
-from ..loaders.lora import check_lora_fits, read_lora
-from ..loaders.lora_apply import load_component_with_loras
-from ..loaders.text_embeddings import load_text_embeddings, plan_text_embeddings
+from ..loaders.detect import DIFFUSION_DECODER_KINDS, describe_file
+from ..loaders.lora import read_lora
+from ..loaders.lora_apply import check_transformer_lora, load_component_with_loras
+from ..loaders.text_embeddings import (
+    check_split_text_embeddings,
+    load_split_text_embeddings,
+    load_text_embeddings,
+    plan_text_embeddings,
+)
 from ..loaders.text_encoder_generation import check_text_encoder, load_text_encoder
 from .inputs import choice_input
 from .model_files import (
@@ -75,6 +80,9 @@ QUANT_MODES = ("upcast", "keep")
 QUANT_INPUT = "quantized_weights"
 LEGACY_QUANT_INPUT = "fp8"  # the option's name before quantized formats other than fp8 were supported
 MAX_LORA_STRENGTH = 10.0
+DECODERS = {"diffusion": "LTX-2.5 diffusion (a few denoising steps, sharper)", "conv": "convolutional"}
+DECODER_CHOICES = ("auto", *DECODERS)
+DECODER_FILES = {"diffusion": "ltx-2.5-video-vae-bf16.safetensors", "conv": "ltx-2.5-video-vae-conv-bf16.safetensors"}
 
 
 def _dtype_input(default: str = "auto") -> io.Combo.Input:
@@ -146,35 +154,58 @@ def _generation(path: str) -> str | None:
         return None
 
 
-def make_transformer(path: str, dtype_choice: str, fp8: str, loras: tuple[tuple[str, float], ...] = (),
+def make_transformer(path: str, dtype_choice: str, quantized_weights: str, loras: tuple[tuple[str, float], ...] = (),
                      generation: str | None = None, factor: int = 1, streaming: str = "auto") -> TransformerHandle:
     """A lazy transformer handle: ``path`` with ``loras`` fused (layers kept quantized get run-time adapters),
-    marked for ``streaming`` (the weight_streaming choice) when it loads. ``fp8`` is the quantized_weights
-    mode ("upcast" / "keep")."""
+    marked for ``streaming`` (the weight_streaming choice) when it loads, its quantized layers de-quantised or kept
+    (``quantized_weights``: "upcast" / "keep")."""
     dtype = weight_dtype(dtype_choice)
     check_weight_streaming(streaming)  # an unknown choice fails here, before anything loads
 
     def load():
         if loras:
             module = load_component_with_loras(path, "transformer", list(loras), dtype=dtype, device=load_device(),
-                                               fp8=fp8).module  # fmt: skip
+                                               quantized_weights=quantized_weights).module  # type: ignore[arg-type]
         else:
             module = load_component(path, "transformer", dtype=dtype, device=load_device(),
-                                    quantized_weights=fp8).module  # type: ignore[arg-type]
+                                    quantized_weights=quantized_weights).module  # type: ignore[arg-type]
         return mark_weight_streaming(module, streaming)
 
-    handle = TransformerHandle(path, dtype, fp8, loras, generation, factor, streaming)
+    handle = TransformerHandle(path, dtype, quantized_weights, loras, generation, factor, streaming)
     return TransformerHandle(**{**handle.__dict__, "lazy": LazyModule(load, f"transformer {path}")})
 
 
-def _video_vae(path: str, dtype_choice: str) -> VideoVAE:
+def _video_vae(path: str, dtype_choice: str, decoder: str = "video_decoder") -> VideoVAE:
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
         return LazyModule(lambda: load_component(path, component, dtype=dtype, device=load_device()).module,
                           f"{component} {path}")
 
-    return VideoVAE(part("video_encoder"), part("video_decoder"))
+    return VideoVAE(part("video_encoder"), part(decoder))
+
+
+def _file_decoder(path: str) -> str:
+    """The video decoder a VAE file holds: "diffusion" (LTX-2.5's ltx-2.5-video-vae) or "conv" (every other)."""
+    try:
+        kind = describe_file(path).kind
+    except ValueError:
+        return "conv"  # the content check names the problem
+    return "diffusion" if kind in DIFFUSION_DECODER_KINDS else "conv"
+
+
+def _decoder_component(vae: str, path: str, decoder: str | None) -> str:
+    """The component to load for the ``decoder`` choice; a choice the file cannot serve is refused by name."""
+    held = _file_decoder(path)
+    wanted = held if decoder in (None, "auto") else decoder
+    if wanted not in DECODERS:
+        raise ValueError(f"decoder={decoder!r}, expected one of {', '.join(DECODER_CHOICES)}")
+    if wanted != held:
+        raise ValueError(
+            f"decoder={decoder!r}: vae={vae!r} holds the {DECODERS[held]} video decoder, not the {DECODERS[wanted]} "
+            f"one. LTX-2.5 ships them as two files: {DECODER_FILES['diffusion']} (diffusion) and "
+            f"{DECODER_FILES['conv']} (conv); choose that file, or decoder 'auto'.")
+    return "diffusion_video_decoder" if wanted == "diffusion" else "video_decoder"
 
 
 def _audio_vae(path: str, dtype_choice: str) -> AudioVAE:
@@ -237,7 +268,9 @@ class AIPRODDiffusionModelLoader(io.ComfyNode):
             node_id="AIPRODDiffusionModelLoader",
             display_name="AIPROD Diffusion Model Loader",
             category=CATEGORY,
-            description="Loads the LTX-2 / LTX-2.3 transformer from a transformer-only file in models/diffusion_models "
+            description="Loads the LTX-2 / LTX-2.3 / LTX-2.5 transformer (LTX-2.5: ltx-2.5-22b-dev / -distilled"
+            "-transformer-bf16, or Comfy-Org's int8-convrot repack) from a transformer-only file in "
+            "models/diffusion_models "
             "(or models/unet): safetensors (bf16, fp8, ComfyUI-quantized, NVFP4, MXFP8) or GGUF (Q4_0 ... Q8_0, "
             "K-quants, F16). Every key, shape and format is checked here, before anything is loaded.",
             inputs=[
@@ -280,6 +313,11 @@ class AIPRODVideoVAELoader(io.ComfyNode):
                 _files_input("vae", VAE_FILES,
                              "A video VAE file (models/vae) or a single-file checkpoint."),
                 _dtype_input(),
+                choice_input("decoder", DECODER_CHOICES, default="auto", optional=True,
+                             tooltip="The video decoder. LTX-2.5 has two, in two files: diffusion "
+                             f"({DECODER_FILES['diffusion']}: a few denoising steps with neighborhood attention, "
+                             f"sharper) and conv ({DECODER_FILES['conv']}: one pass, faster). auto: the one the file "
+                             "holds; diffusion / conv: refuse a file that holds the other. LTX-2 / 2.3: conv."),
             ],
             outputs=[VideoVAESocket.Output(display_name="video_vae", tooltip="Video VAE encoder + decoder.")],
         )
@@ -289,10 +327,11 @@ class AIPRODVideoVAELoader(io.ComfyNode):
         return _fingerprint("vae", vae, VAE_FILES)
 
     @classmethod
-    def execute(cls, vae: str, weight_dtype: str) -> io.NodeOutput:
+    def execute(cls, vae: str, weight_dtype: str, decoder: str = "auto") -> io.NodeOutput:
         path = resolve_model_file("vae", vae, VAE_FILES)
-        _check_contents(path, "video_encoder", "video_decoder")
-        return io.NodeOutput(_video_vae(path, weight_dtype))
+        component = _decoder_component(vae, path, decoder)
+        _check_contents(path, "video_encoder", component)
+        return io.NodeOutput(_video_vae(path, weight_dtype, component))
 
 
 class AIPRODAudioVAELoader(io.ComfyNode):
@@ -326,7 +365,7 @@ class AIPRODAudioVAELoader(io.ComfyNode):
 
 
 class AIPRODUpsamplerLoader(io.ComfyNode):
-    """The spatial latent upsampler (x2 or x1.5) from models/latent_upscale_models."""
+    """A latent upsampler (spatial x2 / x1.5, or LTX-2.5's temporal x2) from models/latent_upscale_models."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -335,7 +374,8 @@ class AIPRODUpsamplerLoader(io.ComfyNode):
             node_id="AIPRODUpsamplerLoader",
             display_name="AIPROD Latent Upsampler Loader",
             category=CATEGORY,
-            description="Loads an LTX spatial latent upsampler (x2 or x1.5) from models/latent_upscale_models.",
+            description="Loads an LTX latent upsampler from models/latent_upscale_models: spatial (x2 or x1.5, for "
+            "'AIPROD Latent Upsample') or LTX-2.5's temporal x2 (for 'AIPROD Temporal Upsample').",
             inputs=[
                 _files_input("upsampler", (UPSCALE_FOLDER,),
                              "A latent upsampler file from models/latent_upscale_models."),
@@ -417,11 +457,19 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
                 quantized_weights: str = "upcast") -> io.NodeOutput:
         gemma_path, plan = _text_encoder_plans(gemma, checkpoint, connectors, quantized_weights)  # every problem
         dtype = _text_dtype(weight_dtype)
-        loaded = LazyModule(lambda: load_text_encoder(gemma_path, dtype=dtype, device=load_device(),
-                                                      quantized_weights=quantized_weights), f"gemma {gemma}")
-        processor = LazyModule(lambda: load_text_embeddings(plan, dtype=dtype, device=load_device()),
-                               f"text projection {plan.projection.path}")
-        return io.NodeOutput(TextEncoder(loaded, processor, gemma))
+
+        def gemma_with(transform=None):  # a text-encoder LoRA node passes its fusing transform
+            return load_text_encoder(gemma_path, dtype=dtype, device=load_device(), transform=transform,
+                                     quantized_weights=quantized_weights)
+
+        loaded = LazyModule(gemma_with, f"gemma {gemma}")
+        if isinstance(plan, tuple):  # LTX-2.5: projection in the Gemma-4 file, connectors in the transformer
+            processor = LazyModule(lambda: load_split_text_embeddings(*plan, dtype=dtype, device=load_device()).module,
+                                   f"text projection {plan[0]} + connectors {plan[1]}")
+        else:
+            processor = LazyModule(lambda: load_text_embeddings(plan, dtype=dtype, device=load_device()),
+                                   f"text projection {plan.projection.path}")
+        return io.NodeOutput(TextEncoder(loaded, processor, gemma, gemma_path=gemma_path, load_gemma=gemma_with))
 
 
 def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None, quantized_weights: str):
@@ -450,7 +498,10 @@ def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None, qua
     checked = attempt("gemma", gemma, lambda: check_text_encoder(gemma_path, mode, transformers)) \
         if gemma_path else None
     plan = None
-    if projection and (second or connectors in (None, NO_CONNECTORS)):
+    if checked is not None and checked.kind.family == "gemma4" and projection and second:
+        plan = attempt("connectors", connectors, lambda: (check_split_text_embeddings(projection, second),
+                                                          (projection, second))[1])
+    elif projection and (second or connectors in (None, NO_CONNECTORS)):
         dims = {"gemma_hidden": checked.hidden_size, "gemma_layers": checked.num_layers} if checked else {}
         try:
             plan = plan_text_embeddings(projection, second, **dims)
@@ -484,8 +535,10 @@ class AIPRODLoraLoader(io.ComfyNode):
             node_id="AIPRODLoraLoader",
             display_name="AIPROD LoRA Loader",
             category=CATEGORY,
-            description="Adds a LoRA (ComfyUI, PEFT, kohya or bare key formats) at a strength. Chain several; the "
-            "model is loaded once with every LoRA fused. Unmatched keys are logged by name.",
+            description="Adds a LoRA to the transformer (ComfyUI, PEFT, kohya or bare key names; LoRA with alpha, "
+            "DoRA, LoHa, LoKr, .diff; fp8 / fp16 / bf16 files) at a strength. Chain several; the model is loaded "
+            "once with every LoRA fused. Unmatched keys are logged by name. Text-encoder (Gemma) LoRAs go to the "
+            "AIPROD Text Encoder LoRA Loader.",
             inputs=_lora_inputs(),
             outputs=[ModelSocket.Output(display_name="model", tooltip="The transformer with the LoRA added.")],
         )
@@ -493,11 +546,18 @@ class AIPRODLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
-        if strength != 0:  # a LoRA for another model fails here, not after text encoding (0 = disabled)
-            check_lora_fits(path, model.path)
-        return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.fp8,
+        if strength != 0:  # a LoRA for another model (or the text encoder) fails here, not after text encoding
+            _check_lora_generation(lora, path, model)
+            check_transformer_lora(path, model.path, model.quantized_weights)
+        return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.quantized_weights,
                                               (*model.loras, (path, strength)), model.generation,
                                               model.reference_downscale_factor, model.weight_streaming))
+
+
+def _check_lora_generation(lora: str, path: str, model: TransformerHandle) -> None:
+    """A LoRA of another generation (an LTX-2.5 LoRA on an LTX-2.3 model, or the reverse: same 22B shapes, so the
+    key match alone would take it) is refused naming both, from the headers' model_version."""
+    check_lora_generation(_generation(path), model.generation or _generation(model.path), f"lora={lora!r}")
 
 
 def _choice_of(model: TransformerHandle) -> str:
@@ -526,12 +586,15 @@ class AIPRODICLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
-        shallow = check_lora_fits(path, model.path) if strength != 0 else read_lora(path, shapes_only=True)
+        if strength != 0:
+            _check_lora_generation(lora, path, model)
+        shallow = (check_transformer_lora(path, model.path, model.quantized_weights) if strength != 0
+                   else read_lora(path, shapes_only=True))
         factor = shallow.reference_downscale_factor or 1
         if not float(factor).is_integer():
             raise ValueError(f"lora={lora!r}: reference_downscale_factor={factor!r} in its metadata; only whole "
                              "factors are supported")
         factor = int(factor)
-        handle = make_transformer(model.path, _choice_of(model), model.fp8, (*model.loras, (path, strength)),
-                                  model.generation, factor, model.weight_streaming)
+        handle = make_transformer(model.path, _choice_of(model), model.quantized_weights,
+                                  (*model.loras, (path, strength)), model.generation, factor, model.weight_streaming)
         return io.NodeOutput(handle, factor)
