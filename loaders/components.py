@@ -28,7 +28,7 @@ FOLDER_HINTS: dict[str, str] = {
     "vae_split": "the VAE loader (models/vae)",
     "audio_vae": "the audio VAE loader (models/checkpoints or models/vae)",
     "vocoder": "the audio VAE loader (models/checkpoints or models/vae)",
-    "text_projection": "the text encoder loader together with its LTX checkpoint (models/checkpoints)",
+    "text_projection": "the text encoder loader, as its `checkpoint` (the text projection) input",
     "lora": "a LoRA loader (models/loras)",
     "latent_upsampler": "the latent upscale model loader (models/latent_upscale_models)",
     "gemma_language_model": "the text encoder loader (models/text_encoders)",
@@ -115,6 +115,12 @@ def gemma_dims(config: dict[str, Any], projection_width: int | None) -> tuple[in
     hidden x (layers + 1) (every hidden state plus the embeddings), which gives the layer count.
     """
     hidden = int(config.get("transformer", {}).get("caption_channels", 3840))
+    return projection_gemma_dims(hidden, projection_width)
+
+
+def projection_gemma_dims(hidden: int, projection_width: int | None) -> tuple[int, int]:
+    """(hidden, layers) of the Gemma whose ``hidden``-wide states the projection of input ``projection_width``
+    stacks (layers + 1 of them); Gemma-3 12B's layer count when the width is unknown."""
     if projection_width is None:
         return hidden, GEMMA_3_12B_NUM_LAYERS
     if projection_width % hidden or projection_width // hidden < 2:

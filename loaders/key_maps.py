@@ -21,9 +21,11 @@ __all__ = [
     "AUDIO_VAE_DECODER_MAP",
     "AUDIO_VAE_ENCODER_MAP",
     "CONNECTORS_MAP",
+    "CONNECTOR_MAPS",
     "DIFFUSION_VIDEO_DECODER_MAP",
     "DIFFUSION_VIDEO_DECODER_SPLIT_MAP",
     "DURATION_HEAD_MAP",
+    "PROJECTION_MAPS",
     "TEXT_EMBEDDINGS_MAP",
     "TEXT_PROJECTION_FILE_MAP",
     "TEXT_PROJECTION_MAP",
@@ -195,13 +197,24 @@ TEXT_EMBEDDINGS_SPLIT_MAP = _split_of(
     "text connectors in a diffusion_models file (*_embeddings_connector.* without a prefix)",
     marker="video_embeddings_connector.",
 )
+# Split text-encoder setups (projection and connectors in one file or two; see loaders.text_embeddings):
+# connectors saved without the single-file prefix (transformer-only files, Kijai's embeddings_connector files),
+# and ComfyUI's own LTX-2 text-encoder naming (lt.py LTXAVTEModel: `text_embedding_projection` is one Linear).
+CONNECTORS_SPLIT_MAP = _split_of(CONNECTORS_MAP, DIFFUSION_MODEL_PREFIX, "CONNECTORS_SPLIT_MAP",
+                                 "text connectors saved without a prefix (transformer-only or connector files)")
+COMFY_TEXT_PROJECTION_MAP = KeyMap(
+    "COMFY_TEXT_PROJECTION_MAP",
+    renames=(("text_embedding_projection.weight", "feature_extractor.aggregate_embed.weight"),),
+    description="ComfyUI's LTX-2 text projection (text_embedding_projection.weight)",
+)
+# Tried in this order: the first layout present in a file is the one used.
+PROJECTION_MAPS = (COMFY_TEXT_PROJECTION_MAP, TEXT_PROJECTION_MAP)
+CONNECTOR_MAPS = (CONNECTORS_MAP, CONNECTORS_SPLIT_MAP)
 
 # ---- LTX-2.5: the projection lives in the text encoder file, the connectors in the transformer file -------
 # (two modules: `TextFeatureExtractor` and `TextConnectors`, assembled by `loaders.text_embeddings`)
 TEXT_PROJECTION_FILE_MAP = KeyMap("TEXT_PROJECTION_FILE_MAP", renames=(("text_embedding_projection.", ""),),
                                   description="text projection in the text encoder file (text_embedding_projection.*)")
-CONNECTORS_SPLIT_MAP = _split_of(CONNECTORS_MAP, DIFFUSION_MODEL_PREFIX, "CONNECTORS_SPLIT_MAP",
-                                 "LTX-2.5 text connectors in a diffusion_models file (without a prefix)")
 
 # ---- LTX-2.5 duration head (model_patches/): Lightricks' own file, or under the transformer prefix ----------
 DURATION_HEAD_MAP = KeyMap("DURATION_HEAD_MAP", renames=((DURATION_HEAD_PREFIX, ""),),

@@ -17,10 +17,20 @@ from ..loaders.detect import DIFFUSION_DECODER_KINDS, describe_file
 from ..loaders.errors import CheckpointFormatError
 from ..loaders.lora import read_lora
 from ..loaders.lora_apply import check_transformer_lora, load_component_with_loras
-from ..loaders.text_encoder_files import find_gemma_files, load_gemma
+from ..loaders.text_embeddings import (
+    check_split_text_embeddings,
+    load_split_text_embeddings,
+    load_text_embeddings,
+    plan_text_embeddings,
+)
+from ..loaders.text_encoder_generation import check_text_encoder, load_text_encoder
 from .inputs import choice_input
 from .model_files import (
+    CONNECTOR_FOLDERS,
+    NO_CONNECTORS,
+    PROJECTION_FOLDERS,
     UPSCALE_FOLDER,
+    connectors_options,
     ensure_upscale_folder,
     file_fingerprint,
     model_choice_problem,
@@ -29,6 +39,7 @@ from .model_files import (
     resolve_text_encoder,
     text_encoder_options,
     text_encoder_problem,
+    text_projection_options,
 )
 from .runtime import (
     WEIGHT_DTYPES,
@@ -419,7 +430,7 @@ def _vae_dtype(choice: str):
 
 
 class AIPRODTextEncoderLoader(io.ComfyNode):
-    """Gemma-3 (models/text_encoders) plus the checkpoint's text projection and connectors."""
+    """Gemma 3 or Gemma 4 (models/text_encoders) plus the text projection and connectors, from one file or two."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -427,66 +438,107 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             node_id="AIPRODTextEncoderLoader",
             display_name="AIPROD Text Encoder Loader",
             category=CATEGORY,
-            description="Loads the Gemma-3 text encoder (a folder with its tokenizer, or one .safetensors file, in "
-            "models/text_encoders) and the text projection + connectors of an LTX checkpoint. Gemma is only "
-            "loaded while encoding; ComfyUI evicts it before sampling when memory is short.",
+            description="Loads the text encoder: Gemma 3 for LTX-2 / LTX-2.3 (a folder with its tokenizer, "
+            "ComfyUI's single file with the tokenizer embedded, bf16 or quantized (_fp8_scaled, _fp4_mixed), or one "
+            ".safetensors file with the tokenizer beside it) or LTX-2.5's Gemma 4, from models/text_encoders; and "
+            "the text projection + connectors: from the LTX checkpoint, or from split files (Kijai's "
+            "embeddings_connector / text_projection file, with the connectors from the transformer file). A text "
+            "encoder of another generation than the model is refused here. Gemma is only loaded while encoding; "
+            "ComfyUI evicts it before sampling when memory is short.",
             inputs=[
                 choice_input("gemma", text_encoder_options(),
-                             "The Gemma-3 text encoder: a folder in models/text_encoders holding the "
-                               "weights, config and tokenizer files (or a single .safetensors file)."),
-                _files_input("checkpoint", CHECKPOINTS,
-                             "The LTX checkpoint whose text projection and connectors match the model."),
+                             "The Gemma text encoder from models/text_encoders: a folder holding the weights, config "
+                             "and tokenizer files, or a single .safetensors file (ComfyUI's gemma_3_12B_it*"
+                             ".safetensors carry their tokenizer inside; LTX-2.5: gemma4-12b-with-proj-ltx-2.5)."),
+                choice_input("checkpoint", text_projection_options(),
+                             "The file with the text projection: the LTX checkpoint (models/checkpoints), Kijai's "
+                             "embeddings_connector or text_projection file (models/text_encoders), or a transformer "
+                             "file (models/diffusion_models)."),
                 _dtype_input(),
+                choice_input("connectors", connectors_options(), default=NO_CONNECTORS, optional=True,
+                             tooltip="Where the text connectors are when the checkpoint input's file lacks them "
+                             "(LTX-2.3's text_projection file: choose the transformer file from "
+                             "models/diffusion_models). 'none': in the same file."),
+                choice_input(QUANT_INPUT, QUANT_MODES, default="upcast", optional=True,
+                             tooltip="Quantized Gemma files (ComfyUI's _fp8_scaled / _fp4_mixed: fp8, NVFP4): "
+                             "'upcast' de-quantises the weights to the weight dtype while loading; 'keep' holds the "
+                             "quantized bytes and de-quantises each layer for its own matmul. No effect on files "
+                             "without quantized layers."),
             ],
             outputs=[TextEncoderSocket.Output(display_name="text_encoder",
                                               tooltip="Gemma + text projection and connectors.")],
         )
 
     @classmethod
-    def fingerprint_inputs(cls, gemma: str | None = None, checkpoint: str | None = None, **_: object) -> object:
-        gemma_version = None
-        if isinstance(gemma, str) and not text_encoder_problem("gemma", gemma):
-            gemma_version = file_fingerprint(resolve_text_encoder("gemma", gemma))
-        return gemma, gemma_version, _fingerprint("checkpoint", checkpoint, CHECKPOINTS)
+    def fingerprint_inputs(cls, gemma: str | None = None, checkpoint: str | None = None,
+                           connectors: str | None = NO_CONNECTORS, **_: object) -> object:
+        gemma_part = gemma if not isinstance(gemma, str) or text_encoder_problem("gemma", gemma) else (
+            gemma, file_fingerprint(resolve_text_encoder("gemma", gemma)))
+        connector_part = connectors if connectors in (None, NO_CONNECTORS) else _fingerprint(
+            "connectors", connectors, CONNECTOR_FOLDERS)
+        return gemma_part, _fingerprint("checkpoint", checkpoint, PROJECTION_FOLDERS), connector_part
 
     @classmethod
-    def execute(cls, gemma: str, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        gemma_path, path = _all_checked(  # both inputs' file problems in one message, no weights read
-            lambda: _gemma_folder(gemma),
-            lambda: _checked_file("checkpoint", checkpoint, CHECKPOINTS, "text_embeddings"))
+    def execute(cls, gemma: str, checkpoint: str, weight_dtype: str, connectors: str = NO_CONNECTORS,
+                quantized_weights: str = "upcast") -> io.NodeOutput:
+        gemma_path, plan = _text_encoder_plans(gemma, checkpoint, connectors, quantized_weights)  # every problem
         dtype = _text_dtype(weight_dtype)
 
         def gemma_with(transform=None):  # a text-encoder LoRA node passes its fusing transform
-            return load_gemma(gemma_path, dtype=dtype, device=load_device(), transform=transform)
+            return load_text_encoder(gemma_path, dtype=dtype, device=load_device(), transform=transform,
+                                     quantized_weights=quantized_weights)
 
         loaded = LazyModule(_unchanged((gemma_path,), gemma_with), f"gemma {gemma}")
-        processor = LazyModule(_unchanged((path,), lambda: load_component(
-            path, "text_embeddings", dtype=dtype, device=load_device()).module), f"text projection {path}")
+        if isinstance(plan, tuple):  # LTX-2.5: projection in the Gemma-4 file, connectors in the transformer
+            processor = LazyModule(_unchanged(plan, lambda: load_split_text_embeddings(
+                *plan, dtype=dtype, device=load_device()).module), f"text projection {plan[0]} + connectors {plan[1]}")
+        else:
+            files = tuple(dict.fromkeys((plan.projection.path, plan.connectors.path)))
+            processor = LazyModule(_unchanged(files, lambda: load_text_embeddings(plan, dtype=dtype,
+                                                                                  device=load_device())),
+                                   f"text projection {plan.projection.path}")
         return io.NodeOutput(TextEncoder(loaded, processor, gemma, gemma_path=gemma_path, load_gemma=gemma_with))
 
 
-def _gemma_folder(gemma: str) -> str:
-    path = resolve_text_encoder("gemma", gemma)
-    find_gemma_files(path)  # tokenizer / config problems named here, before any weights are read
-    return path
+def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None, quantized_weights: str):
+    """Every check of the text encoder loader's files, header-only; all problems reported together, each naming
+    its input, the file, what it is and what to use instead. The Gemma generation is checked against the
+    transformer the projection / connectors files belong to, when their headers tell it."""
+    problems: list[str | None] = [_quant_problem(quantized_weights)]
 
-
-def _checked_file(parameter: str, choice: str, folders: tuple[str, ...], *components: str) -> str:
-    path = resolve_model_file(parameter, choice, folders)
-    _check_contents(path, *components)
-    return path
-
-
-def _all_checked(*steps: Callable[[], str]) -> list[str]:
-    """Run each input's checks; one ``ValueError`` with every input's problem, else each step's result."""
-    results, problems = [], []
-    for step in steps:
+    def attempt(parameter: str, choice: str, check):
         try:
-            results.append(step())
+            return check()
+        except ValueError as exc:  # CheckpointFormatError included
+            message = str(exc)
+            problems.append(message if message.startswith(f"{parameter}=") else f"{parameter}={choice!r}: {message}")
+            return None
+
+    gemma_path = attempt("gemma", gemma, lambda: resolve_text_encoder("gemma", gemma))
+    projection = attempt("checkpoint", checkpoint, lambda: resolve_model_file("checkpoint", checkpoint,
+                                                                              PROJECTION_FOLDERS))
+    second = None
+    if connectors not in (None, NO_CONNECTORS):
+        second = attempt("connectors", connectors, lambda: resolve_model_file("connectors", connectors,
+                                                                              CONNECTOR_FOLDERS))
+    mode = quantized_weights if quantized_weights in QUANT_MODES else "upcast"
+    transformers = [p for p in (second, projection) if p]
+    checked = attempt("gemma", gemma, lambda: check_text_encoder(gemma_path, mode, transformers)) \
+        if gemma_path else None
+    plan = None
+    if checked is not None and checked.kind.family == "gemma4" and projection and second:
+        plan = attempt("connectors", connectors, lambda: (check_split_text_embeddings(projection, second),
+                                                          (projection, second))[1])
+    elif projection and (second or connectors in (None, NO_CONNECTORS)):
+        dims = {"gemma_hidden": checked.hidden_size, "gemma_layers": checked.num_layers} if checked else {}
+        try:
+            plan = plan_text_embeddings(projection, second, **dims)
         except ValueError as exc:
-            problems.append(str(exc))
+            on_connectors = second is not None and getattr(exc, "path", None) == second
+            parameter, choice = ("connectors", connectors) if on_connectors else ("checkpoint", checkpoint)
+            problems.append(f"{parameter}={choice!r}: {exc}")
     check_problems(problems)
-    return results
+    return gemma_path, plan
 
 
 def _text_dtype(choice: str):
