@@ -64,6 +64,7 @@ LOADER_NODES = (
     ("video_vae only", "AIPROD Video VAE Loader (models/vae)"),
     ("VAE (split file)", "AIPROD Video VAE Loader (models/vae)"),
     ("audio_vae only", "AIPROD Audio VAE Loader (models/checkpoints or models/vae)"),
+    ("audio VAE + vocoder", "AIPROD Audio VAE Loader (models/checkpoints or models/vae)"),
     ("component bundle", "AIPROD Video VAE Loader / AIPROD Audio VAE Loader"),
     ("LoRA", "AIPROD LoRA Loader (models/loras)"),
     ("latent upsampler", "AIPROD Latent Upsampler Loader (models/latent_upscale_models)"),
@@ -171,6 +172,8 @@ def _variant(metadata: dict[str, str]) -> str:
 
 def _kind(names: set[str]) -> str:
     model_parts = names & {"transformer", "video_vae", "audio_vae", "vocoder"}
+    if model_parts == {"audio_vae", "vocoder"}:  # LTX-2.5 vae/ltx-2.5-audio-vae, Kijai's audio VAE files
+        return "audio VAE + vocoder"
     if len(model_parts) > 1:
         return "single-file checkpoint" if "transformer" in model_parts else "component bundle"
     if model_parts:

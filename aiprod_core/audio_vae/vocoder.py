@@ -56,9 +56,9 @@ class SnakeBeta(nn.Module):
         self.beta = nn.Parameter(torch.zeros(channels, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # exp in the parameters' dtype, then the input's (the reference's float32 pass over bf16 weights does so).
-        alpha = torch.exp(self.alpha).to(x.dtype)[None, :, None]
-        inverse_beta = 1.0 / (torch.exp(self.beta).to(x.dtype)[None, :, None] + SNAKE_EPS)
+        # In the input's dtype (the reference's float32 autocast over bf16 weights runs exp in float32 too).
+        alpha = torch.exp(self.alpha.to(x.dtype))[None, :, None]
+        inverse_beta = 1.0 / (torch.exp(self.beta.to(x.dtype))[None, :, None] + SNAKE_EPS)
         if torch.is_grad_enabled():
             return x + inverse_beta * torch.sin(x * alpha).pow(2)
         # Inference: the same ops in the same order, in place on one buffer (bitwise equal, ~2.5x faster on CPU).
