@@ -13,12 +13,17 @@ Files (relative to the output folder, as ComfyUI's model folders):
 ``latent_upscale_models/ltx-2.5-latent-{spatial,temporal}-upscaler-x2-bf16-1.0``,
 ``loras/ltx-2.5-22b-distilled-lora-450-bf16`` and ``model_patches/ltx-2.5-duration-head-bf16``.
 
+The test suite's host fixtures install the set under these (official) names beside the LTX-2.3 demo set, so the
+LTX-2.5 templates run as shipped; `ensure_ltx25_demo_models` keeps one cached copy current (a manifest of the
+build's fingerprint and every file's hash, as `demo_models.write_demo_models` does).
+
 ``python scripts/demo_models_ltx25.py OUT_DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -38,10 +43,11 @@ from support import tiny_configs as tc  # noqa: E402
 from support import tiny_gemma4 as tg  # noqa: E402
 from support.demo_module import load_demo_models_module  # noqa: E402
 
-__all__ = ["FILES", "Ltx25Demo", "ltx25_config", "write_ltx25_demo_models"]
+__all__ = ["FILES", "Ltx25Demo", "ensure_ltx25_demo_models", "ltx25_config", "write_ltx25_demo_models"]
 
 log = logging.getLogger("aiprod.demo25")
 MODEL_VERSION = "2.5.0"
+MANIFEST = ".aiprod-demo25-manifest.json"
 NUM_LAYERS = 30
 DIT = "model.diffusion_model."
 FILES = {
@@ -221,6 +227,36 @@ def write_ltx25_demo_models(root: Path, seed: int = 0) -> Ltx25Demo:
     _save(paths["duration_head"], _duration_head_tensors(head_config, seed), _metadata(head_config))
     log.info("wrote the LTX-2.5 demo set under %s", root)
     return Ltx25Demo(root, paths)
+
+
+def _fingerprint(seed: int) -> str:
+    """The LTX-2.3 demo set's build fingerprint (code, seed, libraries) plus this file and its tiny builders."""
+    digest = hashlib.sha256(load_demo_models_module().build_fingerprint(seed).encode())
+    for source in (Path(__file__), Path(vae25.__file__), Path(tg.__file__)):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _file_hashes(root: Path) -> dict[str, str | None]:
+    return {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() if (root / rel).is_file() else None
+            for rel in FILES.values()}
+
+
+def ensure_ltx25_demo_models(root: Path, seed: int = 0) -> Ltx25Demo:
+    """The set under ``root``, written only when the manifest says it is not the one this code and seed build
+    (or a file changed since); the manifest is written last, so an interrupted write is rebuilt next time."""
+    root = Path(root).resolve()
+    fingerprint = _fingerprint(seed)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        manifest = {}
+    if manifest.get("fingerprint") == fingerprint and manifest.get("files") == _file_hashes(root):
+        return Ltx25Demo(root, {name: root / rel for name, rel in FILES.items()})
+    (root / MANIFEST).unlink(missing_ok=True)
+    demo = write_ltx25_demo_models(root, seed)
+    (root / MANIFEST).write_text(json.dumps({"fingerprint": fingerprint, "files": _file_hashes(root)}, indent=2))
+    return demo
 
 
 def main(argv: list[str] | None = None) -> int:

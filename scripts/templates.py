@@ -1,6 +1,6 @@
 """Lay out the example workflows (the ComfyUI templates) and write their API twins and thumbnails.
 
-Each template names the official LTX-2.3 files it is for and carries a Note saying where each file goes; this
+Each template names the official LTX-2.3 or LTX-2.5 files it is for and carries a Note saying where each file goes; this
 script sets those names, sizes every node to what the real frontend computes for it (headless Chromium against a
 running ComfyUI, `tests/browser/chromium.py`), places the nodes in data-flow columns so nothing overlaps at the
 default zoom, writes ``example_workflows/api/<id>.json`` (the prompt the frontend queues for the template) and
@@ -48,6 +48,26 @@ WHERE = {  # file -> where it goes and where it comes from
     DISTILLED_LORA: ("models/loras/", "Lightricks/LTX-2.3"),
     IC_LORA: ("models/loras/", "Lightricks/LTX-2.3-22b-IC-LoRA-Union-Control"),
 }
+# LTX-2.5: one file per component (Lightricks/LTX-2.5); the Gemma-4 file bundles the text projection, the
+# transformer file holds the text connectors.
+DEV25 = "ltx-2.5-22b-dev-transformer-bf16.safetensors"
+DISTILLED25 = "ltx-2.5-22b-distilled-transformer-bf16.safetensors"
+GEMMA25 = "gemma4-12b-with-proj-ltx-2.5-bf16.safetensors"
+VIDEO_VAE25 = "ltx-2.5-video-vae-bf16.safetensors"
+VIDEO_VAE_CONV25 = "ltx-2.5-video-vae-conv-bf16.safetensors"
+AUDIO_VAE25 = "ltx-2.5-audio-vae-bf16.safetensors"
+UPSCALER25 = "ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors"
+DISTILLED_LORA25 = "ltx-2.5-22b-distilled-lora-450-bf16.safetensors"
+WHERE |= {
+    DEV25: ("models/diffusion_models/", "Lightricks/LTX-2.5"),
+    DISTILLED25: ("models/diffusion_models/", "Lightricks/LTX-2.5"),
+    GEMMA25: ("models/text_encoders/", "Lightricks/LTX-2.5"),
+    VIDEO_VAE25: ("models/vae/", "Lightricks/LTX-2.5"),
+    VIDEO_VAE_CONV25: ("models/vae/", "Lightricks/LTX-2.5"),
+    AUDIO_VAE25: ("models/vae/", "Lightricks/LTX-2.5"),
+    UPSCALER25: ("models/latent_upscale_models/", "Lightricks/LTX-2.5"),
+    DISTILLED_LORA25: ("models/loras/", "Lightricks/LTX-2.5"),
+}
 
 # template -> (checkpoint, the other files it names, what it does)
 TEMPLATES = {
@@ -67,11 +87,34 @@ TEMPLATES = {
     "inspect_checkpoint": (DEV, (), "Inspect a model file: which LTX generation, which components, tensor count "
                            "and dtypes, read from its header (nothing is loaded). Pick any file and press Run; the "
                            "report shows in 'Preview as Text'."),
+    "distilled_ltx25": (DISTILLED25, (GEMMA25, VIDEO_VAE25, AUDIO_VAE25, UPSCALER25), "LTX-2.5 distilled "
+                        "two-stage pipeline (8 + 3 steps, no CFG; stage 1 ancestral, as Lightricks samples 2.5) "
+                        "with the diffusion video decoder (sharper; ltx-2.5-video-vae-conv-bf16 decodes in one "
+                        "pass, faster). For 'auto' frames add 'AIPROD Duration Head Loader' "
+                        "(ltx-2.5-duration-head-bf16, models/model_patches/) and 'AIPROD Predict Frames' and "
+                        "connect its frames to the pipeline's."),
+    "two_stage_ltx25": (DEV25, (GEMMA25, VIDEO_VAE_CONV25, AUDIO_VAE25, UPSCALER25, DISTILLED_LORA25),
+                        "LTX-2.5 two-stage pipeline: a guided stage at half size, x2 latent upsample, 3 refinement "
+                        "steps by the dev model with the distilled LoRA; the conv video decoder (one pass; "
+                        "ltx-2.5-video-vae-bf16 is the diffusion decoder, sharper)."),
+}
+# template -> {widget role: file} for the LTX-2.5 templates (split files: no single checkpoint)
+SPLIT_FILES = {
+    "distilled_ltx25": {"model_file": DISTILLED25, "vae": f"{VIDEO_VAE25} (vae)", "audio_vae": f"{AUDIO_VAE25} (vae)",
+                        "gemma": GEMMA25, "projection": f"{GEMMA25} (text_encoders)",
+                        "connectors": f"{DISTILLED25} (diffusion_models)", "upsampler": UPSCALER25},
+    "two_stage_ltx25": {"model_file": DEV25, "vae": f"{VIDEO_VAE_CONV25} (vae)", "audio_vae": f"{AUDIO_VAE25} (vae)",
+                        "gemma": GEMMA25, "projection": f"{GEMMA25} (text_encoders)",
+                        "connectors": f"{DEV25} (diffusion_models)", "upsampler": UPSCALER25,
+                        "lora": DISTILLED_LORA25},
 }
 # node type -> the widget slots that name model files, as (index, which file)
 MODEL_WIDGETS = {
     "AIPRODCheckpointLoader": ((0, "checkpoint"),),
-    "AIPRODTextEncoderLoader": ((0, "gemma"), (1, "projection")),
+    "AIPRODDiffusionModelLoader": ((0, "model_file"),),
+    "AIPRODVideoVAELoader": ((0, "vae"),),
+    "AIPRODAudioVAELoader": ((0, "audio_vae"),),
+    "AIPRODTextEncoderLoader": ((0, "gemma"), (1, "projection"), (3, "connectors")),
     "AIPRODUpsamplerLoader": ((0, "upsampler"),),
     "AIPRODLoraLoader": ((0, "lora"),),
     "AIPRODICLoraLoader": ((0, "lora"),),
@@ -81,13 +124,14 @@ MODEL_WIDGETS = {
 
 def note_text(name: str) -> str:
     checkpoint, others, what = TEMPLATES[name]
-    lines = [what, "", "Files (LTX-2.3; put each where it says, then press R to refresh the lists):"]
+    generation = "LTX-2.5" if name in SPLIT_FILES else "LTX-2.3"
+    lines = [what, "", f"Files ({generation}; put each where it says, then press R to refresh the lists):"]
     for file in (checkpoint, *others):
         where, source = WHERE[file]
         lines.append(f"- {file}  ->  {where}  ({source})")
     if others:  # a generation template
         lines += ["", "Sizes: width and height multiples of 32 (64 for two-stage pipelines), frames 8k+1. STG block 28 "
-                  "is LTX-2.3's (29 for LTX-2)."]
+                  "is LTX-2.3's and LTX-2.5's (29 for LTX-2)."]
     return "\n".join(lines)
 
 
@@ -95,7 +139,8 @@ def set_model_files(name: str, workflow: dict) -> None:
     checkpoint, others, _ = TEMPLATES[name]
     files = {"checkpoint": checkpoint, "gemma": GEMMA, "upsampler": UPSCALER, "inspect": f"{checkpoint} (checkpoints)",
              "projection": f"{checkpoint} (checkpoints)",  # the text projection's input spans three folders
-             "lora": IC_LORA if IC_LORA in others else DISTILLED_LORA}
+             "connectors": "none", "lora": IC_LORA if IC_LORA in others else DISTILLED_LORA}
+    files |= SPLIT_FILES.get(name, {})
     for node in workflow["nodes"]:
         for index, which in MODEL_WIDGETS.get(node["type"], ()):
             node["widgets_values"][index] = files[which]
@@ -204,7 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/templates.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="a running ComfyUI with the pack (and the demo models) installed")
+    parser.add_argument("templates", nargs="*", metavar="TEMPLATE",
+                        help=f"lay out only these ({', '.join(TEMPLATES)}; default: all)")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.templates if name not in TEMPLATES]
+    if unknown:
+        parser.error(f"templates={unknown!r}: expected some of {list(TEMPLATES)!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     object_info = ComfyClient(args.url).object_info()
     with chromium() as session:
@@ -212,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         session.execute_script("document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
         wait_for(session, "return !!app.canvas")
         session.set_window_size(2600, 1800)  # every node inside the drawn viewport at the thumbnails' scale
-        for name in TEMPLATES:
+        for name in args.templates or TEMPLATES:
             path = EXAMPLES / f"{TEMPLATE_NAMES[name]}.json"
             workflow = json.loads(path.read_text())
             set_model_files(name, workflow)

@@ -191,21 +191,26 @@ def test_configs_are_the_tiny_ltx23_configs_with_the_blocks_the_templates_name(d
     assert dm.gemma_config_json()["text_config"]["num_hidden_layers"] == tc.TINY_GEMMA_NUM_LAYERS
 
 
-def test_example_workflows_name_official_files_the_demo_set_stands_in_for(demo_models, dm) -> None:
-    """The templates and their API twins name the official LTX-2.3 files; make demo and the tests install the demo
-    set under those names (`OFFICIAL_FILES`), so every model file a workflow names is installed."""
+def test_example_workflows_name_official_files_the_demo_set_stands_in_for(demo_models, demo25_models, dm) -> None:
+    """The templates and their API twins name the official LTX-2.3 / LTX-2.5 files; make demo and the tests install
+    the demo sets under those names (`OFFICIAL_FILES`; the LTX-2.5 set is written under its official names), so
+    every model file a workflow names is installed, and each template's Note says where each of its files goes."""
     from support.workflows import api_workflows, ui_templates
 
-    installed = {rel.partition("/")[2] for rel in demo_models.install_map()}
-    installed |= {f"{rel.partition('/')[2]} ({rel.partition('/')[0]})" for rel in demo_models.install_map()}
-    model_inputs = ("checkpoint", "gemma", "upsampler", "lora", "model_file", "vae", "audio_vae")
+    install_map = demo_models.install_map() | demo25_models.install_map()
+    installed = {rel.partition("/")[2] for rel in install_map}
+    installed |= {f"{rel.partition('/')[2]} ({rel.partition('/')[0]})" for rel in install_map}
+    model_inputs = ("checkpoint", "gemma", "upsampler", "lora", "model_file", "vae", "audio_vae", "connectors")
     named = {f"{name}:{node_id}.{key}": value for name, prompt in api_workflows().items()
              for node_id, node in prompt.items() for key, value in node["inputs"].items()
-             if key in model_inputs and isinstance(value, str)}
+             if key in model_inputs and isinstance(value, str) and value != "none"}
     assert named and not {where: value for where, value in named.items() if value not in installed}
     assert not any("aiprod-demo" in value for value in named.values())  # the official names, not the demo's
-    notes = [node["widgets_values"][0] for template in ui_templates().values() for node in template["nodes"]
-             if node["type"] == "Note"]
-    assert len(notes) == len(ui_templates()) and all("models/checkpoints/" in note for note in notes)
-    for rel in demo_models.install_map().values():
+    assert {"distilled_ltx25", "two_stage_ltx25"} <= {where.partition(":")[0] for where in named}
+    for name, template in ui_templates().items():
+        (note,) = [node["widgets_values"][0] for node in template["nodes"] if node["type"] == "Note"]
+        files = {value.partition(" (")[0] for where, value in named.items() if where.startswith(f"{name}:")}
+        missing = [file for file in files if f"- {file}  ->  models/" not in note]
+        assert not missing, f"{name}: the Note does not say where {missing} go"
+    for rel in install_map.values():
         assert rel.exists(), rel

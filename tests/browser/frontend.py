@@ -20,6 +20,8 @@ TINY_SETTINGS = {
     "keyframe_interpolation": {"AIPRODKeyframePipeline": {"width": 64, "height": 64, "frames": 17, "steps": 2},
                                "EmptyImage": {"width": 64, "height": 64}},
     "inspect_checkpoint": {},
+    "distilled_ltx25": {"AIPRODDistilledPipeline": {"width": 64, "height": 128, "frames": 9}},
+    "two_stage_ltx25": {"AIPRODTwoStagePipeline": {"width": 128, "height": 64, "frames": 9, "steps": 2}},
 }
 
 _CLICK_TEXT = """

@@ -21,6 +21,8 @@ SIZES = {  # workflow -> (width, height, frames, fps)
     "two_stage": (64, 64, 9, 12.5),
     "ic_lora": (128, 128, 9, 24.0),  # the IC-LoRA's factor 2: stage 1 at 64, its reference at 32 pixels
     "keyframe_interpolation": (64, 64, 17, 24.0),
+    "distilled_ltx25": (64, 128, 9, 24.0),  # LTX-2.5 split files: the diffusion video decoder
+    "two_stage_ltx25": (128, 64, 9, 25.0),  # the conv video decoder, the 2.5 distilled LoRA
 }
 
 

@@ -185,9 +185,17 @@ def test_templates_carry_every_input_and_old_values_resolve(nodes):
     names = [i.id for i in schema.inputs]
     for name, workflow in api_workflows().items():
         for node in workflow.values():
-            if node["class_type"] == "AIPRODTextEncoderLoader":
-                assert list(node["inputs"]) == names, name
-                assert node["inputs"]["checkpoint"].endswith(" (checkpoints)"), name
+            if node["class_type"] != "AIPRODTextEncoderLoader":
+                continue
+            inputs = node["inputs"]
+            assert list(inputs) == names, name
+            if name.endswith("_ltx25"):  # LTX-2.5: the projection in the Gemma-4 file, connectors in the transformer
+                (model,) = [n["inputs"]["model_file"] for n in workflow.values()
+                            if n["class_type"] == "AIPRODDiffusionModelLoader"]
+                assert inputs["checkpoint"] == f"{inputs['gemma']} (text_encoders)", name
+                assert inputs["connectors"] == f"{model} (diffusion_models)", name
+            else:
+                assert inputs["checkpoint"].endswith(" (checkpoints)"), name
     new = "ltx-2.3-22b-tiny.safetensors (checkpoints)"
     assert new in model_files.text_projection_options()
     resolved = {model_files.resolve_model_file("checkpoint", choice, model_files.PROJECTION_FOLDERS)

@@ -13,9 +13,10 @@ MODEL_FOLDERS = ("checkpoints", "diffusion_models", "vae", "text_encoders", "lor
 
 
 @pytest.fixture(scope="session")
-def demo_host(comfy_host, demo_models):
-    """The session's ComfyUI server with the demo models installed under the names the example workflows use."""
-    install_model_files(comfy_host.base_dir, demo_models.install_map())
+def demo_host(comfy_host, demo_models, demo25_models):
+    """The session's ComfyUI server with the demo models (LTX-2.3 and LTX-2.5) installed under the names the
+    example workflows use."""
+    install_model_files(comfy_host.base_dir, demo_models.install_map() | demo25_models.install_map())
     return comfy_host
 
 

@@ -23,6 +23,8 @@ TEMPLATE_NAMES = {
     "ic_lora": "LTX-2.3 IC-LoRA Control Video",
     "keyframe_interpolation": "LTX-2.3 Keyframe Interpolation",
     "inspect_checkpoint": "Inspect an LTX Model File",
+    "distilled_ltx25": "LTX-2.5 Distilled Text to Video",
+    "two_stage_ltx25": "LTX-2.5 Two-Stage Text to Video",
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 NON_EXECUTING_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
