@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT / "tests") not in sys.path:  # the tiny builders are shared with the test fixtures
@@ -89,8 +88,8 @@ def _metadata(sections: dict[str, Any], **extra: str) -> dict[str, str]:
 
 
 def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata)
+    """Deterministic bytes (sorted metadata and tensors), written atomically."""
+    tiny.write_atomic(path, tiny.safetensors_bytes(tensors, metadata))
     return path
 
 

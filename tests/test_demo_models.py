@@ -214,3 +214,22 @@ def test_example_workflows_name_official_files_the_demo_set_stands_in_for(demo_m
         assert not missing, f"{name}: the Note does not say where {missing} go"
     for rel in install_map.values():
         assert rel.exists(), rel
+
+
+def test_ltx25_set_is_deterministic_and_cached(demo25_models, tmp_path) -> None:
+    """The LTX-2.5 demo set: the same seed gives the same bytes; a current set is not rewritten; a damaged file makes
+    the next call rebuild the set."""
+    from support.demo_module import load_ltx25_demo_module
+
+    module = load_ltx25_demo_module()
+    again = module.ensure_ltx25_demo_models(tmp_path / "a", seed=0)
+    assert set(again.install_map()) == set(module.FILES.values())
+    assert {rel: p.read_bytes() for rel, p in again.install_map().items()} == {
+        rel: p.read_bytes() for rel, p in demo25_models.install_map().items()}
+    for path in again.paths.values():
+        os.utime(path, ns=(1, 1))
+    module.ensure_ltx25_demo_models(again.root, seed=0)
+    assert all(p.stat().st_mtime_ns == 1 for p in again.paths.values())
+    again.paths["audio_vae"].write_bytes(b"damaged")
+    module.ensure_ltx25_demo_models(again.root, seed=0)
+    assert again.paths["audio_vae"].read_bytes() == demo25_models.paths["audio_vae"].read_bytes()

@@ -51,16 +51,17 @@ def saved_video(client, result) -> bytes:
 
 
 def probe(data: bytes) -> dict:
-    """Frame count, size, fps of the video stream; duration of the decoded audio (seconds)."""
+    """Frame count, size, fps of the video stream; duration (seconds) and peak of the decoded audio."""
     with av.open(io.BytesIO(data)) as container:
         video = container.streams.video[0]
         fps = float(video.average_rate)
         frames = [f for f in container.decode(video=0)]
     with av.open(io.BytesIO(data)) as container:
-        samples = sum(f.samples for f in container.decode(audio=0))
+        chunks = [f.to_ndarray() for f in container.decode(audio=0)]
         rate = container.streams.audio[0].rate
     return {"frames": len(frames), "width": frames[0].width, "height": frames[0].height, "fps": fps,
-            "audio_seconds": samples / rate}
+            "audio_seconds": sum(c.shape[-1] for c in chunks) / rate,
+            "audio_peak": max(float(abs(c).max()) for c in chunks)}
 
 
 @pytest.mark.parametrize("name", list(SIZES))
@@ -70,6 +71,24 @@ def test_example_workflow_makes_the_requested_clip(demo_client, name):
     assert (info["frames"], info["width"], info["height"]) == (frames, width, height)
     assert info["fps"] == pytest.approx(fps, rel=1e-6)
     assert abs(info["audio_seconds"] - frames / fps) <= 1.0 / fps
+    assert info["audio_peak"] > 1e-4, "the soundtrack is silent"
+
+
+def test_ltx25_distilled_template_with_auto_frames_from_the_duration_head(demo_client):
+    """LTX-2.5's "auto" frames through the host: the duration head (models/model_patches) predicts the clip length
+    from the encoded prompt, clamped to 1 s (the tiny head predicts ~4 s): 24 frames at 24 fps, down to 8 k + 1 =
+    17, not the 9 the template's frames widget would give; the clip has sound that lasts as long."""
+    prompt = tiny("distilled_ltx25")
+    text = next(k for k, v in prompt.items() if v["class_type"] == "AIPRODTextEncode")
+    prompt["90"] = {"class_type": "AIPRODDurationHeadLoader",
+                    "inputs": {"duration_head": "ltx-2.5-duration-head-bf16.safetensors"}}
+    prompt["91"] = {"class_type": "AIPRODPredictFrames", "inputs": {
+        "duration_head": ["90", 0], "conditioning": [text, 0], "fps": 24.0, "min_seconds": 0.0, "max_seconds": 1.0}}
+    _node(prompt, "AIPRODDistilledPipeline")["frames"] = ["91", 0]
+    width, height, _, fps = SIZES["distilled_ltx25"]
+    info = probe(saved_video(demo_client, demo_client.run(prompt, timeout=600)))
+    assert (info["frames"], info["width"], info["height"]) == (17, width, height)
+    assert abs(info["audio_seconds"] - 17 / fps) <= 1.0 / fps and info["audio_peak"] > 1e-4
 
 
 def _one_error(client, prompt) -> dict:

@@ -18,17 +18,8 @@ PROMPT = "a cat runs over the red car at night while rain falls"
 
 
 @pytest.fixture(scope="module")
-def demo25(tmp_path_factory):
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "demo_models_ltx25.py"
-    spec = importlib.util.spec_from_file_location("aiprod_demo_models_ltx25", path)
-    module = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.write_ltx25_demo_models(tmp_path_factory.mktemp("demo25"))
+def demo25(demo25_models):
+    return demo25_models  # the session's cached set (support.demo_fixtures), also installed in the demo host
 
 
 @pytest.fixture

@@ -370,7 +370,8 @@ def lora_state_dict(seed: int = 0, kind: str = "lora") -> dict[str, torch.Tensor
 # Writing
 # --------------------------------------------------------------------------------------------------------
 
-_DTYPES = {torch.bfloat16: ("BF16", "<i2", torch.int16), torch.float32: ("F32", "<f4", torch.float32)}
+_DTYPES = {torch.bfloat16: ("BF16", "<i2", torch.int16), torch.float32: ("F32", "<f4", torch.float32),
+           torch.uint8: ("U8", "u1", torch.uint8)}  # U8: a tokenizer embedded as bytes (the Gemma-4 bundle)
 
 
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
