@@ -5,7 +5,8 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..loaders.detect import describe_file, format_report
-from .model_files import model_choice_problem, model_file_options, resolve_model_file
+from .inputs import choice_input
+from .model_files import model_file_options, resolve_model_file
 
 __all__ = ["AIPRODCheckpointInspect"]
 
@@ -25,19 +26,13 @@ class AIPRODCheckpointInspect(io.ComfyNode):
             "components (transformer, video VAE, audio VAE, vocoder, text projection, connectors), "
             "tensor count and dtypes. No weights are loaded.",
             inputs=[
-                io.Combo.Input(
-                    "checkpoint",
-                    options=model_file_options(INSPECT_FOLDERS),
-                    tooltip="A file from the 'checkpoints' or 'diffusion_models' model folders.",
-                ),
+                choice_input("checkpoint", model_file_options(INSPECT_FOLDERS),
+                             "A file from the 'checkpoints' or 'diffusion_models' model folders."),
             ],
-            outputs=[io.String.Output("report", tooltip="The report as text.")],
+            outputs=[io.String.Output("report", display_name="report",
+                                      tooltip="The report as text: connect 'Preview as Text' (core) to read it.")],
             is_output_node=True,
         )
-
-    @classmethod
-    def validate_inputs(cls, checkpoint: str) -> bool | str:
-        return model_choice_problem("checkpoint", checkpoint, INSPECT_FOLDERS) or True
 
     @classmethod
     def execute(cls, checkpoint: str) -> io.NodeOutput:

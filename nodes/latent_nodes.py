@@ -10,7 +10,8 @@ from comfy_api.latest import io, ui
 
 from ..aiprod_core.pipelines import AVLatents, ImageCondition, ReferenceCondition, empty_latents
 from ..aiprod_core.pipelines import validation as rules
-from ..aiprod_core.pipelines.preprocess import DEFAULT_IMAGE_CRF, MAX_CRF
+from ..aiprod_core.pipelines.preprocess import DEFAULT_IMAGE_CRF
+from ..aiprod_core.pipelines.validation import PipelineKind, check_problems, saved_latents_problems
 from .files import (
     filename_prefix_problem,
     read_tensors,
@@ -19,6 +20,8 @@ from .files import (
     saved_file_problem,
     write_tensors,
 )
+from .inputs import choice_input, float_input, int_input, reference_frames, size_inputs
+from .problems import check_inputs
 from .types import LatentBundle, LatentSocket
 
 __all__ = [
@@ -27,61 +30,11 @@ __all__ = [
     "AIPRODLoadLatent",
     "AIPRODReferenceVideo",
     "AIPRODSaveLatent",
-    "check_size",
-    "first_problem",
+    "latents_from_tensors",
 ]
 
 CATEGORY = "AIPROD/latents"
 LATENT_KIND = "av_latents"
-MAX_FRAMES = 8 * 1024 + 1
-
-
-# The core's parameter names -> the names of the nodes' inputs, so a message names what the user sets.
-NODE_NAMES = {"num_frames=": "frames=", "frame_rate=": "fps=", "num_inference_steps=": "steps="}
-
-
-def node_message(message: str) -> str:
-    for core_name, name in NODE_NAMES.items():
-        message = message.replace(core_name, name)
-    return message
-
-
-def first_problem(*checks) -> str | None:
-    """Run validation rules (callables raising ``ValueError``); the first message (in the nodes' input names), or
-    None when all pass."""
-    for check in checks:
-        try:
-            check()
-        except ValueError as exc:
-            return node_message(str(exc))
-    return None
-
-
-def check_size(width, height, frames, fps, kind: str = "one_stage") -> str | None:
-    """The size rules of `aiprod_core.pipelines.validation`, skipping values linked from other nodes (None)."""
-    checks = []
-    if width is not None and height is not None:
-        checks.append(lambda: rules.check_resolution(width, height, kind))
-    if frames is not None:
-        checks.append(lambda: rules.check_num_frames(frames))
-    if fps is not None:
-        checks.append(lambda: rules.check_frame_rate(fps))
-    if None not in (width, height, frames):
-        checks.append(lambda: rules.check_budget(width, height, frames))
-    return first_problem(*checks)
-
-
-def size_inputs(width: int = 768, height: int = 512, frames: int = 121, fps: float = 24.0) -> list:
-    return [
-        io.Int.Input("width", default=width, min=32, max=rules.MAX_SIDE, step=32,
-                     tooltip="Width in pixels: a multiple of 32 (64 for two-stage pipelines)."),
-        io.Int.Input("height", default=height, min=32, max=rules.MAX_SIDE, step=32,
-                     tooltip="Height in pixels: a multiple of 32 (64 for two-stage pipelines)."),
-        io.Int.Input("frames", default=frames, min=1, max=MAX_FRAMES, step=8,
-                     tooltip="Frame count: 8k+1 (9, 17, ..., 97, 121)."),
-        io.Float.Input("fps", default=fps, min=rules.MIN_FRAME_RATE, max=rules.MAX_FRAME_RATE, step=0.01,
-                       tooltip="Frames per second (any positive number, e.g. 23.976); sets the audio length too."),
-    ]
 
 
 class AIPRODEmptyLatent(io.ComfyNode):
@@ -95,41 +48,25 @@ class AIPRODEmptyLatent(io.ComfyNode):
             category=CATEGORY,
             description="Video latent (1, 128, 1 + (frames - 1) / 8, height / 32, width / 32) and an audio latent "
             "of the same duration (frames / fps seconds).",
-            inputs=size_inputs(),
+            inputs=size_inputs(PipelineKind.ONE_STAGE),
             outputs=[LatentSocket.Output(display_name="latent", tooltip="Empty audio+video latents.")],
         )
 
     @classmethod
-    def validate_inputs(cls, width: int, height: int, frames: int, fps: float) -> bool | str:
-        return check_size(width, height, frames, fps) or True
-
-    @classmethod
     def execute(cls, width: int, height: int, frames: int, fps: float) -> io.NodeOutput:
-        problem = check_size(width, height, frames, fps)
-        if problem:
-            raise ValueError(problem)
+        check_problems(rules.size_problems(width, height, frames, fps))
         return io.NodeOutput(LatentBundle(empty_latents(width, height, frames, fps, device=mm.intermediate_device())))
 
 
 def image_inputs() -> list:
     return [
-        io.Int.Input("frame_index", default=0, min=-MAX_FRAMES, max=MAX_FRAMES - 1,
+        io.Int.Input("frame_index", default=0, min=-rules.MAX_FRAMES, max=rules.MAX_FRAMES - 1,
                      tooltip="Pixel frame the image is placed at: 0 = first, -1 = last (negative counts from the "
                      "end). Must lie inside the clip."),
-        io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="1 keeps the image exactly; lower values let the model change it."),
-        io.Float.Input("crf", default=DEFAULT_IMAGE_CRF, min=0.0, max=MAX_CRF, step=1.0,
-                       tooltip="H.264 compression applied to the image first, as the model was trained (0 = none)."),
+        float_input("strength", 1.0, "1 keeps the image exactly; lower values let the model change it."),
+        float_input("crf", DEFAULT_IMAGE_CRF, "H.264 compression applied to the image first, as the model was "
+                    "trained (0 = none).", step=1.0),
     ]
-
-
-def check_image_settings(strength, crf) -> str | None:
-    checks = []
-    if strength is not None:
-        checks.append(lambda: rules.check_strength(strength))
-    if crf is not None and not 0 <= crf <= MAX_CRF:
-        return f"crf={crf!r}: must be in [0, {MAX_CRF}] (0 = no compression)"
-    return first_problem(*checks)
 
 
 def add_images(bundle: LatentBundle, images: list[ImageCondition], keyframes_only: bool) -> LatentBundle:
@@ -138,7 +75,7 @@ def add_images(bundle: LatentBundle, images: list[ImageCondition], keyframes_onl
     described = [rules.ImageCondition(c.frame_index, c.strength, c.crf, tuple(c.image.shape[:2])) for c in conditions]
     try:
         indices = rules.resolve_frame_indices(described, bundle.latents.frames)
-    except ValueError as exc:
+    except ValueError as exc:  # the chained images are named images[i]; this node's input is frame_index
         raise ValueError(f"frame_index: {exc}") from exc
     resolved = tuple(replace(c, frame_index=i) for c, i in zip(conditions, indices, strict=True))
     return replace(bundle, images=resolved, keyframes_only=bundle.keyframes_only or keyframes_only)
@@ -168,23 +105,11 @@ class AIPRODImageCondition(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strength: float, crf: float) -> bool | str:
-        return check_image_settings(strength, crf) or True
-
-    @classmethod
     def execute(cls, latent: LatentBundle, image: torch.Tensor, frame_index: int, strength: float, crf: float,
                 as_keyframe: bool) -> io.NodeOutput:
+        check_inputs(locals(), ("strength", "crf"))
         condition = ImageCondition(image[0].cpu(), frame_index, strength, crf)
         return io.NodeOutput(add_images(latent, [condition], as_keyframe))
-
-
-def reference_frames(frames: torch.Tensor | None, video) -> torch.Tensor:
-    """IC-LoRA reference frames (F, H, W, 3) from IMAGE frames or a core VIDEO input."""
-    if frames is None and video is None:
-        raise ValueError("reference: connect 'frames' (IMAGE) or 'video' (VIDEO)")
-    if frames is None:
-        frames = video.get_components().images
-    return frames[..., :3].cpu()
 
 
 class AIPRODReferenceVideo(io.ComfyNode):
@@ -202,34 +127,22 @@ class AIPRODReferenceVideo(io.ComfyNode):
                 LatentSocket.Input("latent", tooltip="The latents to condition (stage-1 size)."),
                 io.Image.Input("frames", optional=True, tooltip="Reference frames (IMAGE batch = frames)."),
                 io.Video.Input("video", optional=True, tooltip="Or a VIDEO (e.g. from Load Video); frames used."),
-                io.Int.Input("reference_downscale_factor", default=1, min=1, max=8,
-                             tooltip="From 'AIPROD IC-LoRA Loader' (the LoRA's metadata)."),
-                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="Conditioning strength of the reference tokens."),
-                io.Float.Input("attention_strength", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip="How strongly reference and generated tokens attend each other."),
+                int_input("reference_downscale_factor", 1, "From 'AIPROD IC-LoRA Loader' (the LoRA's metadata)."),
+                float_input("strength", 1.0, "Conditioning strength of the reference tokens."),
+                float_input("attention_strength", 1.0, "How strongly reference and generated tokens attend each "
+                            "other."),
             ],
             outputs=[LatentSocket.Output(display_name="latent", tooltip="The latents with the reference video.")],
         )
 
     @classmethod
-    def validate_inputs(cls, reference_downscale_factor: int, strength: float,
-                        attention_strength: float) -> bool | str:
-        checks = []
-        if reference_downscale_factor is not None and reference_downscale_factor < 1:
-            return f"reference_downscale_factor={reference_downscale_factor!r}: must be an integer >= 1"
-        for name, value in (("strength", strength), ("attention_strength", attention_strength)):
-            if value is not None:
-                checks.append(lambda v=value, n=name: rules.check_strength(v, n))
-        return first_problem(*checks) or True
-
-    @classmethod
     def execute(cls, latent: LatentBundle, reference_downscale_factor: int, strength: float,
                 attention_strength: float, frames: torch.Tensor | None = None, video=None) -> io.NodeOutput:
+        check_inputs(locals(), ("reference_downscale_factor", "strength", "attention_strength"))
         pixels = reference_frames(frames, video)
         lat = latent.latents
-        rules.check_reference_video(tuple(pixels.shape), height=lat.height, width=lat.width, num_frames=lat.frames,
-                                    downscale_factor=reference_downscale_factor)  # fmt: skip
+        rules.check_reference_video(tuple(pixels.shape), height=lat.height, width=lat.width, frames=lat.frames,
+                                    downscale_factor=reference_downscale_factor)
         reference = ReferenceCondition(pixels, strength, attention_strength)
         return io.NodeOutput(replace(latent, references=(*latent.references, reference),
                                      downscale_factor=reference_downscale_factor))
@@ -279,8 +192,8 @@ class AIPRODLoadLatent(io.ComfyNode):
             display_name="AIPROD Load Audio+Video Latent",
             category=CATEGORY,
             description="Loads audio+video latents from a .safetensors file in the output or input folder.",
-            inputs=[io.Combo.Input("latent_file", options=saved_file_options(),
-                                   tooltip="A file written by 'AIPROD Save Audio+Video Latent'.")],
+            inputs=[choice_input("latent_file", saved_file_options(),
+                                 "A file written by 'AIPROD Save Audio+Video Latent'.")],
             outputs=[LatentSocket.Output(display_name="latent", tooltip="The latents (treated as already denoised).")],
         )
 
@@ -291,5 +204,12 @@ class AIPRODLoadLatent(io.ComfyNode):
     @classmethod
     def execute(cls, latent_file: str) -> io.NodeOutput:
         tensors = read_tensors(resolve_saved_file("latent_file", latent_file), LATENT_KIND)
-        latents = AVLatents(tensors["video"], tensors["audio"], int(tensors["frames"]), float(tensors["fps"]))
-        return io.NodeOutput(LatentBundle(latents, denoised=True))
+        return io.NodeOutput(LatentBundle(latents_from_tensors(tensors, latent_file), denoised=True))
+
+
+def latents_from_tensors(tensors: dict[str, torch.Tensor], name: str) -> AVLatents:
+    """A saved latent file's tensors, checked against what the sampler and the decoders accept (`latents_problems`)
+    before anything is allocated from them."""
+    check_problems(saved_latents_problems(tensors, name))
+    frames, fps = int(tensors["frames"]), float(tensors["fps"])
+    return AVLatents(tensors["video"], tensors["audio"], frames, fps)

@@ -6,13 +6,17 @@ Each returns lazy handles (see `types`): weights are read when a stage first nee
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from comfy_api.latest import io
 
+from ..aiprod_core.pipelines.validation import check_problems
 from ..loaders.component_loader import load_component, plan_load
 from ..loaders.detect import describe_file
 from ..loaders.lora import check_lora_fits, read_lora
 from ..loaders.lora_apply import load_component_with_loras
 from ..loaders.text_encoder_files import find_gemma_files, load_gemma
+from .inputs import choice_input
 from .model_files import (
     UPSCALE_FOLDER,
     ensure_upscale_folder,
@@ -22,7 +26,6 @@ from .model_files import (
     resolve_model_file,
     resolve_text_encoder,
     text_encoder_options,
-    text_encoder_problem,
 )
 from .runtime import (
     WEIGHT_DTYPES,
@@ -31,7 +34,6 @@ from .runtime import (
     load_device,
     mark_weight_streaming,
     weight_dtype,
-    weight_streaming_problem,
 )
 from .types import (
     AudioVAE,
@@ -69,30 +71,31 @@ MAX_LORA_STRENGTH = 10.0
 
 
 def _dtype_input(default: str = "auto") -> io.Combo.Input:
-    return io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default=default,
-                          tooltip="Weight dtype: auto follows ComfyUI's settings (bf16 where the device supports it).")
+    return choice_input("weight_dtype", WEIGHT_DTYPES, default=default,
+                        tooltip="Weight dtype: auto follows ComfyUI's settings (bf16 where the device supports it).")
 
 
 def _fp8_input() -> io.Combo.Input:
-    return io.Combo.Input("fp8", options=list(FP8_MODES), default="upcast",
-                          tooltip="fp8 checkpoints: 'upcast' de-quantises to the weight dtype while loading; 'keep' "
-                          "keeps fp8 weights (half the memory) and up-casts per layer at run time.")
+    return choice_input("fp8", FP8_MODES, default="upcast",
+                        tooltip="fp8 checkpoints: 'upcast' de-quantises to the weight dtype while loading; 'keep' "
+                        "keeps fp8 weights (half the memory) and up-casts per layer at run time.")
 
 
 def _streaming_input() -> io.Combo.Input:
-    return io.Combo.Input("weight_streaming", options=list(WEIGHT_STREAMING), default="auto", optional=True,
-                          tooltip="Low-VRAM mode. auto: stream the transformer's blocks from CPU memory only when it "
+    return choice_input("weight_streaming", WEIGHT_STREAMING, default="auto", optional=True,
+                        tooltip="Low-VRAM mode. auto: stream the transformer's blocks from CPU memory only when it "
                           "does not fit in VRAM; on: always stream them (slower, needs ~2 blocks of VRAM for "
                           "weights); off: always load the whole transformer on the GPU. No effect on a CPU-only "
                           "ComfyUI.")
 
 
-def _choice(parameter: str, choice: str, folders: tuple[str, ...]) -> str | None:
-    return model_choice_problem(parameter, choice, folders)
+def _files_input(name: str, folders: tuple[str, ...], tooltip: str) -> io.Combo.Input:
+    """A model-file combo (file name first) that ComfyUI checks against the listed files itself."""
+    return choice_input(name, model_file_options(folders), tooltip)
 
 
 def _fingerprint(parameter: str, choice: str | None, folders: tuple[str, ...]) -> object:
-    if not isinstance(choice, str) or _choice(parameter, choice, folders):
+    if not isinstance(choice, str) or model_choice_problem(parameter, choice, folders):
         return choice
     return choice, file_fingerprint(resolve_model_file(parameter, choice, folders))
 
@@ -162,8 +165,8 @@ class AIPRODCheckpointLoader(io.ComfyNode):
             description="Loads an official single-file LTX-2 / LTX-2.3 checkpoint (models/checkpoints). Weights are "
             "read when a stage first needs them, and ComfyUI's model management moves and evicts them.",
             inputs=[
-                io.Combo.Input("checkpoint", options=model_file_options(CHECKPOINTS),
-                               tooltip="A single-file LTX-2 / LTX-2.3 checkpoint from models/checkpoints."),
+                _files_input("checkpoint", CHECKPOINTS,
+                             "A single-file LTX-2 / LTX-2.3 checkpoint from models/checkpoints."),
                 _dtype_input(),
                 _fp8_input(),
                 _streaming_input(),
@@ -174,10 +177,6 @@ class AIPRODCheckpointLoader(io.ComfyNode):
                 AudioVAESocket.Output(display_name="audio_vae", tooltip="Audio VAE decoder + vocoder."),
             ],
         )
-
-    @classmethod
-    def validate_inputs(cls, checkpoint: str, weight_streaming: str = "auto") -> bool | str:
-        return _choice("checkpoint", checkpoint, CHECKPOINTS) or weight_streaming_problem(weight_streaming) or True
 
     @classmethod
     def fingerprint_inputs(cls, checkpoint: str | None = None, **_: object) -> object:
@@ -202,18 +201,14 @@ class AIPRODDiffusionModelLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads the LTX-2 / LTX-2.3 transformer from a split file in models/diffusion_models.",
             inputs=[
-                io.Combo.Input("model_file", options=model_file_options(DIFFUSION),
-                               tooltip="A transformer file from models/diffusion_models (needs its config metadata)."),
+                _files_input("model_file", DIFFUSION,
+                             "A transformer file from models/diffusion_models (needs its config metadata)."),
                 _dtype_input(),
                 _fp8_input(),
                 _streaming_input(),
             ],
             outputs=[ModelSocket.Output(display_name="model", tooltip="The audio+video transformer.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, model_file: str, weight_streaming: str = "auto") -> bool | str:
-        return _choice("model_file", model_file, DIFFUSION) or weight_streaming_problem(weight_streaming) or True
 
     @classmethod
     def fingerprint_inputs(cls, model_file: str | None = None, **_: object) -> object:
@@ -238,16 +233,12 @@ class AIPRODVideoVAELoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads the LTX video VAE (encoder + decoder) from models/vae or from a checkpoint.",
             inputs=[
-                io.Combo.Input("vae", options=model_file_options(VAE_FILES),
-                               tooltip="A video VAE file (models/vae) or a single-file checkpoint."),
+                _files_input("vae", VAE_FILES,
+                             "A video VAE file (models/vae) or a single-file checkpoint."),
                 _dtype_input(),
             ],
             outputs=[VideoVAESocket.Output(display_name="video_vae", tooltip="Video VAE encoder + decoder.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, vae: str) -> bool | str:
-        return _choice("vae", vae, VAE_FILES) or True
 
     @classmethod
     def fingerprint_inputs(cls, vae: str | None = None, **_: object) -> object:
@@ -271,17 +262,13 @@ class AIPRODAudioVAELoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads the LTX audio VAE decoder and vocoder from a checkpoint or models/vae.",
             inputs=[
-                io.Combo.Input("audio_vae", options=model_file_options(AUDIO_FILES),
-                               tooltip="A checkpoint (models/checkpoints) or audio VAE file (models/vae) holding "
+                _files_input("audio_vae", AUDIO_FILES,
+                             "A checkpoint (models/checkpoints) or audio VAE file (models/vae) holding "
                                "the audio VAE and the vocoder."),
                 _dtype_input(),
             ],
             outputs=[AudioVAESocket.Output(display_name="audio_vae", tooltip="Audio VAE decoder + vocoder.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, audio_vae: str) -> bool | str:
-        return _choice("audio_vae", audio_vae, AUDIO_FILES) or True
 
     @classmethod
     def fingerprint_inputs(cls, audio_vae: str | None = None, **_: object) -> object:
@@ -306,17 +293,12 @@ class AIPRODUpsamplerLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads an LTX spatial latent upsampler (x2 or x1.5) from models/latent_upscale_models.",
             inputs=[
-                io.Combo.Input("upsampler", options=model_file_options((UPSCALE_FOLDER,)),
-                               tooltip="A latent upsampler file from models/latent_upscale_models."),
+                _files_input("upsampler", (UPSCALE_FOLDER,),
+                             "A latent upsampler file from models/latent_upscale_models."),
                 _dtype_input(),
             ],
             outputs=[UpsamplerSocket.Output(display_name="upsampler", tooltip="The latent upsampler.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, upsampler: str) -> bool | str:
-        ensure_upscale_folder()
-        return _choice("upsampler", upsampler, (UPSCALE_FOLDER,)) or True
 
     @classmethod
     def fingerprint_inputs(cls, upsampler: str | None = None, **_: object) -> object:
@@ -350,11 +332,11 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             "models/text_encoders) and the text projection + connectors of an LTX checkpoint. Gemma is only "
             "loaded while encoding; ComfyUI evicts it before sampling when memory is short.",
             inputs=[
-                io.Combo.Input("gemma", options=text_encoder_options(),
-                               tooltip="The Gemma-3 text encoder: a folder in models/text_encoders holding the "
+                choice_input("gemma", text_encoder_options(),
+                             "The Gemma-3 text encoder: a folder in models/text_encoders holding the "
                                "weights, config and tokenizer files (or a single .safetensors file)."),
-                io.Combo.Input("checkpoint", options=model_file_options(CHECKPOINTS),
-                               tooltip="The LTX checkpoint whose text projection and connectors match the model."),
+                _files_input("checkpoint", CHECKPOINTS,
+                             "The LTX checkpoint whose text projection and connectors match the model."),
                 _dtype_input(),
             ],
             outputs=[TextEncoderSocket.Output(display_name="text_encoder",
@@ -362,21 +344,40 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, gemma: str, checkpoint: str) -> bool | str:
-        return text_encoder_problem("gemma", gemma) or _choice("checkpoint", checkpoint, CHECKPOINTS) or True
-
-    @classmethod
     def execute(cls, gemma: str, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        gemma_path = resolve_text_encoder("gemma", gemma)
-        path = resolve_model_file("checkpoint", checkpoint, CHECKPOINTS)
-        _check_contents(path, "text_embeddings")
-        find_gemma_files(gemma_path)  # tokenizer / config problems named here, before any weights are read
+        gemma_path, path = _every_problem(  # both inputs' file problems in one message, no weights read
+            lambda: _gemma_folder(gemma),
+            lambda: _checked_file("checkpoint", checkpoint, CHECKPOINTS, "text_embeddings"))
         dtype = _text_dtype(weight_dtype)
         loaded = LazyModule(lambda: load_gemma(gemma_path, dtype=dtype, device=load_device()), f"gemma {gemma}")
         processor = LazyModule(
             lambda: load_component(path, "text_embeddings", dtype=dtype, device=load_device()).module,
             f"text projection {path}")  # fmt: skip
         return io.NodeOutput(TextEncoder(loaded, processor, gemma))
+
+
+def _gemma_folder(gemma: str) -> str:
+    path = resolve_text_encoder("gemma", gemma)
+    find_gemma_files(path)  # tokenizer / config problems named here, before any weights are read
+    return path
+
+
+def _checked_file(parameter: str, choice: str, folders: tuple[str, ...], *components: str) -> str:
+    path = resolve_model_file(parameter, choice, folders)
+    _check_contents(path, *components)
+    return path
+
+
+def _every_problem(*steps: Callable[[], str]) -> list[str]:
+    """Run each input's checks; one ``ValueError`` with every input's problem, else each step's result."""
+    results, problems = [], []
+    for step in steps:
+        try:
+            results.append(step())
+        except ValueError as exc:
+            problems.append(str(exc))
+    check_problems(problems)
+    return results
 
 
 def _text_dtype(choice: str):
@@ -386,16 +387,10 @@ def _text_dtype(choice: str):
 def _lora_inputs() -> list:
     return [
         ModelSocket.Input("model", tooltip="The transformer to apply the LoRA to (chain LoRA nodes to stack them)."),
-        io.Combo.Input("lora", options=model_file_options(LORAS), tooltip="A LoRA file from models/loras."),
+        _files_input("lora", LORAS, "A LoRA file from models/loras."),
         io.Float.Input("strength", default=1.0, min=-MAX_LORA_STRENGTH, max=MAX_LORA_STRENGTH, step=0.01,
                        tooltip="LoRA strength (0 disables it, negative inverts it)."),
     ]
-
-
-def _check_strength(strength: float) -> str | None:
-    if not isinstance(strength, int | float) or not -MAX_LORA_STRENGTH <= strength <= MAX_LORA_STRENGTH:
-        return f"strength={strength!r}: must be in [-{MAX_LORA_STRENGTH}, {MAX_LORA_STRENGTH}]"
-    return None
 
 
 class AIPRODLoraLoader(io.ComfyNode):
@@ -412,10 +407,6 @@ class AIPRODLoraLoader(io.ComfyNode):
             inputs=_lora_inputs(),
             outputs=[ModelSocket.Output(display_name="model", tooltip="The transformer with the LoRA added.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, lora: str, strength: float) -> bool | str:
-        return _choice("lora", lora, LORAS) or _check_strength(strength) or True
 
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
@@ -449,10 +440,6 @@ class AIPRODICLoraLoader(io.ComfyNode):
                               tooltip="How much smaller than the output the reference video is encoded."),
             ],
         )
-
-    @classmethod
-    def validate_inputs(cls, lora: str, strength: float) -> bool | str:
-        return _choice("lora", lora, LORAS) or _check_strength(strength) or True
 
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:

@@ -1,8 +1,10 @@
 """Model-file choices for combo inputs, resolved only from ComfyUI's own folder lists.
 
-A choice is written ``<folder>/<file name>`` (e.g. ``checkpoints/ltx-2.safetensors``) when one input
-spans several model folders. Only names that ComfyUI lists are accepted, so ``../`` or absolute paths
-can never reach the file system.
+A choice starts with the file name, so the frontend's widget shows it even when it truncates: for an input that
+reads one model folder it is ComfyUI's own name (``ltx-2.3-22b-dev.safetensors``, ``sub/x.safetensors``), for
+one that spans several folders the folder follows in brackets (``ltx-2.3-22b-dev.safetensors (checkpoints)``).
+Values saved by older versions (``checkpoints/ltx-2.3-22b-dev.safetensors``) still resolve. Only names ComfyUI
+lists are accepted, so ``../`` or absolute paths never reach the file system.
 """
 
 from __future__ import annotations
@@ -21,37 +23,44 @@ __all__ = [
 ]
 
 
-def model_file_options(folders: tuple[str, ...]) -> list[str]:
-    """Every file ComfyUI lists in ``folders``, as ``folder/name`` choices."""
-    options: list[str] = []
+def _listing(folders: tuple[str, ...]) -> dict[str, tuple[str, str]]:
+    """choice -> (folder, ComfyUI file name) of every file ComfyUI lists in ``folders``."""
+    choices: dict[str, tuple[str, str]] = {}
     for folder in folders:
-        options.extend(f"{folder}/{name}" for name in folder_paths.get_filename_list(folder))
-    return options
+        for name in folder_paths.get_filename_list(folder):
+            choices[name if len(folders) == 1 else f"{name} ({folder})"] = (folder, name)
+    return choices
 
 
-def model_choice_problem(parameter: str, choice: str, folders: tuple[str, ...]) -> str | None:
-    """Why ``choice`` is not an acceptable file for ``parameter``, or ``None`` if it is listed.
+def model_file_options(folders: tuple[str, ...]) -> list[str]:
+    """Every file ComfyUI lists in ``folders``, as combo choices (file name first)."""
+    return list(_listing(folders))
 
-    Nodes call this from ``validate_inputs`` because ComfyUI 0.3.75 does not check V3 combo values
-    against their options, so an unlisted name would otherwise reach ``execute``.
-    """
-    folder, _, name = choice.partition("/")
-    if folder not in folders or not name:
-        return (f"{parameter}={choice!r} is not a model choice; expected '<folder>/<file>' with folder one of "
-                f"{', '.join(folders)}.")
-    if name not in folder_paths.get_filename_list(folder):
-        return (f"{parameter}={choice!r}: no file {name!r} in ComfyUI's {folder!r} model folders. "
-                "Put the file there and press 'Refresh' (only listed names are accepted).")
-    return None
+
+def _lookup(choice: object, folders: tuple[str, ...]) -> tuple[str, str] | None:
+    if not isinstance(choice, str):
+        return None
+    listing = _listing(folders)
+    if choice in listing:
+        return listing[choice]
+    folder, _, name = choice.partition("/")  # the ``folder/name`` form older versions saved
+    return (folder, name) if folder in folders and (folder, name) in listing.values() else None
+
+
+def model_choice_problem(parameter: str, choice: object, folders: tuple[str, ...]) -> str | None:
+    """Why ``choice`` is not a listed file for ``parameter``, or ``None``."""
+    if _lookup(choice, folders) is not None:
+        return None
+    return (f"{parameter}={choice!r}: no such file in ComfyUI's {' / '.join(folders)} model folders. Put the file "
+            "there and press 'Refresh' (only listed names are accepted).")
 
 
 def resolve_model_file(parameter: str, choice: str, folders: tuple[str, ...]) -> str:
     """Absolute path of ``choice``; ``ValueError`` naming the parameter if it is not a listed file."""
-    problem = model_choice_problem(parameter, choice, folders)
-    if problem:
-        raise ValueError(problem)
-    folder, _, name = choice.partition("/")
-    return folder_paths.get_full_path_or_raise(folder, name)
+    found = _lookup(choice, folders)
+    if found is None:
+        raise ValueError(model_choice_problem(parameter, choice, folders))
+    return folder_paths.get_full_path_or_raise(*found)
 
 
 UPSCALE_FOLDER = "latent_upscale_models"
@@ -67,25 +76,30 @@ def ensure_upscale_folder() -> None:
         folder_paths.folder_names_and_paths[UPSCALE_FOLDER] = ([path], set(folder_paths.supported_pt_extensions))
 
 
-def text_encoder_options() -> list[str]:
-    """Gemma text encoders in ``text_encoders``: a folder (``text_encoders/<folder>``, any file inside it listed by
-    ComfyUI) or a single ``.safetensors`` file at the top level."""
-    options: list[str] = []
+def _text_encoders() -> dict[str, str]:
+    """choice -> name under ``text_encoders``: a folder (any file inside it listed by ComfyUI) or a single
+    ``.safetensors`` file at the top level."""
+    choices: dict[str, str] = {}
     for name in folder_paths.get_filename_list("text_encoders"):
         head, sep, _ = name.replace("\\", "/").partition("/")
-        choice = f"text_encoders/{head}" if sep else f"text_encoders/{name}"
-        if (sep or name.endswith(".safetensors")) and choice not in options:
-            options.append(choice)
-    return options
+        if sep or name.endswith(".safetensors"):
+            choices.setdefault(head if sep else name, head if sep else name)
+    return choices
 
 
-def text_encoder_problem(parameter: str, choice: str) -> str | None:
+def text_encoder_options() -> list[str]:
+    """Gemma text encoders in ``text_encoders``: folders (``gemma-3-12b-it-qat-q4_0-unquantized``) and single
+    ``.safetensors`` files."""
+    return list(_text_encoders())
+
+
+def text_encoder_problem(parameter: str, choice: object) -> str | None:
     """Why ``choice`` is not a listed text encoder folder or file, or ``None``."""
-    if choice not in text_encoder_options():
-        return (f"{parameter}={choice!r}: no such Gemma text encoder in ComfyUI's 'text_encoders' model folders "
-                "(expected a folder holding the Gemma-3 files and its tokenizer, or a single .safetensors file). "
-                "Put it there and press 'Refresh'.")
-    return None
+    if isinstance(choice, str) and choice.removeprefix("text_encoders/") in _text_encoders():
+        return None
+    return (f"{parameter}={choice!r}: no such Gemma text encoder in ComfyUI's 'text_encoders' model folders "
+            "(expected a folder holding the Gemma-3 files and its tokenizer, or a single .safetensors file). "
+            "Put it there and press 'Refresh'.")
 
 
 def resolve_text_encoder(parameter: str, choice: str) -> str:
@@ -95,12 +109,12 @@ def resolve_text_encoder(parameter: str, choice: str) -> str:
     problem = text_encoder_problem(parameter, choice)
     if problem:
         raise ValueError(problem)
-    name = choice.partition("/")[2]
+    name = choice.removeprefix("text_encoders/")  # older versions saved the folder prefix
     for root in folder_paths.get_folder_paths("text_encoders"):
         candidate = os.path.join(root, name)
         if os.path.exists(candidate):
             return candidate
-    raise ValueError(problem or f"{parameter}={choice!r}: not found on disk any more; press 'Refresh'.")
+    raise ValueError(f"{parameter}={choice!r}: not found on disk any more; press 'Refresh'.")
 
 
 def file_fingerprint(path: str) -> tuple[int, int] | None:

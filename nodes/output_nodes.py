@@ -11,63 +11,23 @@ from comfy_api.latest import io, ui
 
 from ..aiprod_core.media import VIDEO_FORMATS, write_video_file
 from ..aiprod_core.pipelines import decode_audio, decode_video
-from ..aiprod_core.pipelines import validation as rules
-from ..aiprod_core.video_vae import TilingConfig
-from ..aiprod_core.video_vae.tiling import SpatialTiling, TemporalTiling
+from ..aiprod_core.pipelines.validation import tiling_config
 from .files import filename_prefix_problem
-from .latent_nodes import first_problem
+from .inputs import choice_input, float_input, seed_input, tiling_inputs
+from .problems import check_inputs
 from .runtime import ComfyModelHost, DecodeProgress
 from .types import AudioVAE, AudioVAESocket, LatentBundle, LatentSocket, VideoVAE, VideoVAESocket
 
-__all__ = ["AIPRODAudioDecode", "AIPRODSaveVideo", "AIPRODVideoDecode", "save_video", "tiling_config"]
+__all__ = ["AIPRODAudioDecode", "AIPRODSaveVideo", "AIPRODVideoDecode", "save_video"]
 
 CATEGORY = "AIPROD/output"
-MAX_SEED = 2**64 - 1
 FORMATS = {"mp4 (H.264 + AAC)": "mp4", "mov (ProRes 422 HQ + PCM)": "mov-prores"}
-SPATIAL_TILE, SPATIAL_OVERLAP, TEMPORAL_TILE, TEMPORAL_OVERLAP = 512, 64, 64, 24  # fits 24 GB GPUs
-MAX_TILE = 8192
-_TILING_NAMES = {"tile_size_in_pixels": "spatial_tile", "tile_overlap_in_pixels": "spatial_overlap",
-                 "tile_size_in_frames": "temporal_tile", "tile_overlap_in_frames": "temporal_overlap"}
+MAX_CRF = 51
 
 
 def vae_host() -> ComfyModelHost:
     """Decoding follows ComfyUI's VAE placement (``--cpu-vae`` decodes on the CPU, as the OOM advice suggests)."""
     return ComfyModelHost(mm.vae_device(), mm.vae_offload_device())
-
-
-def tiling_config(spatial_tile: int, spatial_overlap: int, temporal_tile: int, temporal_overlap: int
-                  ) -> TilingConfig | None:
-    """Tiles in pixels / frames (0 = no tiling on that axis); `TilingConfig` checks the grid rules (its messages
-    name the core's fields: they are renamed to this node's inputs)."""
-    try:
-        spatial = SpatialTiling(spatial_tile, spatial_overlap) if spatial_tile else None
-        temporal = TemporalTiling(temporal_tile, temporal_overlap) if temporal_tile else None
-    except ValueError as exc:
-        message = str(exc)
-        for core_name, name in _TILING_NAMES.items():
-            message = message.replace(core_name, name)
-        raise ValueError(message) from exc
-    return None if spatial is None and temporal is None else TilingConfig(spatial, temporal)
-
-
-def tiling_inputs() -> list:
-    return [
-        io.Int.Input("spatial_tile", default=SPATIAL_TILE, min=0, max=MAX_TILE, step=32,
-                     tooltip="Spatial tile size in pixels (multiple of 32, >= 64; 0 = decode whole frames)."),
-        io.Int.Input("spatial_overlap", default=SPATIAL_OVERLAP, min=0, max=MAX_TILE, step=32,
-                     tooltip="Spatial tile overlap in pixels (multiple of 32), blended at the seams."),
-        io.Int.Input("temporal_tile", default=TEMPORAL_TILE, min=0, max=MAX_TILE, step=8,
-                     tooltip="Temporal tile size in frames (multiple of 8, >= 16; 0 = all frames at once). Keeps "
-                     "memory flat with clip length."),
-        io.Int.Input("temporal_overlap", default=TEMPORAL_OVERLAP, min=0, max=MAX_TILE, step=8,
-                     tooltip="Temporal tile overlap in frames (multiple of 8), blended."),
-    ]
-
-
-def check_tiling(spatial_tile, spatial_overlap, temporal_tile, temporal_overlap) -> str | None:
-    if None in (spatial_tile, spatial_overlap, temporal_tile, temporal_overlap):
-        return None
-    return first_problem(lambda: tiling_config(spatial_tile, spatial_overlap, temporal_tile, temporal_overlap))
 
 
 class AIPRODVideoDecode(io.ComfyNode):
@@ -85,8 +45,7 @@ class AIPRODVideoDecode(io.ComfyNode):
                 VideoVAESocket.Input("video_vae", tooltip="The video VAE."),
                 LatentSocket.Input("latent", tooltip="Sampled latents."),
                 *tiling_inputs(),
-                io.Int.Input("seed", default=0, min=0, max=MAX_SEED,
-                             tooltip="Seed of the LTX-2 decoder's noise (LTX-2.3 decoders use none)."),
+                seed_input("Seed of the LTX-2 decoder's noise (LTX-2.3 decoders use none).", control=False),
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip="Frames (F, H, W, 3) in 0..1."),
@@ -95,15 +54,10 @@ class AIPRODVideoDecode(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, spatial_tile: int, spatial_overlap: int, temporal_tile: int,
-                        temporal_overlap: int) -> bool | str:
-        return check_tiling(spatial_tile, spatial_overlap, temporal_tile, temporal_overlap) or True
-
-    @classmethod
     def execute(cls, video_vae: VideoVAE, latent: LatentBundle, spatial_tile: int, spatial_overlap: int,
                 temporal_tile: int, temporal_overlap: int, seed: int) -> io.NodeOutput:
-        host = vae_host()
         tiling = tiling_config(spatial_tile, spatial_overlap, temporal_tile, temporal_overlap)
+        host = vae_host()
         generator = torch.Generator(device=host.device).manual_seed(seed)
         frames = decode_video(video_vae.decoder.get(), latent.latents.video, host, generator=generator, tiling=tiling,
                               on_chunk=DecodeProgress())
@@ -163,13 +117,13 @@ class AIPRODSaveVideo(io.ComfyNode):
             "output folder, atomically.",
             inputs=[
                 io.Image.Input("images", tooltip="Frames (F, H, W, 3)."),
-                io.Float.Input("fps", default=24.0, min=rules.MIN_FRAME_RATE, max=rules.MAX_FRAME_RATE, step=0.01,
-                               tooltip="Frame rate (connect 'AIPROD Video Decode' fps)."),
+                float_input("fps", 24.0, "Frame rate (connect 'AIPROD Video Decode' fps)."),
                 io.String.Input("filename_prefix", default="aiprod/video",
                                 tooltip="File name prefix under the output folder."),
-                io.Combo.Input("format", options=list(FORMATS), default="mp4 (H.264 + AAC)",
-                               tooltip="MP4 for sharing, MOV ProRes for editing."),
-                io.Int.Input("crf", default=19, min=0, max=51, tooltip="H.264 quality (lower = better; MP4 only)."),
+                choice_input("format", list(FORMATS), "MP4 for sharing, MOV ProRes for editing.",
+                             default="mp4 (H.264 + AAC)"),
+                io.Int.Input("crf", default=19, min=0, max=MAX_CRF,
+                             tooltip="H.264 quality (lower = better; MP4 only)."),
                 io.Audio.Input("audio", optional=True, tooltip="Audio to mux (fitted to the video's duration)."),
             ],
             outputs=[],
@@ -177,19 +131,12 @@ class AIPRODSaveVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, fps: float, format: str, crf: int, filename_prefix: str) -> bool | str:
-        if format is not None and format not in FORMATS:
-            return f"format={format!r}: expected one of {list(FORMATS)!r}"
-        if crf is not None and not 0 <= crf <= 51:
-            return f"crf={crf!r}: must be in [0, 51]"
-        if fps is not None:
-            problem = first_problem(lambda: rules.check_frame_rate(fps))
-            if problem:
-                return problem
+    def validate_inputs(cls, filename_prefix: str) -> bool | str:
         return filename_prefix_problem(filename_prefix) or True
 
     @classmethod
     def execute(cls, images: torch.Tensor, fps: float, filename_prefix: str, format: str, crf: int,
                 audio: dict | None = None) -> io.NodeOutput:
+        check_inputs(locals(), ("fps",))
         saved = save_video(images, fps, audio, filename_prefix, FORMATS[format], crf)
         return io.NodeOutput(ui=ui.PreviewVideo([saved]))

@@ -24,9 +24,9 @@ from ..aiprod_core.pipelines import (
 )
 from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.pipelines.preprocess import DEFAULT_IMAGE_CRF
-from ..aiprod_core.pipelines.validation import PipelineKind
-from .latent_nodes import check_size, first_problem, reference_frames, size_inputs
-from .output_nodes import check_tiling, tiling_config, tiling_inputs
+from ..aiprod_core.pipelines.validation import PipelineKind, tiling_config
+from .inputs import TILING, float_input, int_input, reference_frames, seed_input, size_inputs, tiling_inputs
+from .problems import guider_model_problems, input_problems
 from .runtime import ComfyModelHost, DecodeProgress, StepProgress
 from .types import (
     AudioVAE,
@@ -49,26 +49,24 @@ __all__ = [
     "AIPRODKeyframePipeline",
     "AIPRODTextToVideoPipeline",
     "AIPRODTwoStagePipeline",
-    "parse_frame_indices",
 ]
 
 CATEGORY = "AIPROD/pipelines"
-MAX_SEED = 2**64 - 1
 REFINE_STEPS = 3
 DISTILLED_STEPS = 8
 
 
-def _common_inputs(stage_2: bool) -> list:
+def _common_inputs(kind: PipelineKind) -> list:
     models = [
         ModelSocket.Input("model", tooltip="The transformer (stage 1)."),
         VideoVAESocket.Input("video_vae", tooltip="The video VAE."),
         AudioVAESocket.Input("audio_vae", tooltip="The audio VAE + vocoder."),
-        ConditioningSocket.Input("conditioning", tooltip="Encoded prompts."),
+        ConditioningSocket.Input("conditioning", lazy=True, tooltip="Encoded prompts (encoded only once every "
+                                 "other input of this node passed its checks)."),
     ]
-    if stage_2:
+    if kind.two_stage:
         models.append(UpsamplerSocket.Input("upsampler", tooltip="The x2 latent upsampler."))
-    return [*models, *size_inputs(*((768, 512) if stage_2 else (768, 512))),
-            io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True, tooltip="Seed.")]
+    return [*models, *size_inputs(kind), seed_input()]
 
 
 def _outputs() -> list:
@@ -80,33 +78,47 @@ def _outputs() -> list:
     ]
 
 
-def _steps_input(default: int = 30) -> io.Int.Input:
-    return io.Int.Input("steps", default=default, min=1, max=rules.MAX_STEPS,
-                        tooltip="Steps of the guided stage (LTX-2.3: 30, LTX-2: 40).")
+def _guided_inputs() -> list:
+    return [int_input("steps", 30, "Steps of the guided stage (LTX-2.3: 30, LTX-2: 40)."),
+            GuiderSocket.Input("guider", optional=True, tooltip="Guidance; default: ltx-pipelines' for the model's "
+                               "generation (STG block 28 for LTX-2.3, 29 for LTX-2).")]
 
 
 def _image_inputs() -> list:
     return [
         io.Image.Input("image", optional=True, tooltip="Optional first-frame image (image-to-video)."),
-        io.Float.Input("image_strength", default=1.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="1 keeps the first frame exactly."),
+        float_input("image_strength", 1.0, "1 keeps the first frame exactly."),
     ]
 
 
-def _check(kind: PipelineKind, values: dict[str, Any]) -> str | None:
-    """validate_inputs of every pipeline node: size, seed, steps, tiling (linked values are None: skipped)."""
-    w, h, f, fps = (values.get(k) for k in ("width", "height", "frames", "fps"))
-    checks = []
-    if values.get("seed") is not None:
-        checks.append(lambda: rules.check_seed(values["seed"]))
-    if values.get("steps") is not None:
-        checks.append(lambda: rules.check_steps(values["steps"], "steps"))
-    for name in ("image_strength",):
-        if values.get(name) is not None:
-            checks.append(lambda n=name: rules.check_strength(values[n], n))
-    tiling = check_tiling(*(values.get(k) for k in ("spatial_tile", "spatial_overlap", "temporal_tile",
-                                                     "temporal_overlap")))
-    return check_size(w, h, f, fps, kind.value) or first_problem(*checks) or tiling
+_VALUES = ("seed", "steps", "image_strength", "reference_strength", "strength")
+
+
+def _problems(kind: PipelineKind, values: dict[str, Any]) -> list[str]:
+    """Every problem of a pipeline node's inputs, before its prompt is encoded: size and rate on the pipeline's
+    grid, seed / steps / strengths, tiling, keyframe indices, and the guider's STG blocks against the model."""
+    problems = rules.size_problems(*(values.get(k) for k in ("width", "height", "frames", "fps")), kind)
+    problems += input_problems(values, _VALUES)
+    problems += rules.tiling_problems(*(values.get(k) for k in TILING))
+    if values.get("frame_indices") is not None:
+        problems += _index_problems(values["frame_indices"], values.get("frames"), values.get("images"))
+    model = values.get("model")
+    if kind.rules.guided and model is not None and not problems:
+        problems += guider_model_problems(_guided(values.get("guider"), values.get("steps") or 1, model), model)
+    return problems
+
+
+class _Pipeline(io.ComfyNode):
+    """What every pipeline node shares: its checks run before the conditioning (lazy) is encoded."""
+
+    KIND = PipelineKind.ONE_STAGE
+
+    @classmethod
+    def check_lazy_status(cls, conditioning: PromptContexts | None = None, **values: Any) -> list[str]:
+        if conditioning is not None:
+            return []
+        rules.check_problems(_problems(cls.KIND, values))
+        return ["conditioning"]
 
 
 def _images(image: torch.Tensor | None, strength: float) -> tuple[ImageCondition, ...]:
@@ -114,8 +126,7 @@ def _images(image: torch.Tensor | None, strength: float) -> tuple[ImageCondition
 
 
 def _request(values: dict[str, Any], images: tuple[ImageCondition, ...], total_steps: int) -> GenerationRequest:
-    tiling = tiling_config(values["spatial_tile"], values["spatial_overlap"], values["temporal_tile"],
-                           values["temporal_overlap"])
+    tiling = tiling_config(*(values[k] for k in TILING))
     return GenerationRequest(values["width"], values["height"], values["frames"], values["fps"], values["seed"],
                              images=images, tiling=tiling, callback=StepProgress(total_steps),
                              decode_callback=DecodeProgress())
@@ -135,6 +146,7 @@ def _models(values: dict[str, Any], refiner: TransformerHandle | None = None) ->
 
 
 def _guided(guider: GuiderSettings | None, steps: int, model: TransformerHandle) -> GuidedSampling:
+    """The guider's settings, or ltx-pipelines' defaults for the model's generation."""
     if guider is None:
         return GuidedSampling(steps=steps, **_default_streams(model))
     return GuidedSampling(steps, guider.video, guider.audio)
@@ -155,8 +167,10 @@ def _run(pipeline, *args: Any, **kwargs: Any) -> GenerationResult:
     return pipeline(*args, **kwargs, host=ComfyModelHost())
 
 
-class AIPRODTextToVideoPipeline(io.ComfyNode):
+class AIPRODTextToVideoPipeline(_Pipeline):
     """Text/image-to-video in one guided stage at the target size."""
+
+    KIND = PipelineKind.ONE_STAGE
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -166,17 +180,9 @@ class AIPRODTextToVideoPipeline(io.ComfyNode):
             category=CATEGORY,
             description="One guided stage at the full size (ltx-pipelines TI2VidOneStagePipeline). Width and "
             "height: multiples of 32; frames 8k+1.",
-            inputs=[*_common_inputs(False), _steps_input(),
-                    GuiderSocket.Input("guider", optional=True, tooltip="Guidance; default: ltx-pipelines'."),
-                    *_image_inputs(), *tiling_inputs()],
+            inputs=[*_common_inputs(cls.KIND), *_guided_inputs(), *_image_inputs(), *tiling_inputs()],
             outputs=_outputs(),
         )
-
-    @classmethod
-    def validate_inputs(cls, width=None, height=None, frames=None, fps=None, seed=None, steps=None,
-                        image_strength=None, spatial_tile=None, spatial_overlap=None, temporal_tile=None,
-                        temporal_overlap=None) -> bool | str:
-        return _check(PipelineKind.ONE_STAGE, locals()) or True
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
@@ -185,8 +191,13 @@ class AIPRODTextToVideoPipeline(io.ComfyNode):
         return _wrap(_run(text_to_video, _models(values), values["conditioning"], request, guided))
 
 
-class AIPRODTwoStagePipeline(io.ComfyNode):
+_REFINER = "Stage-2 transformer (base model + distilled LoRA)."
+
+
+class AIPRODTwoStagePipeline(_Pipeline):
     """Guided half-size stage, x2 upsample, 3 distilled refinement steps by the refiner."""
+
+    KIND = PipelineKind.TWO_STAGES
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -196,19 +207,10 @@ class AIPRODTwoStagePipeline(io.ComfyNode):
             category=CATEGORY,
             description="Guided stage at half size, x2 latent upsample, 3 refinement steps by 'refiner' (the model "
             "with the distilled LoRA). Width and height: multiples of 64; frames 8k+1.",
-            inputs=[*_common_inputs(True),
-                    ModelSocket.Input("refiner", tooltip="Stage-2 transformer (base model + distilled LoRA)."),
-                    _steps_input(),
-                    GuiderSocket.Input("guider", optional=True, tooltip="Guidance; default: ltx-pipelines'."),
+            inputs=[*_common_inputs(cls.KIND), ModelSocket.Input("refiner", tooltip=_REFINER), *_guided_inputs(),
                     *_image_inputs(), *tiling_inputs()],
             outputs=_outputs(),
         )
-
-    @classmethod
-    def validate_inputs(cls, width=None, height=None, frames=None, fps=None, seed=None, steps=None,
-                        image_strength=None, spatial_tile=None, spatial_overlap=None, temporal_tile=None,
-                        temporal_overlap=None) -> bool | str:
-        return _check(PipelineKind.TWO_STAGES, locals()) or True
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
@@ -218,8 +220,10 @@ class AIPRODTwoStagePipeline(io.ComfyNode):
         return _wrap(_run(two_stage, _models(values, values["refiner"]), values["conditioning"], request, guided))
 
 
-class AIPRODDistilledPipeline(io.ComfyNode):
+class AIPRODDistilledPipeline(_Pipeline):
     """The distilled model: 8 fixed steps at half size, x2 upsample, 3 fixed steps."""
+
+    KIND = PipelineKind.DISTILLED
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -229,15 +233,9 @@ class AIPRODDistilledPipeline(io.ComfyNode):
             category=CATEGORY,
             description="The distilled checkpoint: 8 steps at half size, x2 upsample, 3 refinement steps, positive "
             "prompt only (ltx-pipelines DistilledPipeline). Width and height: multiples of 64; frames 8k+1.",
-            inputs=[*_common_inputs(True), *_image_inputs(), *tiling_inputs()],
+            inputs=[*_common_inputs(cls.KIND), *_image_inputs(), *tiling_inputs()],
             outputs=_outputs(),
         )
-
-    @classmethod
-    def validate_inputs(cls, width=None, height=None, frames=None, fps=None, seed=None,
-                        image_strength=None, spatial_tile=None, spatial_overlap=None, temporal_tile=None,
-                        temporal_overlap=None) -> bool | str:
-        return _check(PipelineKind.DISTILLED, locals()) or True
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
@@ -246,8 +244,10 @@ class AIPRODDistilledPipeline(io.ComfyNode):
         return _wrap(_run(distilled, _models(values), PromptContexts(values["conditioning"].positive), request))
 
 
-class AIPRODICLoraPipeline(io.ComfyNode):
+class AIPRODICLoraPipeline(_Pipeline):
     """IC-LoRA: stage 1 with the reference (control) video, stage 2 by the base model."""
+
+    KIND = PipelineKind.IC_LORA
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -258,27 +258,16 @@ class AIPRODICLoraPipeline(io.ComfyNode):
             description="Stage 1 by the model with the IC-LoRA (8 distilled steps) conditioned on the reference "
             "video at 1 / the LoRA's reference_downscale_factor (read from its metadata), x2 upsample, stage 2 by "
             "'refiner' (3 steps). Reference tokens are cropped from the result.",
-            inputs=[*_common_inputs(True),
+            inputs=[*_common_inputs(cls.KIND),
                     ModelSocket.Input("refiner",
                                       tooltip="Stage-2 transformer WITHOUT the IC-LoRA (the base distilled model): "
                                       "the IC-LoRA conditions stage 1 only."),
                     io.Image.Input("reference_frames", optional=True, tooltip="Reference video as IMAGE frames."),
                     io.Video.Input("reference_video", optional=True, tooltip="Or a VIDEO input."),
-                    io.Float.Input("reference_strength", default=1.0, min=0.0, max=1.0, step=0.01,
-                                   tooltip="Conditioning strength of the reference tokens."),
+                    float_input("reference_strength", 1.0, "Conditioning strength of the reference tokens."),
                     *_image_inputs(), *tiling_inputs()],
             outputs=_outputs(),
         )
-
-    @classmethod
-    def validate_inputs(cls, width=None, height=None, frames=None, fps=None, seed=None, reference_strength=None,
-                        image_strength=None, spatial_tile=None, spatial_overlap=None, temporal_tile=None,
-                        temporal_overlap=None) -> bool | str:
-        values = locals()
-        problem = _check(PipelineKind.IC_LORA, values)
-        if problem is None and values.get("reference_strength") is not None:
-            problem = first_problem(lambda: rules.check_strength(values["reference_strength"], "reference_strength"))
-        return problem or True
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
@@ -292,19 +281,27 @@ class AIPRODICLoraPipeline(io.ComfyNode):
                           downscale_factor=model.reference_downscale_factor))
 
 
-def parse_frame_indices(text: str, count: int | None = None) -> tuple[int, ...]:
-    """'0, -1' -> (0, -1); ``count``: how many images they must place."""
+_INDICES_EXAMPLE = "'0, -1'"
+
+
+def _index_problems(text: object, frames: object, images: torch.Tensor | None = None) -> list[str]:
+    """frame_indices: integers (strictly parsed), one per image when the images are known, inside the clip."""
     try:
-        indices = tuple(int(part) for part in text.replace(" ", "").split(",") if part)
+        indices = rules.parse_indices(text, "frame_indices", _INDICES_EXAMPLE)
     except ValueError as exc:
-        raise ValueError(f"frame_indices={text!r}: expected comma-separated integers such as '0, -1'") from exc
-    if count is not None and len(indices) != count:
-        raise ValueError(f"frame_indices={text!r}: {len(indices)} indices for {count} images; give one per image")
-    return indices
+        return [str(exc)]
+    if images is not None and len(indices) != images.shape[0]:
+        return [f"frame_indices={text!r}: {len(indices)} indices for {images.shape[0]} images; give one per image"]
+    if not isinstance(frames, int) or rules.value_problem("frames", frames):
+        return []
+    problems = rules.image_problems([rules.ImageCondition(i) for i in indices], frames)
+    return [f"frame_indices={text!r}: {problem}" for problem in problems]
 
 
-class AIPRODKeyframePipeline(io.ComfyNode):
+class AIPRODKeyframePipeline(_Pipeline):
     """Keyframe interpolation: every image a keyframe at its frame index, through the two-stage flow."""
+
+    KIND = PipelineKind.KEYFRAME_INTERPOLATION
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -314,51 +311,31 @@ class AIPRODKeyframePipeline(io.ComfyNode):
             category=CATEGORY,
             description="Each image of the batch is a keyframe at the matching entry of frame_indices (negative = "
             "from the end, -1 = last frame); guided half-size stage, x2 upsample, refinement by 'refiner'.",
-            inputs=[*_common_inputs(True),
-                    ModelSocket.Input("refiner", tooltip="Stage-2 transformer (base model + distilled LoRA)."),
-                    _steps_input(),
-                    GuiderSocket.Input("guider", optional=True, tooltip="Guidance; default: ltx-pipelines'."),
+            inputs=[*_common_inputs(cls.KIND), ModelSocket.Input("refiner", tooltip=_REFINER), *_guided_inputs(),
                     io.Image.Input("images", tooltip="Keyframe images (one per batch entry)."),
                     io.String.Input("frame_indices", default="0, -1",
                                     tooltip="Pixel frame of each image, comma-separated (negative counts from the "
                                     "end). Every index must lie inside the clip."),
-                    io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.01,
-                                   tooltip="Keyframe conditioning strength."),
+                    float_input("strength", 1.0, "Keyframe conditioning strength."),
                     *tiling_inputs()],
             outputs=_outputs(),
         )
 
     @classmethod
-    def validate_inputs(cls, width=None, height=None, frames=None, fps=None, seed=None, steps=None,
-                        frame_indices=None, strength=None, spatial_tile=None, spatial_overlap=None, temporal_tile=None,
-                        temporal_overlap=None) -> bool | str:
-        values = locals()
-        problem = _check(PipelineKind.KEYFRAME_INTERPOLATION, values)
-        text, frames = values.get("frame_indices"), values.get("frames")
-        if problem is None and text is not None:
-            problem = first_problem(lambda: _check_indices(text, frames))
-        if problem is None and values.get("strength") is not None:
-            problem = first_problem(lambda: rules.check_strength(values["strength"], "strength"))
-        return problem or True
+    def validate_inputs(cls, frame_indices: str | None = None) -> bool | str:
+        """Only frame_indices is declared (ComfyUI pins a failure to every declared input)."""
+        if frame_indices is None:
+            return True
+        problems = _index_problems(frame_indices, None)
+        return "\n".join(problems) if problems else True
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
         images: torch.Tensor = values["images"]
-        indices = parse_frame_indices(values["frame_indices"], images.shape[0])
-        _check_indices(values["frame_indices"], values["frames"])
+        indices = rules.parse_indices(values["frame_indices"], "frame_indices", _INDICES_EXAMPLE)
         conditions = tuple(ImageCondition(images[i].cpu(), index, values["strength"], DEFAULT_IMAGE_CRF)
                            for i, index in enumerate(indices))
         request = _request(values, conditions, values["steps"] + REFINE_STEPS)
         guided = _guided(values.get("guider"), values["steps"], values["model"])
         return _wrap(_run(keyframe_interpolation, _models(values, values["refiner"]), values["conditioning"],
                           request, guided))
-
-
-def _check_indices(text: str, frames: int | None) -> None:
-    indices = parse_frame_indices(text)
-    if frames is None:
-        return
-    try:
-        rules.resolve_frame_indices([rules.ImageCondition(i) for i in indices], frames)
-    except ValueError as exc:
-        raise ValueError(f"frame_indices={text!r}: {exc}") from exc

@@ -16,7 +16,8 @@ from ..aiprod_core.pipelines import (
 )
 from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.sampling import Guidance, Pass, StreamGuider, distilled_sigmas, ltx2_sigmas
-from .latent_nodes import first_problem
+from .inputs import choice_input, float_input, int_input, seed_input
+from .problems import guider_model_problems
 from .runtime import ComfyModelHost, StepProgress
 from .types import (
     ConditioningSocket,
@@ -31,51 +32,50 @@ from .types import (
     VideoVAESocket,
 )
 
-__all__ = ["AIPRODGuider", "AIPRODLatentUpsample", "AIPRODSampler", "parse_blocks", "run_stage"]
+__all__ = ["AIPRODGuider", "AIPRODLatentUpsample", "AIPRODSampler", "guider_settings", "run_stage"]
 
 CATEGORY = "AIPROD/sampling"
 SCHEDULES = ("ltx2", "distilled", "distilled_stage_2")
-MAX_SEED = 2**64 - 1
-MAX_SCALE = 100.0
 STREAM_DEFAULTS = {"video": 3.0, "audio": 7.0}  # ltx-pipelines' CFG per stream
-
-
-def parse_blocks(text: str, name: str) -> tuple[int, ...]:
-    """'28' or '27, 28' -> (27, 28); empty -> () (STG off)."""
-    try:
-        return tuple(int(part) for part in text.replace(" ", "").split(",") if part)
-    except ValueError as exc:
-        raise ValueError(f"{name}={text!r}: expected comma-separated block indices such as '28' or '27,28'") from exc
+DEFAULT_STG_BLOCKS = "28"  # LTX-2.3's (ltx-pipelines utils/constants.py); LTX-2: 29
 
 
 def _stream_inputs(stream: str) -> list:
     return [
-        io.Float.Input(f"{stream}_cfg", default=STREAM_DEFAULTS[stream], min=0.0, max=MAX_SCALE, step=0.1,
-                       tooltip=f"{stream} classifier-free guidance scale (1 = off; needs a negative prompt)."),
-        io.Float.Input(f"{stream}_stg", default=1.0, min=0.0, max=MAX_SCALE, step=0.1,
-                       tooltip=f"{stream} spatio-temporal guidance scale (0 = off)."),
-        io.String.Input(f"{stream}_stg_blocks", default="28",
-                        tooltip="Transformer blocks STG perturbs, comma-separated (LTX-2.3: 28, LTX-2: 29)."),
-        io.Float.Input(f"{stream}_rescale", default=0.7, min=0.0, max=1.0, step=0.01,
-                       tooltip=f"{stream} guidance std rescale (0 = off)."),
-        io.Float.Input(f"{stream}_modality_scale", default=3.0, min=0.0, max=MAX_SCALE, step=0.1,
-                       tooltip=f"{stream} modality-isolation guidance scale (1 = off)."),
-        io.Int.Input(f"{stream}_skip_step", default=0, min=0, max=100,
-                     tooltip="Reuse the guided prediction on k of every k+1 steps (0 = never)."),
+        float_input(f"{stream}_cfg", STREAM_DEFAULTS[stream], f"{stream} classifier-free guidance scale (1 = off; "
+                    "needs a negative prompt).", step=0.1),
+        float_input(f"{stream}_stg", 1.0, f"{stream} spatio-temporal guidance scale (0 = off).", step=0.1),
+        io.String.Input(f"{stream}_stg_blocks", default=DEFAULT_STG_BLOCKS,
+                        tooltip="Transformer blocks STG perturbs, comma-separated (LTX-2.3: 28, LTX-2: 29; empty = "
+                        "STG off). Checked against the model's block count where model and guider meet."),
+        float_input(f"{stream}_rescale", 0.7, f"{stream} guidance std rescale (0 = off)."),
+        float_input(f"{stream}_modality_scale", 3.0, f"{stream} modality-isolation guidance scale (1 = off).",
+                    step=0.1),
+        int_input(f"{stream}_skip_step", 0, "Reuse the guided prediction on k of every k+1 steps (0 = never)."),
     ]
 
 
-_SETTINGS = ("cfg", "stg", "stg_blocks", "rescale", "modality_scale", "skip_step")
+_SETTINGS = ("cfg", "stg", "rescale", "modality_scale", "skip_step")
 
 
-def _guider(values: dict, stream: str) -> StreamGuider:
-    v = {k: values[f"{stream}_{k}"] for k in _SETTINGS}
-    blocks = parse_blocks(v["stg_blocks"], f"{stream}_stg_blocks")
-    rules.check_guidance(cfg=v["cfg"], stg=v["stg"], modality=v["modality_scale"], rescale=v["rescale"],
-                         skip_step=v["skip_step"], stg_blocks=blocks, stream=stream)
-    return StreamGuider.multimodal(cfg_scale=v["cfg"], stg_scale=v["stg"], stg_blocks=blocks,
-                                   rescale_scale=v["rescale"], modality_scale=v["modality_scale"],
-                                   skip_step=v["skip_step"])  # fmt: skip
+def guider_settings(values: dict) -> GuiderSettings:
+    """Both streams' guiders from the Guider node's inputs; every problem of both streams in one ``ValueError``."""
+    problems: list[str] = []
+    settings: dict[str, dict] = {}
+    for stream in rules.STREAMS:
+        settings[stream] = {k: values[f"{stream}_{k}"] for k in _SETTINGS}
+        try:
+            settings[stream]["stg_blocks"] = rules.parse_indices(values[f"{stream}_stg_blocks"],
+                                                                 f"{stream}_stg_blocks")
+        except ValueError as exc:
+            problems.append(str(exc))
+            settings[stream]["stg_blocks"] = ()
+        problems += rules.guidance_problems(stream, **settings[stream])
+    rules.check_problems(problems)
+    video, audio = (StreamGuider.multimodal(
+        cfg_scale=v["cfg"], stg_scale=v["stg"], stg_blocks=v["stg_blocks"], rescale_scale=v["rescale"],
+        modality_scale=v["modality_scale"], skip_step=v["skip_step"]) for v in settings.values())
+    return GuiderSettings(video, audio)
 
 
 class AIPRODGuider(io.ComfyNode):
@@ -95,20 +95,8 @@ class AIPRODGuider(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, **values) -> bool | str:
-        if any(v is None for v in values.values()):
-            return True  # a linked value: checked in execute
-        return first_problem(lambda: _guider(values, "video"), lambda: _guider(values, "audio")) or True
-
-    @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        return io.NodeOutput(GuiderSettings(_guider(values, "video"), _guider(values, "audio")))
-
-
-def check_guider_layers(guider: GuiderSettings, model: torch.nn.Module) -> None:
-    layers = getattr(getattr(model, "config", None), "num_layers", None)
-    rules.check_stream_guider(guider.video, "video", layers)
-    rules.check_stream_guider(guider.audio, "audio", layers)
+        return io.NodeOutput(guider_settings(values))
 
 
 def _sigmas(schedule: str, steps: int, sigmas: torch.Tensor | None) -> tuple[torch.Tensor, float]:
@@ -129,9 +117,8 @@ def run_stage(model: TransformerHandle, bundle: LatentBundle, conditioning: Prom
               ) -> LatentBundle:
     """Encode the bundle's conditioning at its size and run one sampling stage (`aiprod_core.pipelines.sample`)."""
     host = ComfyModelHost()
+    rules.check_problems(guider_model_problems(guider, model))
     transformer = model.module()
-    if guider is not None:
-        check_guider_layers(guider, transformer)
     latents = bundle.latents
     items = []
     if bundle.images or bundle.references:
@@ -169,13 +156,12 @@ class AIPRODSampler(io.ComfyNode):
             inputs=[
                 ModelSocket.Input("model", tooltip="The transformer."),
                 LatentSocket.Input("latent", tooltip="Latents to sample (empty, conditioned or upsampled)."),
-                ConditioningSocket.Input("conditioning", tooltip="Encoded prompts."),
-                io.Combo.Input("schedule", options=list(SCHEDULES), default="ltx2",
-                               tooltip="Sigma schedule: ltx2 (uses steps), distilled, distilled_stage_2."),
-                io.Int.Input("steps", default=30, min=1, max=rules.MAX_STEPS,
-                             tooltip="Steps of the ltx2 schedule (LTX-2.3: 30, LTX-2: 40)."),
-                io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                             tooltip="Noise seed."),
+                ConditioningSocket.Input("conditioning", lazy=True, tooltip="Encoded prompts (encoded only once "
+                                         "the model, latent and guider passed their checks)."),
+                choice_input("schedule", SCHEDULES, "Sigma schedule: ltx2 (uses steps), distilled, "
+                             "distilled_stage_2.", default="ltx2"),
+                int_input("steps", 30, "Steps of the ltx2 schedule (LTX-2.3: 30, LTX-2: 40)."),
+                seed_input("Noise seed."),
                 GuiderSocket.Input("guider", optional=True,
                                    tooltip="Guidance (dev models); none = positive prompt only (distilled)."),
                 VideoVAESocket.Input("video_vae", optional=True,
@@ -186,15 +172,15 @@ class AIPRODSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, schedule: str, steps: int, seed: int) -> bool | str:
-        if schedule is not None and schedule not in SCHEDULES:
-            return f"schedule={schedule!r}: expected one of {list(SCHEDULES)!r}"
-        checks = []
-        if steps is not None:
-            checks.append(lambda: rules.check_steps(steps, "steps"))
-        if seed is not None:
-            checks.append(lambda: rules.check_seed(seed))
-        return first_problem(*checks) or True
+    def check_lazy_status(cls, model: TransformerHandle | None = None, conditioning: PromptContexts | None = None,
+                          guider: GuiderSettings | None = None, **_: object) -> list[str]:
+        """Model and guider meet here: their problems (STG blocks the model lacks) are raised before the prompt is
+        encoded; then the conditioning is asked for."""
+        if conditioning is not None:
+            return []
+        if model is not None:
+            rules.check_problems(guider_model_problems(guider, model))
+        return ["conditioning"]
 
     @classmethod
     def execute(cls, model: TransformerHandle, latent: LatentBundle, conditioning: PromptContexts, schedule: str,

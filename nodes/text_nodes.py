@@ -6,6 +6,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from ..aiprod_core.pipelines import PromptContexts, prompt_contexts
+from ..aiprod_core.pipelines.validation import check_problems
 from ..aiprod_core.sampling import Prompt
 from ..aiprod_core.text_encoder.prompts import DEFAULT_NEGATIVE_PROMPT, causal_lm_from_encoder, enhance_prompt
 from .files import (
@@ -16,6 +17,7 @@ from .files import (
     saved_file_problem,
     write_tensors,
 )
+from .inputs import choice_input, seed_input
 from .runtime import ComfyModelHost, release
 from .types import ConditioningSocket, TextEncoder, TextEncoderSocket
 
@@ -23,7 +25,6 @@ __all__ = ["AIPRODEnhancePrompt", "AIPRODLoadPrompt", "AIPRODSavePrompt", "AIPRO
 
 CATEGORY = "AIPROD/text"
 PROMPT_KIND = "prompt_contexts"
-MAX_SEED = 2**64 - 1
 
 
 def encode_text(encoder: TextEncoder, prompt: str, negative: str | None, host: ComfyModelHost) -> PromptContexts:
@@ -85,28 +86,50 @@ class AIPRODTextEncode(io.ComfyNode):
         return io.NodeOutput(contexts)
 
 
+_FIELDS = ("video", "audio", "video_mask", "audio_mask")
+
+
 def _tensors(contexts: PromptContexts) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for name, prompt in (("positive", contexts.positive), ("negative", contexts.negative)):
         if prompt is None:
             continue
-        for field in ("video", "audio", "video_mask", "audio_mask"):
+        for field in _FIELDS:
             value = getattr(prompt, field)
             if value is not None:
                 tensors[f"{name}.{field}"] = value
     return tensors
 
 
-def _contexts(tensors: dict[str, torch.Tensor]) -> PromptContexts:
-    def prompt(name: str) -> Prompt | None:
-        if f"{name}.video" not in tensors:
-            return None
-        return Prompt(*(tensors.get(f"{name}.{f}") for f in ("video", "audio", "video_mask", "audio_mask")))
+def _tensor_problems(tensors: dict[str, torch.Tensor], name: str) -> list[str]:
+    """A saved prompt file: positive video and audio contexts (B, S, D), an optional negative pair of the same kind,
+    masks (B, S) matching their context; float contexts (a file from elsewhere fails here, not in the sampler)."""
+    problems = [f"{name}: no {key} tensor; expected a file 'AIPROD Save Prompt' wrote"
+                for key in ("positive.video", "positive.audio") if key not in tensors]
+    if ("negative.video" in tensors) != ("negative.audio" in tensors):
+        problems.append(f"{name}: negative.video and negative.audio must both be present or both absent")
+    for key, tensor in tensors.items():
+        label, _, field = key.partition(".")
+        context = tensors.get(f"{label}.{field.removesuffix('_mask')}")
+        if label not in ("positive", "negative") or field not in _FIELDS:
+            problems.append(f"{name}: unexpected tensor {key!r} (expected {', '.join(_FIELDS)} per prompt)")
+        elif not field.endswith("_mask") and (tensor.ndim != 3 or not tensor.is_floating_point()):
+            problems.append(f"{name}: {key} is a {tuple(tensor.shape)} {tensor.dtype} tensor, expected float (B, S, D)")
+        elif field.endswith("_mask") and (context is None or tuple(tensor.shape) != tuple(context.shape[:2])):
+            problems.append(f"{name}: {key} has shape {tuple(tensor.shape)}, expected (B, S) of its context")
+    return problems
 
-    positive = prompt("positive")
-    if positive is None:
-        raise ValueError("prompt file: no positive.video tensor; expected a file 'AIPROD Save Prompt' wrote")
-    return PromptContexts(positive, prompt("negative"))
+
+
+def _contexts(tensors: dict[str, torch.Tensor], name: str = "prompt file") -> PromptContexts:
+    check_problems(_tensor_problems(tensors, name))
+
+    def prompt(label: str) -> Prompt | None:
+        if f"{label}.video" not in tensors:
+            return None
+        return Prompt(*(tensors.get(f"{label}.{f}") for f in _FIELDS))
+
+    return PromptContexts(prompt("positive"), prompt("negative"))  # type: ignore[arg-type]
 
 
 class AIPRODSavePrompt(io.ComfyNode):
@@ -149,8 +172,8 @@ class AIPRODLoadPrompt(io.ComfyNode):
             display_name="AIPROD Load Prompt",
             category=CATEGORY,
             description="Loads encoded prompts from a .safetensors file in the output or input folder.",
-            inputs=[io.Combo.Input("prompt_file", options=saved_file_options(),
-                                   tooltip="A file written by 'AIPROD Save Prompt' (output/ or input/).")],
+            inputs=[choice_input("prompt_file", saved_file_options(),
+                                 "A file written by 'AIPROD Save Prompt' (output/ or input/).")],
             outputs=[ConditioningSocket.Output(display_name="conditioning", tooltip="The encoded prompts.")],
         )
 
@@ -160,7 +183,8 @@ class AIPRODLoadPrompt(io.ComfyNode):
 
     @classmethod
     def execute(cls, prompt_file: str) -> io.NodeOutput:
-        return io.NodeOutput(_contexts(read_tensors(resolve_saved_file("prompt_file", prompt_file), PROMPT_KIND)))
+        tensors = read_tensors(resolve_saved_file("prompt_file", prompt_file), PROMPT_KIND)
+        return io.NodeOutput(_contexts(tensors, prompt_file))
 
 
 class AIPRODEnhancePrompt(io.ComfyNode):
@@ -177,21 +201,12 @@ class AIPRODEnhancePrompt(io.ComfyNode):
             inputs=[
                 TextEncoderSocket.Input("text_encoder", tooltip="From 'AIPROD Text Encoder Loader'."),
                 io.String.Input("prompt", multiline=True, default="", tooltip="The prompt to enhance."),
-                io.Int.Input("seed", default=42, min=0, max=MAX_SEED, control_after_generate=True,
-                             tooltip="Sampling seed of the enhancement."),
+                seed_input("Sampling seed of the enhancement.", default=42),
                 io.Int.Input("max_new_tokens", default=512, min=1, max=2048,
                              tooltip="Upper bound on the enhanced prompt's length in tokens."),
             ],
             outputs=[io.String.Output(display_name="prompt", tooltip="The enhanced prompt.")],
         )
-
-    @classmethod
-    def validate_inputs(cls, seed: int, max_new_tokens: int) -> bool | str:
-        if seed is not None and not 0 <= seed <= MAX_SEED:
-            return f"seed={seed!r}: must be in [0, 2**64 - 1]"
-        if max_new_tokens is not None and not 1 <= max_new_tokens <= 2048:
-            return f"max_new_tokens={max_new_tokens!r}: must be in [1, 2048]"
-        return True
 
     @classmethod
     def execute(cls, text_encoder: TextEncoder, prompt: str, seed: int, max_new_tokens: int) -> io.NodeOutput:

@@ -18,6 +18,8 @@ from torch import nn
 
 from ..aiprod_core.pipelines import AVLatents, ImageCondition, ReferenceCondition
 from ..aiprod_core.sampling import StreamGuider
+from ..aiprod_core.transformer import TransformerConfig
+from ..loaders.component_loader import plan_load
 
 __all__ = [
     "AudioVAE",
@@ -89,6 +91,16 @@ class TransformerHandle:
         if self.lazy is None:
             raise RuntimeError("transformer handle without a loader")
         return self.lazy.get()
+
+    def config(self) -> TransformerConfig | None:
+        """The transformer's config (block count, context widths): the loaded module's, else read from the file's
+        header without loading weights; None when the header cannot tell (the load then reports why)."""
+        if self.lazy is not None and self.lazy.loaded:
+            return getattr(self.lazy.get(), "config", None)
+        try:
+            return TransformerConfig.from_metadata(plan_load(self.path, "transformer", fp8=self.fp8).config)
+        except (ValueError, OSError):
+            return None
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@ the produced MP4 fetched through the history outputs and /view -> out/demo/.
 
 Run with ``make demo`` (which first runs scripts/env.sh). The models are the tiny LTX-2.3 set that
 scripts/demo_models.py builds from AIPROD's own modules (cached in .cache/demo-models; no reference needed).
-The graph is example_workflows/api/distilled.json (the distilled video+audio pipeline); while that workflow is
-not in the tree, the checkpoint inspector (example_workflows/api/inspect_checkpoint.json) runs instead, so the
-demo always exercises a real server. ``--workflow PATH`` runs another API-format workflow on the same models.
+The graph is example_workflows/api/distilled.json (the distilled video+audio pipeline) as shipped: it names the
+official LTX-2.3 files, and the demo set is installed under those names too (scripts/demo_models.py OFFICIAL_FILES);
+while that workflow is not in the tree, the checkpoint inspector runs instead, so the demo always exercises a real
+server. ``--workflow PATH`` runs another API-format workflow on the same models.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from demo_models import DemoModels, write_demo_models  # noqa: E402 (after the path setup)
 from support.comfy_host import (  # noqa: E402 (after the path setup)
-    MODEL_FOLDERS,
     ComfyClient,
     PromptRejected,
     install_model_files,
@@ -51,29 +51,27 @@ class DemoError(RuntimeError):
     """The demo could not produce its result; the message says what went wrong and where to look."""
 
 
+MODEL_INPUTS = ("checkpoint", "model_file", "vae", "audio_vae", "upsampler", "gemma", "lora")  # loader combos
+
+
 def model_choices(prompt: dict[str, Any]) -> dict[str, str]:
-    """``{"node.input": value}`` of every input that names a file in a ComfyUI model folder."""
-    choices = {}
-    for node_id, node in prompt.items():
-        for name, value in node.get("inputs", {}).items():
-            if isinstance(value, str) and value.partition("/")[0] in MODEL_FOLDERS:
-                choices[f"{node_id}.{name}"] = value
-    return choices
+    """``{"node.input": value}`` of every loader input that names a model file or folder."""
+    return {f"{node_id}.{name}": value for node_id, node in prompt.items()
+            for name, value in node.get("inputs", {}).items() if name in MODEL_INPUTS and isinstance(value, str)}
 
 
 def check_model_choices(prompt: dict[str, Any], workflow: Path, models: DemoModels) -> None:
-    """Every model file the workflow names must be one of the demo set's (the file names are fixed)."""
-    known = set(models.combos().values())
+    """Every model file the workflow names must be installed: a demo file or an official name mapped to one."""
+    installed = [rel.partition("/")[2] for rel in models.install_map()]
+    known = {*installed, *(f"{rel.partition('/')[2]} ({rel.partition('/')[0]})" for rel in models.install_map())}
     unknown = {where: value for where, value in model_choices(prompt).items() if value not in known}
     if unknown:
-        raise DemoError(f"{workflow.name} names model files the demo set does not have: {unknown}; the demo set "
-                        f"provides {sorted(known)} (scripts/demo_models.py DEMO_FILES).")
+        raise DemoError(f"{workflow.name} names model files the demo set does not stand in for: {unknown}; it "
+                        f"provides {sorted(installed)} (scripts/demo_models.py DEMO_FILES and OFFICIAL_FILES).")
 
 
 def load_prompt(workflow: Path, models: DemoModels) -> dict[str, Any]:
     prompt = json.loads(workflow.read_text())
-    if workflow == INSPECT:  # the template names the full-size checkpoint; inspect the demo one
-        prompt["1"]["inputs"]["checkpoint"] = models.combo("checkpoint")
     check_model_choices(prompt, workflow, models)
     return prompt
 

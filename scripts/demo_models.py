@@ -25,14 +25,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import hashlib
 import importlib.metadata
 import json
 import logging
-import math
-import os
-import struct
 import sys
 import tempfile
 import types
@@ -44,13 +40,18 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["DEMO_FILES", "DemoModels", "demo_checkpoint_config", "register_pack", "write_demo_models"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT / "tests") not in sys.path:  # the tiny builders are shared with the test fixtures (tests/support)
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+from support import tiny_checkpoints as tiny  # noqa: E402  (after the path that makes it importable)
+from support import tiny_configs as tc  # noqa: E402
+
+__all__ = ["DEMO_FILES", "OFFICIAL_FILES", "DemoModels", "demo_checkpoint_config", "register_pack", "write_demo_models"]
 
 logger = logging.getLogger("aiprod.demo_models")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK_NAME = "aiprod"
-FORMAT_VERSION = "1"  # bump to force a rebuild of every cached set
+FORMAT_VERSION = "2"  # bump to force a rebuild of every cached set
 MANIFEST = ".aiprod-demo-manifest.json"
 
 # ComfyUI folder / file names: the example workflows name these files.
@@ -61,19 +62,25 @@ DEMO_FILES = {
     "distilled_lora": "loras/aiprod-demo-distilled-lora-tiny.safetensors",
     "ic_lora": "loras/aiprod-demo-ic-lora-tiny.safetensors",
 }
+# The official files the templates name (Lightricks/LTX-2.3 and Google's Gemma-3 folder, as "folder/name") -> the demo
+# file standing in for each: `install_map` installs the demo set under these names too, so the templates run as shipped.
+OFFICIAL_FILES = {
+    "checkpoints/ltx-2.3-22b-dev.safetensors": "checkpoint",
+    "checkpoints/ltx-2.3-22b-distilled.safetensors": "checkpoint",
+    "text_encoders/gemma-3-12b-it-qat-q4_0-unquantized": "text_encoder_dir",
+    "latent_upscale_models/ltx-2.3-spatial-upscaler-x2-1.1.safetensors": "upsampler",
+    "loras/ltx-2.3-22b-distilled-lora-384.safetensors": "distilled_lora",
+    "loras/ltx-2.3-22b-ic-lora-union-control-ref0.5.safetensors": "ic_lora",
+}
 GEMMA_WEIGHTS = "model.safetensors"
 MODEL_VERSION = "2.3.0"
 IC_LORA_REFERENCE_DOWNSCALE_FACTOR = "2"
 
-# ---- tiny sizes (the published key sets, shrunk; see tests/support/tiny_configs.py for the why of each) ----
-GEMMA_HIDDEN, GEMMA_LAYERS = 64, 2  # the text projection input is 64 x (2 + 1)
-VIDEO_HEADS, VIDEO_HEAD_DIM = 4, 16  # video inner width 64
-AUDIO_HEADS, AUDIO_HEAD_DIM = 4, 8  # audio inner width 32 (equal head counts: cross-modal rope)
-NUM_LAYERS = 2
-LORA_RANK = 4
+# ---- tiny sizes: tests/support/tiny_configs.py's LTX-2.3 set, with enough transformer blocks for the STG blocks
+# the templates name (LTX-2.3: 28, LTX-2: 29), so the templates run on the demo set as shipped ----
+GEMMA_HIDDEN, GEMMA_LAYERS = tc.TINY_GEMMA_HIDDEN_SIZE, tc.TINY_GEMMA_NUM_LAYERS  # projection input 64 x (2 + 1)
+NUM_LAYERS = 30
 LORA_UP_STD = {"distilled": 0.05, "ic": 0.05}  # delta ~ 10 % of a weight: stage 2 visibly differs, stays sane
-LORA_TARGETS = ("attn1", "attn2", "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn")
-LORA_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_FEED_FORWARDS = ("ff.net.0.proj", "ff.net.2", "audio_ff.net.0.proj", "audio_ff.net.2")
 # Vocoder gains: residual branches scaled down as in trained nets, output convs small so the waveform stays
 # well inside [-1, 1] (no clipping); the BWE residual is added to the upsampled 16 kHz signal.
@@ -120,19 +127,22 @@ class DemoModels:
         return self.text_encoder_dir / GEMMA_WEIGHTS
 
     def combos(self) -> dict[str, str]:
-        """The ComfyUI combo value (``folder/name``) of each file. ``text_encoder`` is the Gemma folder as the text
-        encoder loader lists it; ``text_encoder_weights`` is its weight file as ComfyUI lists files."""
-        values = dict(DEMO_FILES)
-        values["text_encoder"] = DEMO_FILES["text_encoder_dir"]
-        values["text_encoder_weights"] = f"{DEMO_FILES['text_encoder_dir']}/{GEMMA_WEIGHTS}"
+        """The combo value of each file in a loader that reads one model folder (the name ComfyUI lists).
+        ``text_encoder`` is the Gemma folder as the text encoder loader lists it; ``text_encoder_weights`` is its
+        weight file as ComfyUI lists files."""
+        values = {name: rel.partition("/")[2] for name, rel in DEMO_FILES.items()}
+        values["text_encoder"] = values["text_encoder_dir"]
+        values["text_encoder_weights"] = f"{values['text_encoder_dir']}/{GEMMA_WEIGHTS}"
         return values
 
     def combo(self, name: str) -> str:
         return self.combos()[name]
 
     def install_map(self) -> dict[str, Path]:
-        """``{"folder/name": path}`` for `support.comfy_host.install_model_files` (the Gemma folder as a whole)."""
-        return {rel: self.root / rel for rel in DEMO_FILES.values()}
+        """``{"folder/name": path}`` for `support.comfy_host.install_model_files` (the Gemma folder as a whole):
+        the demo files under their own names and under the official names the templates use."""
+        files = {rel: self.root / rel for rel in DEMO_FILES.values()}
+        return files | {official: self.root / DEMO_FILES[name] for official, name in OFFICIAL_FILES.items()}
 
 
 def register_pack(name: str = PACK_NAME) -> None:
@@ -149,89 +159,16 @@ def register_pack(name: str = PACK_NAME) -> None:
 # Configs (the checkpoint's ``config`` metadata sections and the upsampler's flat config)
 # --------------------------------------------------------------------------------------------------------
 
-_TRANSFORMER: dict[str, Any] = {
-    "_class_name": "AVTransformer3DModel", "activation_fn": "gelu-approximate", "attention_bias": True,
-    "attention_type": "default", "av_cross_ada_norm": True, "causal_temporal_positioning": True,
-    "connector_norm_output": True, "connector_num_learnable_registers": 128,
-    "connector_positional_embedding_max_pos": [4096], "cross_attention_norm": True, "double_self_attention": False,
-    "dropout": 0.0, "frequencies_precision": "float64", "in_channels": 128, "norm_elementwise_affine": False,
-    "norm_eps": 1e-06, "norm_num_groups": 32, "num_embeds_ada_norm": 1000, "num_vector_embeds": None,
-    "only_cross_attention": False, "out_channels": 128, "audio_out_channels": 128,
-    "positional_embedding_max_pos": [20, 2048, 2048], "audio_positional_embedding_max_pos": [20],
-    "positional_embedding_theta": 10000.0, "positional_embedding_type": "rope", "qk_norm": "rms_norm",
-    "rope_type": "split", "share_ff": False, "standardization_norm": "rms_norm", "timestep_scale_multiplier": 1000,
-    "av_ca_timestep_scale_multiplier": 1000.0, "upcast_attention": False, "use_audio_video_cross_attention": True,
-    "use_embeddings_connector": True, "use_linear_projection": False, "use_middle_indices_grid": True,
-    # LTX-2.3: projection before the connectors, gated attention, cross-attention AdaLN
-    "apply_gated_attention": True, "connector_apply_gated_attention": True, "cross_attention_adaln": True,
-    "caption_proj_before_connector": True, "caption_proj_input_norm": False,
-    "caption_projection_first_linear": False, "caption_projection_second_linear": False,
-    "connector_learnable_registers_std": 1, "text_encoder_norm_type": "per_token_rms",
-    # sizes
-    "num_layers": NUM_LAYERS, "num_attention_heads": VIDEO_HEADS, "attention_head_dim": VIDEO_HEAD_DIM,
-    "cross_attention_dim": VIDEO_HEADS * VIDEO_HEAD_DIM, "audio_num_attention_heads": AUDIO_HEADS,
-    "audio_attention_head_dim": AUDIO_HEAD_DIM, "audio_cross_attention_dim": AUDIO_HEADS * AUDIO_HEAD_DIM,
-    "caption_channels": GEMMA_HIDDEN, "connector_num_layers": 2,
-    "connector_num_attention_heads": VIDEO_HEADS, "connector_attention_head_dim": VIDEO_HEAD_DIM,
-    "audio_connector_num_attention_heads": AUDIO_HEADS, "audio_connector_attention_head_dim": AUDIO_HEAD_DIM,
-}
-
-
-def _res_x(num_layers: int) -> list[Any]:
-    return ["res_x", {"num_layers": num_layers}]
-
-
-_VAE: dict[str, Any] = {
-    "_class_name": "CausalVideoAutoencoder", "dims": 3, "in_channels": 3, "out_channels": 3, "latent_channels": 128,
-    "encoder_blocks": [_res_x(1), ["compress_space_res", {"multiplier": 1}], ["compress_time_res", {"multiplier": 1}],
-                       ["compress_all_res", {"multiplier": 1}], ["compress_all_res", {"multiplier": 1}]],
-    "decoder_blocks": [_res_x(1), ["compress_space", {"multiplier": 2}], _res_x(1),
-                       ["compress_time", {"multiplier": 2}], _res_x(1), ["compress_all", {"multiplier": 1}],
-                       _res_x(1), ["compress_all", {"multiplier": 2}], _res_x(1)],
-    "scaling_factor": 1.0, "norm_layer": "pixel_norm", "patch_size": 4, "latent_log_var": "uniform",
-    "use_quant_conv": False, "causal_decoder": False, "normalize_latent_channels": False,
-    "encoder_base_channels": 128, "decoder_base_channels": 8, "timestep_conditioning": False,
-    "spatial_padding_mode": "zeros",
-}
-
-_AUDIO_VAE: dict[str, Any] = {
-    "model": {"params": {"ddconfig": {
-        "double_z": True, "mel_bins": 64, "z_channels": 8, "resolution": 256, "downsample_time": False,
-        "in_channels": 2, "out_ch": 2, "ch": 128, "ch_mult": [1, 2, 1], "num_res_blocks": 1, "attn_resolutions": [],
-        "dropout": 0.0, "mid_block_add_attention": False, "norm_type": "pixel", "causality_axis": "height",
-    }, "sampling_rate": 16000}},
-    "preprocessing": {
-        "stft": {"filter_length": 1024, "hop_length": 160, "win_length": 1024, "causal": True},
-        "mel": {"n_mel_channels": 64, "mel_fmin": 0, "mel_fmax": 8000},
-    },
-}
-
-_AMP = {"resblock": "AMP1", "stereo": True, "activation": "snakebeta", "use_tanh_at_final": False}
-_DILATIONS = [[1, 3, 5], [1, 3, 5], [1, 3, 5]]
-_VOCODER: dict[str, Any] = {
-    "vocoder": {**_AMP, "upsample_initial_channel": 128, "upsample_rates": [5, 2, 2, 2, 2, 2],
-                "resblock_kernel_sizes": [3, 7, 11], "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4],
-                "resblock_dilation_sizes": _DILATIONS, "use_bias_at_final": False},
-    "bwe": {**_AMP, "upsample_initial_channel": 64, "upsample_rates": [6, 5, 2, 2, 2],
-            "resblock_kernel_sizes": [3, 7, 11], "upsample_kernel_sizes": [12, 11, 4, 4, 4],
-            "resblock_dilation_sizes": _DILATIONS, "use_bias_at_final": False, "apply_final_activation": False,
-            "input_sampling_rate": 16000, "output_sampling_rate": 48000, "hop_length": 80, "n_fft": 512,
-            "win_size": 512, "num_mels": 64},
-}
-
-_UPSAMPLER: dict[str, Any] = {
-    "_class_name": "LatentUpsampler", "in_channels": 128, "mid_channels": 32, "num_blocks_per_stage": 1, "dims": 3,
-    "spatial_upsample": True, "temporal_upsample": False, "spatial_scale": 2.0, "rational_resampler": False,
-}
-
 
 def demo_checkpoint_config() -> dict[str, Any]:
     """The ``config`` metadata of the demo checkpoint (sections transformer, vae, audio_vae, vocoder)."""
-    return copy.deepcopy({"transformer": _TRANSFORMER, "vae": _VAE, "audio_vae": _AUDIO_VAE, "vocoder": _VOCODER})
+    config = tc.checkpoint_config(tc.LTX23)
+    config["transformer"]["num_layers"] = NUM_LAYERS
+    return config
 
 
 def demo_upsampler_config() -> dict[str, Any]:
-    return copy.deepcopy(_UPSAMPLER)
+    return tc.upsampler_config(2.0)
 
 
 def gemma_config_json() -> dict[str, Any]:
@@ -255,62 +192,8 @@ def gemma_config_json() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Seeded initialisation
+# Seeded initialisation (`tiny.init_parameters`, shared with the test sets) and the checkpoint's modules
 # --------------------------------------------------------------------------------------------------------
-
-
-def _generator(seed: int, key: str) -> torch.Generator:
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
-
-
-def _normal(shape: torch.Size, std: float, gen: torch.Generator, mean: float = 0.0) -> torch.Tensor:
-    return torch.randn(shape, generator=gen, dtype=torch.float32) * std + mean
-
-
-_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d)
-_NORMS = (nn.RMSNorm, nn.GroupNorm, nn.LayerNorm)
-
-
-def _fan_in(module: nn.Module, weight: torch.Tensor) -> float:
-    if isinstance(module, nn.ConvTranspose1d):  # (in, out, k): each output sample sees in * k / stride taps
-        return weight.shape[0] * weight.shape[2] / module.stride[0]
-    return float(weight[0].numel())
-
-
-def _parameter_value(module: nn.Module, name: str, param: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    if isinstance(module, _WEIGHTED):
-        if name == "weight":
-            return _normal(param.shape, 1.0 / math.sqrt(_fan_in(module, param)), gen)
-        return _normal(param.shape, 0.02, gen)
-    if isinstance(module, _NORMS):
-        return _normal(param.shape, 0.1, gen, mean=1.0) if name == "weight" else _normal(param.shape, 0.02, gen)
-    if name == "learnable_registers":  # uniform in [-1, 1) like a fresh connector
-        return torch.rand(param.shape, generator=gen) * 2.0 - 1.0
-    if "scale_shift_table" in name or name in ("alpha", "beta"):  # AdaLN tables, log-scale SnakeBeta parameters
-        return _normal(param.shape, 0.1, gen)
-    raise ValueError(f"no initialisation rule for parameter {type(module).__name__}.{name} {tuple(param.shape)}")
-
-
-def _statistics_value(name: str, buf: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
-    if name == "std-of-means":
-        return torch.rand(buf.shape, generator=gen) + 0.5
-    if name == "mean-of-means":
-        return _normal(buf.shape, 0.2, gen)
-    return None  # computed at construction (anti-aliasing filters, STFT / mel bases): kept as built
-
-
-@torch.no_grad()
-def _init_module(module: nn.Module, seed: int, to_file_key: Callable[[str], str]) -> None:
-    """Every parameter (and the VAE statistics) from a generator keyed by its file key."""
-    for mod_name, sub in module.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        for name, param in sub.named_parameters(recurse=False):
-            param.copy_(_parameter_value(sub, name, param, _generator(seed, to_file_key(prefix + name))))
-        for name, buf in sub.named_buffers(recurse=False):
-            value = _statistics_value(name, buf, _generator(seed, to_file_key(prefix + name)))
-            if value is not None:
-                buf.copy_(value)
 
 
 @torch.no_grad()
@@ -333,16 +216,6 @@ def _private_rng() -> Iterator[None]:
         yield
 
 
-def _prefixer(default: str, **sub: str) -> Callable[[str], str]:
-    def to_file_key(key: str) -> str:
-        for module_prefix, file_prefix in sub.items():
-            if key.startswith(module_prefix + "."):
-                return file_prefix + key[len(module_prefix) + 1 :]
-        return default + key
-
-    return to_file_key
-
-
 def _checkpoint_modules(config: dict[str, Any]) -> list[tuple[str, nn.Module, Callable[[str], str]]]:
     """(name, our module built on CPU in float32, module key -> checkpoint key) for each component."""
     from aiprod.aiprod_core.audio_vae import AudioDecoder, AudioEncoder, AudioVAEConfig, VocoderConfig, build_vocoder
@@ -353,43 +226,33 @@ def _checkpoint_modules(config: dict[str, Any]) -> list[tuple[str, nn.Module, Ca
     dit = "model.diffusion_model."
     f32 = {"dtype": torch.float32, "device": "cpu"}
     video_vae, audio_vae = VideoVAEConfig.from_metadata(config), AudioVAEConfig.from_metadata(config)
-    stats = "per_channel_statistics"
     with _private_rng():
         return [
             ("transformer", AVTransformer(TransformerConfig.from_metadata(config, with_audio=True), **f32),
-             _prefixer(dit)),
+             tiny.prefix_map(dit)),
             ("text_embeddings",
              TextEmbeddingsProcessor(TextEmbeddingsConfig.from_metadata(config), GEMMA_HIDDEN, GEMMA_LAYERS, **f32),
-             _prefixer("", feature_extractor="text_embedding_projection.",
+             tiny.prefix_map("", feature_extractor="text_embedding_projection.",
                        video_connector=dit + "video_embeddings_connector.",
                        audio_connector=dit + "audio_embeddings_connector.")),
-            ("video_encoder", VideoEncoder(video_vae, **f32), _prefixer("vae.encoder.", **{stats: f"vae.{stats}."})),
-            ("video_decoder", VideoDecoder(video_vae, **f32), _prefixer("vae.decoder.", **{stats: f"vae.{stats}."})),
+            ("video_encoder", VideoEncoder(video_vae, **f32), tiny.prefix_map("vae.encoder.", "vae.")),
+            ("video_decoder", VideoDecoder(video_vae, **f32), tiny.prefix_map("vae.decoder.", "vae.")),
             ("audio_encoder", AudioEncoder(audio_vae, **f32),
-             _prefixer("audio_vae.encoder.", **{stats: f"audio_vae.{stats}."})),
+             tiny.prefix_map("audio_vae.encoder.", "audio_vae.")),
             ("audio_decoder", AudioDecoder(audio_vae, **f32),
-             _prefixer("audio_vae.decoder.", **{stats: f"audio_vae.{stats}."})),
-            ("vocoder", build_vocoder(VocoderConfig.from_metadata(config), **f32), _prefixer("vocoder.")),
+             tiny.prefix_map("audio_vae.decoder.", "audio_vae.")),
+            ("vocoder", build_vocoder(VocoderConfig.from_metadata(config), **f32), tiny.prefix_map("vocoder.")),
         ]
-
-
-def _collect(out: dict[str, torch.Tensor], module: nn.Module, to_file_key: Callable[[str], str]) -> None:
-    for key, tensor in module.state_dict().items():
-        file_key = to_file_key(key)
-        value = tensor.detach().to(torch.bfloat16).contiguous()
-        if file_key in out and not torch.equal(out[file_key], value):
-            raise RuntimeError(f"{file_key} is written twice with different values")
-        out[file_key] = value
 
 
 def checkpoint_tensors(seed: int) -> dict[str, torch.Tensor]:
     """Every tensor of the demo single-file checkpoint, keyed as in the file (bf16)."""
     tensors: dict[str, torch.Tensor] = {}
     for name, module, to_file_key in _checkpoint_modules(demo_checkpoint_config()):
-        _init_module(module, seed, to_file_key)
+        tiny.init_parameters(module, seed, to_file_key)
         if name == "vocoder":
             _scale_vocoder(module)
-        _collect(tensors, module, to_file_key)
+        tiny.collect(tensors, module, to_file_key)
     return tensors
 
 
@@ -399,8 +262,8 @@ def upsampler_tensors(seed: int) -> dict[str, torch.Tensor]:
     with _private_rng():
         module = LatentUpsampler(LatentUpsamplerConfig.from_metadata(demo_upsampler_config()), dtype=torch.float32)
     tensors: dict[str, torch.Tensor] = {}
-    _init_module(module, seed, lambda key: "upsampler_x2:" + key)
-    _collect(tensors, module, lambda key: key)
+    tiny.init_parameters(module, seed, lambda key: "upsampler_x2:" + key)
+    tiny.collect(tensors, module, lambda key: key)
     return tensors
 
 
@@ -414,15 +277,15 @@ def gemma_tensors(seed: int) -> dict[str, torch.Tensor]:
     tensors = {}
     for key, param in encoder.named_parameters():
         file_key = "language_model." + key
-        gen = _generator(seed, "gemma:" + file_key)
+        gen = tiny.generator(seed, "gemma:" + file_key)
         if "norm" in key:
-            value = _normal(param.shape, 0.1, gen)
+            value = tiny.normal(param.shape, 0.1, gen)
         elif "embed_tokens" in key:  # Gemma's initializer_range; tied LM head: flat logits, varied sampled text
-            value = _normal(param.shape, 0.02, gen)
+            value = tiny.normal(param.shape, 0.02, gen)
         elif param.ndim == 2:
-            value = _normal(param.shape, param.shape[1] ** -0.5, gen)
+            value = tiny.normal(param.shape, param.shape[1] ** -0.5, gen)
         else:
-            value = _normal(param.shape, 0.02, gen)
+            value = tiny.normal(param.shape, 0.02, gen)
         tensors[file_key] = value.to(torch.bfloat16).contiguous()
     return tensors
 
@@ -433,17 +296,10 @@ def lora_tensors(seed: int, kind: str) -> dict[str, torch.Tensor]:
 
     model = AVTransformer(TransformerConfig.from_metadata(demo_checkpoint_config(), with_audio=True), device="meta")
     paths = [f"transformer_blocks.{block}.{attention}.{projection}" for block in range(NUM_LAYERS)
-             for attention in LORA_TARGETS for projection in LORA_PROJECTIONS]
+             for attention in tc.LORA_ATTENTIONS for projection in tc.LORA_PROJECTIONS]
     paths += [f"transformer_blocks.{block}.{ff}" for block in range(NUM_LAYERS) for ff in LORA_FEED_FORWARDS]
-    tensors = {}
-    for path in paths:
-        out_features, in_features = model.get_submodule(path).weight.shape
-        key = f"diffusion_model.{path}"
-        down = _normal((LORA_RANK, in_features), in_features**-0.5, _generator(seed, f"{kind}:{key}.A"))
-        up = _normal((out_features, LORA_RANK), LORA_UP_STD[kind], _generator(seed, f"{kind}:{key}.B"))
-        tensors[f"{key}.lora_A.weight"] = down.to(torch.bfloat16)
-        tensors[f"{key}.lora_B.weight"] = up.to(torch.bfloat16)
-    return tensors
+    targets = {path: tuple(model.get_submodule(path).weight.shape) for path in paths}
+    return tiny.lora_tensors(targets, seed, kind, LORA_UP_STD[kind])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -485,25 +341,6 @@ def tokenizer_files() -> dict[str, bytes]:
 # Files
 # --------------------------------------------------------------------------------------------------------
 
-_DTYPES = {torch.bfloat16: ("BF16", torch.int16), torch.float32: ("F32", torch.float32)}
-
-
-def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
-    """Serialise deterministically: metadata and tensors in sorted order, header padded to 8 bytes."""
-    header: dict[str, Any] = {"__metadata__": dict(sorted((metadata or {}).items()))}
-    chunks, offset = [], 0
-    for key in sorted(tensors):
-        tensor = tensors[key].detach().cpu().contiguous()
-        tag, view_dtype = _DTYPES[tensor.dtype]
-        data = tensor.view(view_dtype).numpy().tobytes()  # little-endian hosts only (as safetensors itself)
-        header[key] = {"dtype": tag, "shape": list(tensor.shape), "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    return struct.pack("<Q", len(encoded)) + encoded + b"".join(chunks)
-
-
 def _json_bytes(value: Any) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
@@ -517,30 +354,18 @@ def _artifacts(seed: int) -> dict[str, Callable[[], dict[str, bytes]]]:
     def gemma_folder() -> dict[str, bytes]:
         files = {f"{te}/{name}": data for name, data in tokenizer_files().items()}
         files[f"{te}/config.json"] = _json_bytes(gemma_config_json())
-        files[f"{te}/{GEMMA_WEIGHTS}"] = safetensors_bytes(gemma_tensors(seed), {"format": "pt"})
+        files[f"{te}/{GEMMA_WEIGHTS}"] = tiny.safetensors_bytes(gemma_tensors(seed), {"format": "pt"})
         return files
 
     return {
-        ckpt: lambda: {ckpt: safetensors_bytes(checkpoint_tensors(seed), checkpoint_meta)},
+        ckpt: lambda: {ckpt: tiny.safetensors_bytes(checkpoint_tensors(seed), checkpoint_meta)},
         te: gemma_folder,
-        ups: lambda: {ups: safetensors_bytes(upsampler_tensors(seed),
+        ups: lambda: {ups: tiny.safetensors_bytes(upsampler_tensors(seed),
                                              {"config": json.dumps(demo_upsampler_config(), sort_keys=True)})},
-        dlora: lambda: {dlora: safetensors_bytes(lora_tensors(seed, "distilled"))},
-        ic: lambda: {ic: safetensors_bytes(lora_tensors(seed, "ic"),
+        dlora: lambda: {dlora: tiny.safetensors_bytes(lora_tensors(seed, "distilled"))},
+        ic: lambda: {ic: tiny.safetensors_bytes(lora_tensors(seed, "ic"),
                                            {"reference_downscale_factor": IC_LORA_REFERENCE_DOWNSCALE_FACTOR})},
     }
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _sha256(path: Path) -> str | None:
@@ -556,7 +381,8 @@ def _sha256(path: Path) -> str | None:
 def build_fingerprint(seed: int) -> str:
     """Changes whenever anything that shapes the bytes changes: seed, this file, aiprod_core, library versions."""
     digest = hashlib.sha256(f"{FORMAT_VERSION}:{seed}".encode())
-    sources = [Path(__file__), *sorted((REPO_ROOT / "aiprod_core").rglob("*.py"))]
+    sources = [Path(__file__), Path(tiny.__file__), Path(tc.__file__),
+               *sorted((REPO_ROOT / "aiprod_core").rglob("*.py"))]
     for source in sources:
         digest.update(source.relative_to(REPO_ROOT).as_posix().encode() if source.is_relative_to(REPO_ROOT) else b"")
         digest.update(source.read_bytes())
@@ -600,11 +426,11 @@ def write_demo_models(root: Path, seed: int = 0) -> DemoModels:
             hashes[rel] = sha
             if _sha256(root / rel) == sha:
                 continue
-            write_atomic(root / rel, payload)
+            tiny.write_atomic(root / rel, payload)
             logger.info("wrote %s (%.1f MB)", root / rel, len(payload) / 1e6)
     for rel in stale - hashes.keys():  # written by an older build (another library version), not by this one
         (root / rel).unlink(missing_ok=True)
-    write_atomic(root / MANIFEST, _json_bytes({"fingerprint": fingerprint, "seed": seed, "files": hashes}))
+    tiny.write_atomic(root / MANIFEST, _json_bytes({"fingerprint": fingerprint, "seed": seed, "files": hashes}))
     return _demo_models(root)
 
 

@@ -16,6 +16,11 @@ def inspect_prompt(checkpoint: str) -> dict:
     return {"1": {"class_type": NODE, "inputs": {"checkpoint": checkpoint}}}
 
 
+def choice(name: str) -> str:
+    """The Inspect node's combo value of a file in models/checkpoints (its input spans two folders)."""
+    return f"{name} (checkpoints)"
+
+
 def report_of(result) -> str:
     assert result.ok, result.error
     return result.outputs["1"]["text"][0]
@@ -26,9 +31,10 @@ def test_server_lists_the_node_with_model_choices(comfy, host_models):
     assert info["category"] == "AIPROD/loaders"
     assert info["output_node"] is True
     assert info["python_module"].startswith("custom_nodes.")
-    options = info["input"]["required"]["checkpoint"][1]["options"]
-    assert host_models["ltx2"] in options and host_models["ltx23"] in options
-    assert f"checkpoints/{BAD_FILE_NAMES['truncated']}" in options
+    options = info["input"]["required"]["checkpoint"][0]  # the option list is the type: ComfyUI checks it
+    assert options == info["input"]["required"]["checkpoint"][1]["options"]
+    assert choice(host_models["ltx2"]) in options and choice(host_models["ltx23"]) in options
+    assert choice(BAD_FILE_NAMES["truncated"]) in options
 
 
 @pytest.mark.parametrize(("model", "generation", "projection"), [
@@ -36,7 +42,7 @@ def test_server_lists_the_node_with_model_choices(comfy, host_models):
     ("ltx23", "LTX-2.3 (22B family)", "text_projection"),
 ])
 def test_inspect_prompt_reports_components(comfy, host_models, model, generation, projection):
-    report = report_of(comfy.run(inspect_prompt(host_models[model]), timeout=120))
+    report = report_of(comfy.run(inspect_prompt(choice(host_models[model])), timeout=120))
     assert f"Generation: {generation}" in report
     assert "Kind: single-file checkpoint" in report
     for component in ("transformer", "video_vae", "audio_vae", "vocoder", projection):
@@ -52,7 +58,7 @@ def test_inspect_prompt_reports_components(comfy, host_models, model, generation
 ])
 def test_bad_file_gives_execution_error_naming_it_and_server_keeps_serving(comfy, host_models, defect, phrase):
     name = BAD_FILE_NAMES[defect]
-    result = comfy.run(inspect_prompt(f"checkpoints/{name}"), timeout=120)
+    result = comfy.run(inspect_prompt(choice(name)), timeout=120)
     assert result.status == "error"
     error = result.error
     assert error["node_type"] == NODE
@@ -60,19 +66,17 @@ def test_bad_file_gives_execution_error_naming_it_and_server_keeps_serving(comfy
     assert phrase in error["exception_message"]
     assert error["exception_type"].endswith("CheckpointFormatError")
     # The server still works: a good prompt right after succeeds.
-    assert "transformer" in report_of(comfy.run(inspect_prompt(host_models["ltx23"]), timeout=120))
+    assert "transformer" in report_of(comfy.run(inspect_prompt(choice(host_models["ltx23"])), timeout=120))
 
 
-@pytest.mark.parametrize("choice", ["checkpoints/../../etc/passwd", "/etc/passwd", "not-a-listed-file"])
-def test_unlisted_file_is_rejected_before_running(comfy, host_models, choice):
+@pytest.mark.parametrize("value", ["checkpoints/../../etc/passwd", "/etc/passwd", "not-a-listed-file"])
+def test_unlisted_file_is_rejected_before_running(comfy, host_models, value):
     with pytest.raises(PromptRejected) as info:
-        comfy.queue(inspect_prompt(choice))
+        comfy.queue(inspect_prompt(value))
     assert info.value.status == 400
-    (error,) = info.value.node_errors["1"]["errors"]
-    # Our validate_inputs answers (ComfyUI 0.3.75 does not check V3 combo values itself).
-    assert error["type"] == "custom_validation_failed"
-    assert error["details"].startswith("checkpoint - ")
-    assert f"checkpoint={choice!r}" in error["details"]
+    (error,) = info.value.node_errors["1"]["errors"]  # exactly one error, on the input that is wrong
+    assert error["type"] == "value_not_in_list" and error["extra_info"]["input_name"] == "checkpoint"
+    assert error["details"].startswith(f"checkpoint: '{value}' not in ")
 
 
 def test_examples_convert_and_run(comfy, host_models):
@@ -84,5 +88,5 @@ def test_examples_convert_and_run(comfy, host_models):
             node_id: {"class_type": n["class_type"], "inputs": n["inputs"]} for node_id, n in apis[name].items()
         }, name
     prompt = apis["inspect_checkpoint"]
-    prompt["1"]["inputs"]["checkpoint"] = host_models["ltx23"]
+    prompt["1"]["inputs"]["checkpoint"] = choice(host_models["ltx23"])
     assert "LTX-2.3" in report_of(comfy.run(prompt, timeout=120))

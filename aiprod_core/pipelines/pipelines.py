@@ -23,7 +23,6 @@ import torch
 from ..conditioning import ConditioningItem
 from ..sampling import Guidance, StepReport, StreamGuider, distilled_sigmas, ltx2_sigmas
 from ..video_vae import TilingConfig
-from .checks import check_request
 from .latents import AVLatents, PromptContexts, empty_latents
 from .models import LocalHost, ModelHost, PipelineModels
 from .stages import (
@@ -36,7 +35,7 @@ from .stages import (
     sample,
     upsample,
 )
-from .validation import PipelineKind
+from .validation import PipelineKind, check_request
 
 __all__ = [
     "GenerationRequest",
@@ -150,8 +149,8 @@ def _start(
 ) -> _Run:
     """Validates the request (before any model work) and seeds the run's one generator."""
     host = LocalHost() if host is None else host
-    num_layers = getattr(getattr(models.transformer, "config", None), "num_layers", None)
-    request = check_request(request, contexts, kind, num_layers=num_layers, **rules)
+    model_config = getattr(models.transformer, "config", None)
+    request = check_request(request, contexts, kind, model_config=model_config, **rules)
     generator = torch.Generator(device=host.device).manual_seed(request.seed)
     return _Run(models, contexts.to(host.device, models.dtype), request, host, generator)
 

@@ -1,99 +1,78 @@
-"""Up-front checks of a generation request: each raises ``ValueError`` naming the parameter, its value and the rule
-(with the nearest valid values where there are some) before any model work.
+"""One vocabulary and one set of rules for what a generation is asked to do, checked before any model work.
 
-Rules and where they come from:
+The vocabulary is the request's own field names: ``width``, ``height``, ``frames``, ``fps``, ``seed``, ``steps``,
+``strength``, ``crf``, the tiling fields ``spatial_tile`` / ``spatial_overlap`` / ``temporal_tile`` /
+``temporal_overlap``, and per stream (``video_`` / ``audio_`` prefix) the guidance fields ``cfg``, ``stg``,
+``stg_blocks``, ``rescale``, ``modality_scale``, ``skip_step``. Every message names the field, its value and the
+rule. `RULES` holds the allowed values of each numeric field as data (the node layer builds its widgets from it),
+`PIPELINES` what each pipeline accepts. Each rule is written once, as a ``*_problem`` / ``*_problems`` function that
+returns text; the ``check_*`` / ``validate_*`` functions raise one ``ValueError`` listing every problem.
 
-- width / height: positive multiples of 32 for the one-stage pipeline (the video VAE maps 32x32 pixels to one
-  latent cell) and of 64 for the two-stage ones (two stages, distilled, IC-LoRA, keyframe interpolation: stage 1
-  runs at half size on the same 32-pixel grid). The reference's ``assert_resolution`` (ltx_pipelines
-  utils/helpers.py) enforces the same divisors.
-- num_frames: 8k + 1 (1, 9, 17, ..., 121): the VAE codes the first frame alone and then 8 frames per latent frame.
-  The reference does not check it (its encoder crops, its latent shape floors); we reject.
-- Size budget: latent tokens = ((F - 1) / 8 + 1) x (H / 32) x (W / 32) must stay within `MAX_VIDEO_TOKENS`,
-  each side within `MAX_SIDE`.
-- Frame indices of image conditionings are Python-style: ``0 .. F - 1``, or ``-F .. -1`` counted from the end
-  (-1 = the last frame, resolved to ``F + index``). They need NOT be multiples of 8: index 0 replaces latent frame 0
-  (keyframe interpolation appends it as a guide instead);
-  any other index appends a keyframe whose time positions are shifted by the pixel index (reference
-  ``VideoConditionByKeyframeIndex``), so every pixel frame is addressable. Such a keyframe spans time positions
-  [k, k + 8) / fps (one latent frame, no causal first-frame shift): k = 8j - 7 lines up exactly with generated
-  latent frame j, and k = F - 1 reaches 7 frames past the end; the reference imposes no alignment and neither do
-  we. Two images on one frame are rejected.
-- Prompts: any string, empty included (the reference encodes "" as BOS + padding; an empty negative prompt is
-  common). Past the tokenizer's 1024 tokens the prompt is clipped by the tokenizer: a warning, not an error.
-- Frame rate: 1 .. 240 fps (finite). The audio latent covers frames / fps seconds, so a tiny positive rate would
-  ask for days of audio tokens; the node schemas' min / max are skipped by ComfyUI for validated inputs.
-- Seeds 0 .. 2**64 - 1 (ComfyUI's range; ``torch.Generator.manual_seed`` accepts it); guidance scales finite and
-  >= 0, rescale and strengths in [0, 1]; CRF 0..51.
+Sources: the size divisors are the reference's ``assert_resolution`` (ltx_pipelines utils/helpers.py); it crops
+frame counts that are not 8k + 1, we reject them; image frame indices are Python-style (-1 = last frame).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from ..sampling.guidance import STG, Pass, SigmaBinnedGuider, StreamGuider
+from ..sampling.state import AUDIO_LATENT_CHANNELS, AUDIO_MEL_BINS, VIDEO_LATENT_CHANNELS
+from ..video_vae.tiling import (
+    FRAMES_PER_LATENT,
+    MIN_SPATIAL_TILE,
+    MIN_TEMPORAL_TILE,
+    PIXELS_PER_LATENT,
+    SpatialTiling,
+    TemporalTiling,
+    TilingConfig,
+)
+from .latents import audio_latent_frames
 from .preprocess import DEFAULT_IMAGE_CRF, MAX_CRF
 
+if TYPE_CHECKING:
+    from .latents import PromptContexts
+
 __all__ = [
-    "MAX_FRAME_RATE",
-    "MAX_SIDE",
-    "MAX_VIDEO_TOKENS",
-    "MIN_FRAME_RATE",
+    "PIPELINES",
+    "RULES",
     "ImageCondition",
     "PipelineKind",
-    "ReferenceVideoPlan",
-    "ValidatedRequest",
-    "check_budget",
-    "check_frame_rate",
-    "check_guidance",
-    "check_lora_generation",
-    "check_num_frames",
-    "check_prompt",
-    "check_reference_video",
-    "check_resolution",
-    "check_seed",
-    "check_steps",
-    "check_stream_guider",
-    "check_strength",
-    "generation_family",
-    "resolve_frame_indices",
+    "PipelineRules",
+    "Rule",
+    "check_problems",
+    "check_request",
+    "guidance_problems",
+    "parse_indices",
+    "request_problems",
+    "rule",
     "validate_request",
+    "value_problem",
 ]
 
 logger = logging.getLogger(__name__)
 
-LATENT_PIXELS = 32  # video VAE: pixels per latent cell along height and width
-LATENT_FRAMES = 8  # video VAE: pixel frames per latent frame after the first
+LATENT_PIXELS = PIXELS_PER_LATENT  # video VAE: pixels per latent cell along height and width
+LATENT_FRAMES = FRAMES_PER_LATENT  # video VAE: pixel frames per latent frame after the first
 MAX_SIDE = 8192
+MAX_FRAMES = LATENT_FRAMES * 1024 + 1
 MAX_VIDEO_TOKENS = 1 << 18  # 262,144 latent tokens: e.g. 3840x2176 at 241 frames, 1920x1088 at 961 frames
 MAX_STEPS = 1000
 MAX_SEED = 2**64 - 1
-MIN_FRAME_RATE = 1.0  # with the longest clip (8193 frames): ~2.3 h of audio, ~205k audio latent tokens at most
-MAX_FRAME_RATE = 240.0
-MAX_PROMPT_TOKENS = 1024  # the reference's tokenizer length (module_ops_from_gemma_root)
-
-
-class PipelineKind(str, Enum):
-    """The five generation pipelines."""
-
-    ONE_STAGE = "one_stage"
-    TWO_STAGES = "two_stages"
-    DISTILLED = "distilled"
-    IC_LORA = "ic_lora"
-    KEYFRAME_INTERPOLATION = "keyframe_interpolation"
-
-    @property
-    def two_stage(self) -> bool:
-        return self is not PipelineKind.ONE_STAGE
-
-    @property
-    def size_multiple(self) -> int:
-        return 2 * LATENT_PIXELS if self.two_stage else LATENT_PIXELS
+MIN_FPS = 1.0  # with the longest clip (8193 frames): ~2.3 h of audio, ~205k audio latent tokens at most
+MAX_FPS = 240.0
+MAX_SCALE = 100.0  # guidance scales: the reference uses 1 .. 7; far larger values only blow the prediction up
+MAX_SKIP_STEP = 100
+MAX_DOWNSCALE = 8
+MAX_TILE = 8192
+STREAMS = ("video", "audio")
 
 
 def _is_int(value: object) -> bool:
@@ -104,154 +83,259 @@ def _is_real(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _nearest_multiples(value: int, multiple: int) -> str:
-    low = value // multiple * multiple
-    candidates = [c for c in (low, low + multiple) if c >= multiple]
-    return " or ".join(str(c) for c in candidates)
+def _text(number: float) -> str:
+    if isinstance(number, int) or (float(number).is_integer() and abs(number) < 1e15):
+        return str(int(number))
+    return f"{number:g}"
 
 
-def check_resolution(width: int, height: int, kind: PipelineKind | str) -> None:
-    """width / height: multiples of 32 (one stage) or 64 (two stages), within `MAX_SIDE`."""
-    kind = PipelineKind(kind)
-    multiple = kind.size_multiple
-    why = (
-        f"for two-stage pipelines (the first stage runs at half resolution on a {LATENT_PIXELS}-pixel latent grid)"
-        if kind.two_stage
-        else f"(the video VAE's latent grid is {LATENT_PIXELS} pixels)"
-    )
-    for name, value in (("width", width), ("height", height)):
-        if not _is_int(value):
-            raise ValueError(f"{name}={value!r}: must be an integer multiple of {multiple}")
-        if value < multiple or value % multiple:
-            raise ValueError(
-                f"{name}={value}: must be a positive multiple of {multiple} {why}; "
-                f"nearest valid: {_nearest_multiples(max(value, 0), multiple)}"
-            )
-        if value > MAX_SIDE:
-            raise ValueError(f"{name}={value}: must be at most {MAX_SIDE} pixels")
+@dataclass(frozen=True)
+class Rule:
+    """The allowed values of one numeric field: ``low`` .. ``high``, integers on the grid ``offset + k * multiple``
+    when ``multiple`` > 1, or exactly ``off`` (the value that switches a feature off, e.g. 0 = no tiling).
+    ``why`` explains the grid to the user."""
+
+    low: float
+    high: float
+    integer: bool = False
+    multiple: int = 1
+    offset: int = 0
+    off: int | None = None
+    why: str = ""
+
+    def describe(self) -> str:
+        if self.multiple > 1:
+            grid = f"{self.multiple}k+{self.offset}" if self.offset else f"a multiple of {self.multiple}"
+            text = f"{grid} in [{_text(self.low)}, {_text(self.high)}]"
+        else:
+            text = f"{'an integer' if self.integer else 'a finite number'} in [{_text(self.low)}, {_text(self.high)}]"
+        if self.off is not None:
+            text += f", or {self.off} (off)"
+        return text + (f" ({self.why})" if self.why else "")
+
+    def nearest(self, value: float) -> list[int]:
+        """The valid grid values next to ``value`` (empty for fields without a grid)."""
+        if self.multiple == 1:
+            return []
+        m, o = self.multiple, self.offset
+        if value < self.low:
+            return [int(o + math.ceil((self.low - o) / m) * m)]
+        if value > self.high:
+            return [int(o + (self.high - o) // m * m)]
+        below = o + (math.floor(value) - o) // m * m
+        return [c for c in (below, below + m) if self.low <= c <= self.high]
+
+    def problem(self, name: str, value: object) -> str | None:
+        """Why ``value`` is not allowed for field ``name``, or None."""
+        if self.off is not None and _is_int(value) and value == self.off:
+            return None
+        if not (_is_int(value) if self.integer else _is_real(value) and math.isfinite(value)):
+            return f"{name}={value!r}: must be {self.describe()}"
+        assert isinstance(value, int | float)
+        if self.low <= value <= self.high and (self.multiple == 1 or (value - self.offset) % self.multiple == 0):
+            return None
+        nearest = self.nearest(value)
+        hint = f"; nearest valid: {' or '.join(str(n) for n in nearest)}" if nearest else ""
+        return f"{name}={value!r}: must be {self.describe()}{hint}"
 
 
-def check_num_frames(num_frames: int) -> None:
-    """num_frames = 8k + 1 >= 1."""
-    if not _is_int(num_frames):
-        raise ValueError(f"num_frames={num_frames!r}: must be an integer of the form 8k+1 (1, 9, 17, ..., 121)")
-    if num_frames < 1 or (num_frames - 1) % LATENT_FRAMES:
-        low = max(0, (num_frames - 1) // LATENT_FRAMES) * LATENT_FRAMES + 1
-        nearest = "1" if num_frames < 1 else f"{low} or {low + LATENT_FRAMES}"
-        raise ValueError(
-            f"num_frames={num_frames}: must be 8k+1 (1, 9, 17, ..., 97, 121, ...) because the video VAE codes the "
-            f"first frame alone and then {LATENT_FRAMES} frames per latent frame; nearest valid: {nearest}"
-        )
+_SIZE_WHY = f"the video VAE's latent grid is {LATENT_PIXELS} pixels"
+_TWO_STAGE_WHY = f"two-stage pipelines: the first stage runs at half size on the {LATENT_PIXELS}-pixel latent grid"
+RULES: dict[str, Rule] = {
+    "width": Rule(LATENT_PIXELS, MAX_SIDE, True, LATENT_PIXELS, why=_SIZE_WHY),
+    "height": Rule(LATENT_PIXELS, MAX_SIDE, True, LATENT_PIXELS, why=_SIZE_WHY),
+    "frames": Rule(1, MAX_FRAMES, True, LATENT_FRAMES, 1, why="1, 9, 17, ..., 97, 121, ...: the video VAE codes the "
+                   f"first frame alone and then {LATENT_FRAMES} frames per latent frame"),
+    "fps": Rule(MIN_FPS, MAX_FPS, why="frames per second; the audio lasts frames / fps seconds, so a lower rate "
+                "would ask for hours of audio"),
+    "seed": Rule(0, MAX_SEED, True),
+    "steps": Rule(1, MAX_STEPS, True),
+    "strength": Rule(0.0, 1.0),
+    "crf": Rule(0, MAX_CRF, why="H.264 quality; 0 = no compression"),
+    "reference_downscale_factor": Rule(1, MAX_DOWNSCALE, True),
+    "cfg": Rule(0.0, MAX_SCALE, why="1 = off"),
+    "stg": Rule(0.0, MAX_SCALE, why="0 = off"),
+    "modality_scale": Rule(0.0, MAX_SCALE, why="1 = off"),
+    "rescale": Rule(0.0, 1.0, why="0 = off"),
+    "skip_step": Rule(0, MAX_SKIP_STEP, True, why="0 = never skip"),
+    "spatial_tile": Rule(MIN_SPATIAL_TILE, MAX_TILE, True, LATENT_PIXELS, off=0, why="pixels"),
+    "spatial_overlap": Rule(0, MAX_TILE, True, LATENT_PIXELS, why="pixels, less than spatial_tile"),
+    "temporal_tile": Rule(MIN_TEMPORAL_TILE, MAX_TILE, True, LATENT_FRAMES, off=0, why="frames"),
+    "temporal_overlap": Rule(0, MAX_TILE, True, LATENT_FRAMES, why="frames, less than temporal_tile"),
+}
 
 
-def latent_tokens(width: int, height: int, num_frames: int) -> int:
+@dataclass(frozen=True)
+class PipelineRules:
+    """What one pipeline accepts: its size grid in pixels, the divisor of its first stage's size, whether it takes
+    steps and a guider, and whether it needs a reference (control) video."""
+
+    size_multiple: int
+    stage_1_divisor: int = 1
+    guided: bool = True
+    reference_video: bool = False
+
+
+class PipelineKind(str, Enum):
+    """The generation pipelines (their rules are `PIPELINES`)."""
+
+    ONE_STAGE = "one_stage"
+    TWO_STAGES = "two_stages"
+    DISTILLED = "distilled"
+    IC_LORA = "ic_lora"
+    KEYFRAME_INTERPOLATION = "keyframe_interpolation"
+
+    @property
+    def rules(self) -> PipelineRules:
+        return PIPELINES[self]
+
+    @property
+    def two_stage(self) -> bool:
+        return self.rules.stage_1_divisor > 1
+
+    @property
+    def size_multiple(self) -> int:
+        return self.rules.size_multiple
+
+
+_HALF = 2 * LATENT_PIXELS
+PIPELINES: dict[PipelineKind, PipelineRules] = {
+    PipelineKind.ONE_STAGE: PipelineRules(LATENT_PIXELS),
+    PipelineKind.TWO_STAGES: PipelineRules(_HALF, 2),
+    PipelineKind.DISTILLED: PipelineRules(_HALF, 2, guided=False),
+    PipelineKind.IC_LORA: PipelineRules(_HALF, 2, guided=False, reference_video=True),
+    PipelineKind.KEYFRAME_INTERPOLATION: PipelineRules(_HALF, 2),
+}
+
+
+def rule(name: str, kind: PipelineKind | str | None = None) -> Rule:
+    """The rule of field ``name`` (a stream prefix such as ``video_cfg`` is allowed); width and height follow the
+    grid of pipeline ``kind``."""
+    base = RULES.get(name)
+    if base is None:
+        stream, _, field = name.partition("_")
+        if stream not in STREAMS or field not in RULES:
+            raise KeyError(f"{name!r} is not a request field; known: {sorted(RULES)}")
+        base = RULES[field]
+    if kind is not None and name in ("width", "height"):
+        multiple = PipelineKind(kind).size_multiple
+        if multiple != base.multiple:
+            base = dataclasses.replace(base, low=multiple, multiple=multiple, why=_TWO_STAGE_WHY)
+    return base
+
+
+def value_problem(name: str, value: object, kind: PipelineKind | str | None = None) -> str | None:
+    """Why ``value`` is not allowed for request field ``name``, or None."""
+    return rule(name, kind).problem(name, value)
+
+
+def check_problems(problems: Sequence[str | None]) -> None:
+    """One ``ValueError`` listing every problem (Nones are skipped); nothing when there are none."""
+    found = [p for p in problems if p]
+    if found:
+        raise ValueError("\n".join(found))
+
+
+def fields_problems(values: dict[str, object], kind: PipelineKind | str | None = None) -> list[str]:
+    """`value_problem` of each field in ``values`` (a None value is skipped: not known yet)."""
+    return [p for name, value in values.items() if value is not None and (p := value_problem(name, value, kind))]
+
+
+def latent_tokens(width: int, height: int, frames: int) -> int:
     """Video latent tokens of a generation: ((F - 1) / 8 + 1) * (H / 32) * (W / 32)."""
-    frames = (num_frames - 1) // LATENT_FRAMES + 1
-    return frames * (height // LATENT_PIXELS) * (width // LATENT_PIXELS)
+    return ((frames - 1) // LATENT_FRAMES + 1) * (height // LATENT_PIXELS) * (width // LATENT_PIXELS)
 
 
-def check_budget(width: int, height: int, num_frames: int, max_tokens: int = MAX_VIDEO_TOKENS) -> None:
-    tokens = latent_tokens(width, height, num_frames)
-    if tokens > max_tokens:
-        raise ValueError(
-            f"width x height x num_frames = {width}x{height}x{num_frames}: {tokens} video latent tokens, more than "
-            f"the budget of {max_tokens} (e.g. 1920x1088 x 961 frames or 3840x2176 x 241 frames); "
-            "lower the resolution or the frame count"
-        )
+def budget_problem(width: int, height: int, frames: int, max_tokens: int = MAX_VIDEO_TOKENS) -> str | None:
+    tokens = latent_tokens(width, height, frames)
+    if tokens <= max_tokens:
+        return None
+    return (f"width x height x frames = {width}x{height}x{frames}: {tokens} video latent tokens, more than the "
+            f"budget of {max_tokens} (e.g. 1920x1088 x 961 frames or 3840x2176 x 241 frames); lower the resolution "
+            "or the frame count")
 
 
-def check_frame_rate(frame_rate: float) -> None:
-    """frames per second in [`MIN_FRAME_RATE`, `MAX_FRAME_RATE`]: the audio latent covers frames / fps seconds, so a
-    tiny positive rate (1e-6) would ask for days of audio tokens and exhaust memory before sampling starts."""
-    if not _is_real(frame_rate) or not math.isfinite(frame_rate) or frame_rate <= 0:
-        raise ValueError(f"frame_rate={frame_rate!r}: must be a finite number > 0 (frames per second)")
-    if not MIN_FRAME_RATE <= frame_rate <= MAX_FRAME_RATE:
-        raise ValueError(
-            f"frame_rate={frame_rate!r}: must be between {MIN_FRAME_RATE:g} and {MAX_FRAME_RATE:g} frames per second "
-            "(the audio lasts frames / fps seconds; a lower rate would ask for hours of audio)"
-        )
+def size_problems(width: object, height: object, frames: object, fps: object,
+                  kind: PipelineKind | str | None = None) -> list[str]:
+    """The size rules (a None value is not known yet and skipped), then the token budget once all are valid."""
+    problems = fields_problems({"width": width, "height": height, "frames": frames, "fps": fps}, kind)
+    if not problems and None not in (width, height, frames):
+        problems += [p for p in (budget_problem(width, height, frames),) if p]  # type: ignore[arg-type]
+    return problems
 
 
-def check_steps(steps: int, name: str = "num_inference_steps") -> None:
-    if not _is_int(steps) or not 1 <= steps <= MAX_STEPS:
-        raise ValueError(f"{name}={steps!r}: must be an integer in [1, {MAX_STEPS}]")
+def tiling_problems(spatial_tile: object, spatial_overlap: object, temporal_tile: object,
+                    temporal_overlap: object) -> list[str]:
+    """Decode tiles: sizes on the latent grid (0 = that axis whole), overlaps smaller than their tiles."""
+    values = {"spatial_tile": spatial_tile, "spatial_overlap": spatial_overlap, "temporal_tile": temporal_tile,
+              "temporal_overlap": temporal_overlap}
+    problems = fields_problems(values)
+    for tile, overlap in (("spatial_tile", "spatial_overlap"), ("temporal_tile", "temporal_overlap")):
+        size, over = values[tile], values[overlap]
+        if not problems and size and over is not None and over >= size:  # type: ignore[operator]
+            problems.append(f"{overlap}={over!r}: must be less than {tile}={size!r}")
+    return problems
 
 
-def check_seed(seed: int) -> None:
-    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed={seed!r}: must be an integer in [0, 2**64 - 1]")
+def tiling_config(spatial_tile: int, spatial_overlap: int, temporal_tile: int,
+                  temporal_overlap: int) -> TilingConfig | None:
+    """The decode's `TilingConfig` (None: no tiling) after `tiling_problems`."""
+    check_problems(tiling_problems(spatial_tile, spatial_overlap, temporal_tile, temporal_overlap))
+    spatial = SpatialTiling(spatial_tile, spatial_overlap) if spatial_tile else None
+    temporal = TemporalTiling(temporal_tile, temporal_overlap) if temporal_tile else None
+    return None if spatial is None and temporal is None else TilingConfig(spatial, temporal)
 
 
-def _check_finite(value: float, name: str) -> None:
-    if not _is_real(value) or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r}: must be a finite number (NaN and infinity are rejected)")
+def parse_indices(text: object, name: str, example: str = "'28' or '27, 28'") -> tuple[int, ...]:
+    """Comma-separated integers, strictly: '27, 28' -> (27, 28), '' -> (); an empty entry ('1,,0'), a trailing
+    comma or anything but an integer is an error naming ``name``."""
+    if not isinstance(text, str):
+        raise ValueError(f"{name}={text!r}: expected comma-separated integers such as {example}")
+    if not text.strip():
+        return ()
+    parts = [part.strip() for part in text.split(",")]
+    bad = [part for part in parts if not re.fullmatch(r"[+-]?\d{1,9}", part)]
+    if bad:
+        what = "an empty entry" if "" in bad else f"{bad[0]!r} is not an integer"
+        raise ValueError(f"{name}={text!r}: {what}; expected comma-separated integers such as {example}")
+    return tuple(int(part) for part in parts)
 
 
-def check_strength(value: float, name: str = "strength") -> None:
-    """A strength or weight in [0, 1] (1 = keep the conditioning clean / full effect)."""
-    _check_finite(value, name)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}={value!r}: must be in [0, 1]")
+def stg_blocks_problem(blocks: Sequence[int], name: str, num_layers: int | None = None) -> str | None:
+    """STG blocks are existing transformer blocks: >= 0, < the model's block count when it is known."""
+    bad = [b for b in blocks if not _is_int(b) or b < 0 or (num_layers is not None and b >= num_layers)]
+    if not bad:
+        return None
+    if num_layers is None:
+        return f"{name}={tuple(blocks)!r}: block {bad[0]!r} is not a transformer block index (0, 1, 2, ...)"
+    return (f"{name}={tuple(blocks)!r}: the model has {num_layers} transformer blocks (0..{num_layers - 1}), so "
+            f"block {bad[0]!r} does not exist; set the guider's {name} to blocks in 0..{num_layers - 1}")
 
 
-def check_guidance(  # one optional argument per guidance setting
-    *,
-    cfg: float | None = None,
-    stg: float | None = None,
-    modality: float | None = None,
-    rescale: float | None = None,
-    skip_step: int | None = None,
-    stg_blocks: Sequence[int] | None = None,
-    num_layers: int | None = None,
-    stream: str = "video",
-) -> None:
-    """Guidance settings of one stream: scales finite and >= 0, rescale in [0, 1], skip_step >= 0, STG blocks
-    existing transformer blocks (when ``num_layers`` is known). 1.0 is "no effect" for CFG and modality scales."""
-    for name, value in (("cfg_scale", cfg), ("stg_scale", stg), ("modality_scale", modality)):
-        if value is not None:
-            _check_finite(value, f"{stream}_{name}")
-            if value < 0:
-                raise ValueError(f"{stream}_{name}={value!r}: must be >= 0")
-    if rescale is not None:
-        check_strength(rescale, f"{stream}_rescale_scale")
-    if skip_step is not None and (not _is_int(skip_step) or skip_step < 0):
-        raise ValueError(f"{stream}_skip_step={skip_step!r}: must be an integer >= 0 (0 = no skipping)")
-    for block in stg_blocks or ():
-        if not _is_int(block) or block < 0 or (num_layers is not None and block >= num_layers):
-            limit = f"0..{num_layers - 1}" if num_layers is not None else ">= 0"
-            raise ValueError(f"{stream}_stg_blocks contains {block!r}: blocks must be integers in {limit}")
+def guidance_problems(stream: str, *, num_layers: int | None = None, **settings: object) -> list[str]:
+    """One stream's guidance settings (``cfg``, ``stg``, ``stg_blocks``, ``rescale``, ``modality_scale``,
+    ``skip_step``; None = not given) under the names ``<stream>_<setting>``."""
+    blocks = settings.pop("stg_blocks", None)
+    problems = fields_problems({f"{stream}_{k}": v for k, v in settings.items()})
+    if blocks is not None:
+        problems += [p for p in (stg_blocks_problem(blocks, f"{stream}_stg_blocks", num_layers),) if p]  # type: ignore[arg-type]
+    return problems
 
 
-def check_stream_guider(
-    guider: StreamGuider | SigmaBinnedGuider, stream: str = "video", num_layers: int | None = None
-) -> None:
-    """`check_guidance` on a built guider (every sigma bin of a `SigmaBinnedGuider`)."""
-    guiders = [g for _, g in guider.bins] if isinstance(guider, SigmaBinnedGuider) else [guider]
-    for one in guiders:
-        check_guidance(rescale=one.rescale, skip_step=one.skip_step, num_layers=num_layers, stream=stream)
+def guider_problems(guider: StreamGuider | SigmaBinnedGuider, stream: str = "video",
+                    num_layers: int | None = None) -> list[str]:
+    """`guidance_problems` of a built guider (every sigma bin of a `SigmaBinnedGuider`)."""
+    problems: list[str] = []
+    for one in [g for _, g in guider.bins] if isinstance(guider, SigmaBinnedGuider) else [guider]:
+        problems += guidance_problems(stream, rescale=one.rescale, skip_step=one.skip_step)
         for term in one.terms:
             scale = term.scale  # type: ignore[attr-defined]  (every term class has a scale)
             if isinstance(term, STG):
-                check_guidance(stg=scale, stg_blocks=term.blocks, num_layers=num_layers, stream=stream)
-            elif term.source is Pass.NEGATIVE:
-                check_guidance(cfg=scale, stream=stream)
+                problems += guidance_problems(stream, stg=scale, stg_blocks=term.blocks, num_layers=num_layers)
             else:
-                check_guidance(modality=scale, stream=stream)
-
-
-def check_prompt(prompt: str, name: str = "prompt", token_count: int | None = None) -> str:
-    """Any string, empty included; beyond `MAX_PROMPT_TOKENS` (when ``token_count`` is known) a warning says the
-    tokenizer clips the tail. Returns the prompt."""
-    if not isinstance(prompt, str):
-        raise ValueError(f"{name}={prompt!r}: must be a string (an empty string is allowed)")
-    if token_count is not None and token_count > MAX_PROMPT_TOKENS:
-        logger.warning(
-            "%s: %d tokens; only the first %d reach the model (the tokenizer clips the rest)",
-            name,
-            token_count,
-            MAX_PROMPT_TOKENS,
-        )
-    return prompt
+                problems += guidance_problems(stream, **{"cfg" if term.source is Pass.NEGATIVE else "modality_scale":
+                                                         scale})
+    return list(dict.fromkeys(problems))
 
 
 @dataclass(frozen=True)
@@ -265,29 +349,37 @@ class ImageCondition:
     size: tuple[int, int] | None = None
 
 
-def resolve_frame_indices(images: Sequence[ImageCondition], num_frames: int) -> tuple[int, ...]:
-    """Checks each image's settings and resolves frame indices to 0 .. num_frames - 1 (negative: from the end)."""
+def _images(images: Sequence[ImageCondition], frames: int) -> tuple[tuple[int, ...], list[str]]:
+    """(resolved frame indices, problems) of the images of a ``frames``-frame clip."""
     resolved: list[int] = []
+    problems: list[str] = []
     for i, image in enumerate(images):
-        name = f"images[{i}]"
-        index = image.frame_index
-        if not _is_int(index) or not -num_frames <= index < num_frames:
-            raise ValueError(
-                f"{name}.frame_index={index!r}: out of range for num_frames={num_frames}; use 0..{num_frames - 1}, "
-                f"or -{num_frames}..-1 counted from the end (-1 = last frame)"
-            )
-        index = index + num_frames if index < 0 else index
-        if index in resolved:
-            raise ValueError(
-                f"{name}.frame_index={image.frame_index!r}: frame {index} already has images[{resolved.index(index)}]"
-            )
+        name, index = f"images[{i}]", image.frame_index
+        if not _is_int(index) or not -frames <= index < frames:
+            problems.append(f"{name}.frame_index={index!r}: out of range for frames={frames}; use 0..{frames - 1}, "
+                            f"or -{frames}..-1 counted from the end (-1 = last frame)")
+        else:
+            index = index + frames if index < 0 else index
+            if index in resolved:
+                problems.append(f"{name}.frame_index={image.frame_index!r}: frame {index} already has "
+                                f"images[{resolved.index(index)}]")
         resolved.append(index)
-        check_strength(image.strength, f"{name}.strength")
-        if not _is_real(image.crf) or not 0 <= image.crf <= MAX_CRF:
-            raise ValueError(f"{name}.crf={image.crf!r}: must be a number in [0, {MAX_CRF}] (0 = no compression)")
+        problems += [p for p in (rule("strength").problem(f"{name}.strength", image.strength),
+                                 rule("crf").problem(f"{name}.crf", image.crf)) if p]
         if image.size is not None and (len(image.size) != 2 or min(image.size) < 2):  # H, W
-            raise ValueError(f"{name}.size={image.size!r}: an image needs at least 2x2 pixels (H.264 round trip)")
-    return tuple(resolved)
+            problems.append(f"{name}.size={image.size!r}: an image needs at least 2x2 pixels (H.264 round trip)")
+    return tuple(resolved), problems
+
+
+def image_problems(images: Sequence[ImageCondition], frames: int) -> list[str]:
+    return _images(images, frames)[1]
+
+
+def resolve_frame_indices(images: Sequence[ImageCondition], frames: int) -> tuple[int, ...]:
+    """Checks each image's settings and resolves frame indices to 0 .. frames - 1 (negative: from the end)."""
+    resolved, problems = _images(images, frames)
+    check_problems(problems)
+    return resolved
 
 
 @dataclass(frozen=True)
@@ -299,37 +391,35 @@ class ReferenceVideoPlan:
     width: int
 
 
-def check_reference_video(
-    shape: Sequence[int], *, height: int, width: int, num_frames: int, downscale_factor: int = 1
-) -> ReferenceVideoPlan:
-    """A reference video (F, H, W, C) of any pixel size, conditioning a generation of ``height`` x ``width``
-    (IC-LoRA: its stage 1, half the output size) and ``num_frames`` frames.
-
-    The video is resized to (height / factor, width / factor), which must sit on the 32-pixel latent grid; its
-    first min(F, num_frames) frames are used, floored to 8k + 1 (a warning says so when frames are dropped).
-    """
-    if not _is_int(downscale_factor) or downscale_factor < 1:
-        raise ValueError(f"reference_downscale_factor={downscale_factor!r}: must be an integer >= 1")
+def reference_video_problems(shape: Sequence[int], *, height: int, width: int, frames: int,
+                             downscale_factor: int = 1) -> list[str]:
+    """A reference video (F, H, W, C) conditioning a generation of ``height`` x ``width`` (IC-LoRA: its stage 1)
+    is resized to 1 / ``downscale_factor`` of that, which must sit on the 32-pixel latent grid."""
+    problem = value_problem("reference_downscale_factor", downscale_factor)
+    if problem:
+        return [problem]
+    problems = []
     if len(shape) != 4 or min(shape) < 1:  # F, H, W, C
-        raise ValueError(f"reference video: shape {tuple(shape)}; expected (F, H, W, C) with at least one frame")
-    ref_h, ref_w = height // downscale_factor, width // downscale_factor
-    for name, size, ref in (("height", height, ref_h), ("width", width, ref_w)):
-        if size % downscale_factor or ref % LATENT_PIXELS or ref == 0:
-            raise ValueError(
-                f"reference_downscale_factor={downscale_factor}: the conditioned {name} {size} / {downscale_factor} "
-                f"must be a whole multiple of {LATENT_PIXELS} (the latent grid); pick a {name} that is a multiple "
-                f"of {LATENT_PIXELS * downscale_factor}"
-            )
-    available = min(shape[0], num_frames)
-    frames = (available - 1) // LATENT_FRAMES * LATENT_FRAMES + 1
-    if frames != shape[0]:
-        logger.warning(
-            "reference video: %d frames; using the first %d (at most num_frames=%d, 8k+1 for the video VAE)",
-            shape[0],
-            frames,
-            num_frames,
-        )
-    return ReferenceVideoPlan(frames=frames, height=ref_h, width=ref_w)
+        problems.append(f"reference video: shape {tuple(shape)}; expected (F, H, W, C) with at least one frame")
+    for name, size in (("height", height), ("width", width)):
+        if size % downscale_factor or (size // downscale_factor) % LATENT_PIXELS or size < downscale_factor:
+            problems.append(f"reference_downscale_factor={downscale_factor}: the conditioned {name} {size} / "
+                            f"{downscale_factor} must be a whole multiple of {LATENT_PIXELS} (the latent grid); pick "
+                            f"a {name} that is a multiple of {LATENT_PIXELS * downscale_factor}")
+    return problems
+
+
+def check_reference_video(shape: Sequence[int], *, height: int, width: int, frames: int,
+                          downscale_factor: int = 1) -> ReferenceVideoPlan:
+    """`reference_video_problems`, then the plan: the first min(F, frames) frames floored to 8k + 1 (a warning says
+    so when frames are dropped), resized to (height, width) / ``downscale_factor``."""
+    check_problems(reference_video_problems(shape, height=height, width=width, frames=frames,
+                                            downscale_factor=downscale_factor))
+    used = (min(shape[0], frames) - 1) // LATENT_FRAMES * LATENT_FRAMES + 1
+    if used != shape[0]:
+        logger.warning("reference video: %d frames; using the first %d (at most frames=%d, 8k+1 for the video VAE)",
+                       shape[0], used, frames)
+    return ReferenceVideoPlan(frames=used, height=height // downscale_factor, width=width // downscale_factor)
 
 
 _VERSION = re.compile(r"(?:ltx)?[-_ v]*(\d)(?:[._]?(\d))?")
@@ -346,33 +436,15 @@ def generation_family(generation: str | None) -> str | None:
     return f"2.{match.group(2) or 0}"
 
 
-def check_lora_generation(lora_generation: str | None, model_generation: str | None, lora_name: str = "LoRA") -> None:
-    """A LoRA made for one generation (LTX-2 19B, LTX-2.3 22B) does not fit the other's transformer."""
-    lora, model = generation_family(lora_generation), generation_family(model_generation)
-    if lora is None or model is None:
-        logger.warning(
-            "%s: cannot compare generations (LoRA %r, model %r); loading it anyway",
-            lora_name,
-            lora_generation,
-            model_generation,
-        )
-        return
-    if lora != model:
-        raise ValueError(
-            f"{lora_name}: generation={lora_generation!r} (LTX-{lora}) does not match the model's "
-            f"{model_generation!r} (LTX-{model}); use a LoRA trained for LTX-{model}"
-        )
-
-
 @dataclass(frozen=True)
 class ValidatedRequest:
-    """A checked request; ``frame_indices`` are the images' resolved frame indices (0 .. num_frames - 1)."""
+    """A checked request; ``frame_indices`` are the images' resolved frame indices (0 .. frames - 1)."""
 
     kind: PipelineKind
     width: int
     height: int
-    num_frames: int
-    frame_rate: float
+    frames: int
+    fps: float
     seed: int
     frame_indices: tuple[int, ...] = ()
     reference: ReferenceVideoPlan | None = None
@@ -380,53 +452,148 @@ class ValidatedRequest:
     @property
     def stage_1_size(self) -> tuple[int, int]:
         """(height, width) of the first stage: half size for two-stage pipelines."""
-        divisor = 2 if self.kind.two_stage else 1
+        divisor = self.kind.rules.stage_1_divisor
         return self.height // divisor, self.width // divisor
 
 
-def validate_request(  # the request's fields
-    kind: PipelineKind | str,
-    *,
-    width: int,
-    height: int,
-    num_frames: int,
-    frame_rate: float,
-    seed: int,
-    steps: int | None = None,
-    images: Sequence[ImageCondition] = (),
-    prompt: str = "",
-    negative_prompt: str | None = None,
-    reference_video_shape: Sequence[int] | None = None,
-    reference_downscale_factor: int = 1,
-    conditioning_attention_strength: float = 1.0,
-    max_video_tokens: int = MAX_VIDEO_TOKENS,
-) -> ValidatedRequest:
-    """All checks of one pipeline request, in the order a user fixes them. ``steps`` applies to the pipelines with
-    a step count (one stage, two stages, keyframe interpolation); distilled and IC-LoRA use fixed schedules."""
+def request_problems(kind: PipelineKind | str, *, width: object, height: object, frames: object, fps: object,
+                     seed: object, steps: object = None, images: Sequence[ImageCondition] = (),
+                     reference_video_shape: Sequence[int] | None = None, reference_downscale_factor: int = 1,
+                     conditioning_attention_strength: float = 1.0) -> list[str]:
+    """Every problem of one pipeline request, in the order a user fixes them. ``steps`` applies to the guided
+    pipelines; the distilled and IC-LoRA ones use fixed schedules."""
     kind = PipelineKind(kind)
-    check_resolution(width, height, kind)
-    check_num_frames(num_frames)
-    check_budget(width, height, num_frames, max_video_tokens)
-    check_frame_rate(frame_rate)
-    check_seed(seed)
-    if steps is not None:
-        check_steps(steps)
-    check_prompt(prompt)
-    if negative_prompt is not None:
-        check_prompt(negative_prompt, "negative_prompt")
-    frame_indices = resolve_frame_indices(images, num_frames)
-    reference = None
-    if kind is PipelineKind.IC_LORA:
-        check_strength(conditioning_attention_strength, "conditioning_attention_strength")
+    problems = size_problems(width, height, frames, fps, kind) + fields_problems({"seed": seed, "steps": steps})
+    if problems:
+        return problems
+    problems += _images(images, frames)[1]  # type: ignore[arg-type]
+    if kind.rules.reference_video:
+        problem = rule("strength").problem("conditioning_attention_strength", conditioning_attention_strength)
+        problems += [problem] if problem else []
         if reference_video_shape is None:
-            raise ValueError("reference_video=None: the IC-LoRA pipeline needs a reference (control) video")
-        reference = check_reference_video(
-            reference_video_shape,
-            height=height // 2,  # the reference video conditions stage 1
-            width=width // 2,
-            num_frames=num_frames,
-            downscale_factor=reference_downscale_factor,
-        )
+            problems.append(f"reference_video=None: the {kind.value} pipeline needs a reference (control) video")
+        else:
+            divisor = kind.rules.stage_1_divisor  # the reference video conditions stage 1
+            problems += reference_video_problems(reference_video_shape, height=height // divisor,  # type: ignore[operator]
+                                                 width=width // divisor, frames=frames,  # type: ignore[operator]
+                                                 downscale_factor=reference_downscale_factor)
     elif reference_video_shape is not None:
-        raise ValueError(f"reference_video: only the IC-LoRA pipeline takes one, not {kind.value!r}")
-    return ValidatedRequest(kind, width, height, num_frames, float(frame_rate), seed, frame_indices, reference)
+        problems.append(f"reference_video: only pipelines with a control video take one, not {kind.value!r}")
+    return problems
+
+
+def validate_request(kind: PipelineKind | str, **fields: Any) -> ValidatedRequest:
+    """`request_problems` raised as one ``ValueError``, else the checked request."""
+    kind = PipelineKind(kind)
+    check_problems(request_problems(kind, **fields))
+    indices = _images(fields.get("images", ()), fields["frames"])[0]
+    reference = None
+    if fields.get("reference_video_shape") is not None:
+        divisor = kind.rules.stage_1_divisor
+        reference = check_reference_video(fields["reference_video_shape"], height=fields["height"] // divisor,
+                                          width=fields["width"] // divisor, frames=fields["frames"],
+                                          downscale_factor=fields.get("reference_downscale_factor", 1))
+    return ValidatedRequest(kind, fields["width"], fields["height"], fields["frames"], float(fields["fps"]),
+                            fields["seed"], indices, reference)
+
+
+def _scalar(tensors: Any, key: str, integer: bool) -> tuple[float | None, str | None]:
+    value = tensors[key]
+    if value.numel() != 1 or (integer and value.is_floating_point()):
+        kind = "integer" if integer else "number"
+        return None, f"{key}: a {tuple(value.shape)} {value.dtype} tensor, expected one {kind}"
+    return (int(value.item()) if integer else float(value.item())), None
+
+
+def saved_latents_problems(tensors: Any, name: str) -> list[str]:
+    """A saved latent pair ``{"video", "audio", "frames", "fps"}``, checked against what the sampler and the
+    decoders accept before anything is allocated from it: frames / fps by their rules, video (B, 128, F', H', W')
+    with F' = 1 + (frames - 1) / 8 and a size within the rules and the token budget, audio (B, 8, T, 16) lasting
+    frames / fps seconds. ``name`` (the file) prefixes each message."""
+    missing = [key for key in ("video", "audio", "frames", "fps") if key not in tensors]
+    if missing:
+        return [f"{name}: no {', '.join(missing)} tensor; expected the video, audio, frames and fps of a saved "
+                "audio+video latent"]
+    (frames, frames_bad), (fps, fps_bad) = _scalar(tensors, "frames", True), _scalar(tensors, "fps", False)
+    problems = [f"{name}: {p}" for p in (frames_bad, fps_bad, value_problem("frames", frames) if frames_bad is None
+                                         else None, value_problem("fps", fps) if fps_bad is None else None) if p]
+    if problems:
+        return problems
+    video, audio = tensors["video"], tensors["audio"]
+    latent_frames = (int(frames) - 1) // LATENT_FRAMES + 1
+    if video.ndim != 5 or video.shape[1] != VIDEO_LATENT_CHANNELS or video.shape[2] != latent_frames \
+            or not video.is_floating_point():
+        return [f"{name}: video latent {tuple(video.shape)} {video.dtype}, expected a float (B, "
+                f"{VIDEO_LATENT_CHANNELS}, {latent_frames}, H / 32, W / 32) tensor for frames={frames}"]
+    height, width = video.shape[3] * LATENT_PIXELS, video.shape[4] * LATENT_PIXELS
+    problems = [f"{name}: {p}" for p in size_problems(width, height, frames, fps)]
+    lengths = {audio_latent_frames(int(frames), fps), audio_latent_frames(int(frames), fps, cover_duration=True)}
+    if audio.ndim != 4 or audio.shape[0] != video.shape[0] or audio.shape[1] != AUDIO_LATENT_CHANNELS \
+            or audio.shape[2] not in lengths or audio.shape[3] != AUDIO_MEL_BINS or not audio.is_floating_point():
+        problems.append(f"{name}: audio latent {tuple(audio.shape)} {audio.dtype}, expected a float ({video.shape[0]}, "
+                        f"{AUDIO_LATENT_CHANNELS}, {' or '.join(map(str, sorted(lengths)))}, {AUDIO_MEL_BINS}) tensor "
+                        f"for {frames} frames at {fps:g} fps")
+    return problems
+
+
+def context_widths(model_config: object) -> tuple[int, int] | None:
+    """(video, audio) width of the prompt contexts a transformer takes, from its config (None: not known)."""
+    if model_config is None or not hasattr(model_config, "inner_dim"):
+        return None
+    if getattr(model_config, "caption_projection_in_transformer", False):  # LTX-2: projected inside the model
+        channels = model_config.caption_channels  # type: ignore[attr-defined]
+        return channels, channels
+    return model_config.inner_dim, model_config.audio_inner_dim  # type: ignore[attr-defined]
+
+
+def contexts_problems(contexts: PromptContexts, guided: Any = None, model_config: object = None) -> list[str]:
+    """Prompt contexts for a run: both positive streams, a negative where a guider's CFG needs one, and the widths
+    the transformer takes (a context from another model's text encoder fails here, not in the sampler)."""
+    problems = []
+    widths = context_widths(model_config)
+    for label, prompt in (("positive", contexts.positive), ("negative", contexts.negative)):
+        if prompt is None:
+            continue
+        for index, stream in enumerate(STREAMS):
+            context = getattr(prompt, stream)
+            if context is None:
+                problems.append(f"{label} {stream} context: missing; video and audio contexts are both required")
+            elif context.ndim != 3 or (widths is not None and context.shape[-1] != widths[index]):
+                expected = "(B, S, D)" if widths is None else f"(B, S, {widths[index]})"
+                problems.append(f"{label} {stream} context: shape {tuple(context.shape)}, expected {expected} for "
+                                "this model (encode the prompt with this model's text encoder)")
+    for stream in STREAMS if guided is not None else ():
+        if Pass.NEGATIVE in getattr(guided, stream).needs() and contexts.negative is None:
+            problems.append(f"negative=None: the {stream} guider's CFG needs negative prompt contexts; encode a "
+                            f"negative prompt or set {stream}_cfg to 1")
+    return problems
+
+
+def check_request(request: Any, contexts: PromptContexts, kind: PipelineKind, *, guided: Any = None,
+                  references: Sequence[Any] = (), downscale_factor: int = 1, model_config: object = None) -> Any:
+    """Every rule of a pipeline run (request, references, guidance against the model, contexts) raised as one
+    ``ValueError``; returns ``request`` with the images' frame indices resolved (negative count from the end)."""
+    images = [ImageCondition(image.frame_index, image.strength, image.crf, tuple(image.image.shape[-3:-1]))
+              for image in request.images]
+    fields = {"width": request.width, "height": request.height, "frames": request.frames, "fps": request.fps,
+              "seed": request.seed, "steps": None if guided is None else guided.steps, "images": images,
+              "reference_video_shape": tuple(references[0].video.shape) if references else None,
+              "reference_downscale_factor": downscale_factor}
+    problems = request_problems(kind, **fields)
+    divisor = kind.rules.stage_1_divisor
+    for index, reference in enumerate(references):
+        problems += [p for p in (rule("strength").problem(f"references[{index}].strength", reference.strength),
+                                 rule("strength").problem(f"references[{index}].attention_strength",
+                                                          reference.attention_strength)) if p]
+        if index > 0 and not problems:  # request_problems checked the first
+            problems += reference_video_problems(tuple(reference.video.shape), height=request.height // divisor,
+                                                 width=request.width // divisor, frames=request.frames,
+                                                 downscale_factor=downscale_factor)
+    num_layers = getattr(model_config, "num_layers", None)
+    for stream in STREAMS if guided is not None else ():
+        problems += guider_problems(getattr(guided, stream), stream, num_layers)
+    problems += contexts_problems(contexts, guided, model_config)
+    check_problems(problems)
+    resolved = _images(images, request.frames)[0]
+    return dataclasses.replace(request, images=tuple(dataclasses.replace(image, frame_index=index)
+                                                     for image, index in zip(request.images, resolved, strict=True)))

@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from safetensors.torch import save_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,57 +43,113 @@ def test_every_node_has_schema_category_and_tooltips(mappings):
         assert schema.description, node_id
 
 
-def test_empty_latent_validation_names_the_parameter(n):
+def test_validate_inputs_declares_at_most_one_input_and_combos_are_lists(mappings):
+    """ComfyUI files one error per declared parameter: a check there must declare only the input it is about, and
+    every combo carries its option list as its type so ComfyUI itself checks it (one error, on that input)."""
+    import inspect
+
+    classes, _ = mappings
+    for node_id, cls in classes.items():
+        declared = cls.__dict__.get("validate_inputs")
+        if declared is not None:
+            spec = inspect.getfullargspec(cls.validate_inputs)
+            assert len(spec.args) <= 2 and spec.varkw is None, (node_id, spec)
+        for section in cls.INPUT_TYPES().values():
+            for name, entry in section.items():
+                if isinstance(entry, tuple) and entry[0] == "COMBO":
+                    raise AssertionError(f"{node_id}.{name} is a COMBO that ComfyUI 0.3.75 does not check")
+
+
+def test_widgets_step_on_the_rule_of_their_pipeline(mappings):
+    classes, _ = mappings
+    for node_id in ("AIPRODTwoStagePipeline", "AIPRODDistilledPipeline", "AIPRODICLoraPipeline",
+                    "AIPRODKeyframePipeline", "AIPRODTextToVideoPipeline", "AIPRODEmptyLatent"):
+        inputs = classes[node_id].INPUT_TYPES()["required"]
+        multiple = 32 if node_id in ("AIPRODTextToVideoPipeline", "AIPRODEmptyLatent") else 64
+        for side in ("width", "height"):
+            assert inputs[side][1]["step"] == multiple == inputs[side][1]["min"], (node_id, side)
+        assert (inputs["frames"][1]["min"], inputs["frames"][1]["step"]) == (1, 8)  # the frontend snaps to 8k+1
+    guider = classes["AIPRODGuider"].INPUT_TYPES()["required"]
+    assert guider["video_cfg"][1]["max"] == 100.0 and guider["audio_skip_step"][1]["max"] == 100
+
+
+def test_empty_latent_reports_every_problem_naming_it(n):
     node = n.latents.AIPRODEmptyLatent
-    assert node.validate_inputs(64, 64, 9, 24.0) is True
-    assert node.validate_inputs(None, 64, None, 24.0) is True  # linked inputs are checked when the node runs
-    assert "width=100" in node.validate_inputs(100, 64, 9, 24.0)
-    assert node.validate_inputs(64, 64, 10, 24.0).startswith("frames=10: must be 8k+1")
-    assert "nearest valid: 9 or 17" in node.validate_inputs(64, 64, 10, 24.0)
-    assert node.validate_inputs(64, 64, 9, 0.0).startswith("fps=0.0")
     (bundle,) = node.execute(64, 96, 17, 12.5).args
     assert bundle.latents.video.shape == (1, 128, 3, 3, 2) and bundle.latents.fps == 12.5
-    with pytest.raises(ValueError, match="height=40"):
-        node.execute(64, 40, 9, 24.0)
+    with pytest.raises(ValueError) as info:
+        node.execute(100, 40, 10, 0.0)
+    lines = str(info.value).splitlines()
+    assert [line.split("=")[0] for line in lines] == ["width", "height", "frames", "fps"]
+    assert "nearest valid: 9 or 17" in lines[2]
 
 
-def test_two_stage_pipelines_need_multiples_of_64(n):
-    values = {"width": 96, "height": 64, "frames": 9, "fps": 24.0, "seed": 0}
-    assert "width=96" in n.pipelines.AIPRODDistilledPipeline.validate_inputs(**values)
-    assert n.pipelines.AIPRODTextToVideoPipeline.validate_inputs(**values, steps=2) is True
-    assert "steps=0" in n.pipelines.AIPRODTextToVideoPipeline.validate_inputs(**values, steps=0)
-    problem = n.pipelines.AIPRODKeyframePipeline.validate_inputs(**{**values, "width": 64}, frame_indices="0, 9")
-    assert "frame_indices='0, 9'" in problem
-    assert n.pipelines.AIPRODKeyframePipeline.validate_inputs(**{**values, "width": 64}, frame_indices="0, -1") is True
-    assert "spatial_tile" in n.pipelines.AIPRODDistilledPipeline.validate_inputs(
-        **{**values, "width": 64}, spatial_tile=100, spatial_overlap=0, temporal_tile=0, temporal_overlap=0)
+def _pipeline_values(**change):
+    return {"width": 96, "height": 64, "frames": 9, "fps": 24.0, "seed": 0, "steps": 2, "image_strength": 1.0,
+            "spatial_tile": 512, "spatial_overlap": 64, "temporal_tile": 64, "temporal_overlap": 24, **change}
+
+
+def test_pipelines_check_everything_before_the_prompt_is_encoded(n, demo_models):
+    pipelines = n.pipelines
+    assert pipelines.AIPRODTextToVideoPipeline.check_lazy_status(**_pipeline_values()) == ["conditioning"]
+    assert pipelines.AIPRODTextToVideoPipeline.check_lazy_status(conditioning=object()) == []
+    with pytest.raises(ValueError, match="width=96: must be a multiple of 64"):
+        pipelines.AIPRODDistilledPipeline.check_lazy_status(**_pipeline_values())
+    with pytest.raises(ValueError) as info:
+        pipelines.AIPRODTextToVideoPipeline.check_lazy_status(**_pipeline_values(steps=0, spatial_tile=100))
+    assert "steps=0" in str(info.value) and "spatial_tile=100" in str(info.value)
+    with pytest.raises(ValueError, match=r"frame_indices='0, 9': images\[1\].frame_index=9: out of range"):
+        pipelines.AIPRODKeyframePipeline.check_lazy_status(**_pipeline_values(width=64, frame_indices="0, 9"))
+    assert pipelines.AIPRODKeyframePipeline.validate_inputs("0,,1").startswith("frame_indices='0,,1': an empty")
+    assert pipelines.AIPRODKeyframePipeline.validate_inputs("0, -1") is True
+    model = n.loaders.AIPRODCheckpointLoader.execute(demo_models.combo("checkpoint"), "fp32", "upcast").args[0]
+    guider = n.sampling.AIPRODGuider.execute(**_guider_values(video_stg_blocks="1", audio_stg_blocks="99")).args[0]
+    with pytest.raises(ValueError, match="audio_stg_blocks=\\(99,\\): the model has") as info:
+        pipelines.AIPRODTextToVideoPipeline.check_lazy_status(**_pipeline_values(width=64), model=model,
+                                                              guider=guider)
+    assert "video_stg_blocks" not in str(info.value) and not model.lazy.loaded  # header only, no weights
 
 
 @pytest.mark.parametrize("choice", ["checkpoints/missing.safetensors", "checkpoints/../../etc/passwd", "/etc/passwd"])
 def test_loader_rejects_unlisted_files(n, choice):
-    problem = n.loaders.AIPRODCheckpointLoader.validate_inputs(choice)
-    assert problem is not True and f"checkpoint={choice!r}" in problem
+    assert choice not in n.loaders.AIPRODCheckpointLoader.INPUT_TYPES()["required"]["checkpoint"][0]
     with pytest.raises(ValueError, match="checkpoint="):
         n.loaders.AIPRODCheckpointLoader.execute(choice, "auto", "upcast")
 
 
-def test_text_encoder_choices_are_folders(n, demo_models):
-    from aiprod.nodes.model_files import text_encoder_options
+def test_combo_values_show_the_file_name_first_and_old_values_resolve(n, demo_models):
+    from aiprod.nodes.model_files import model_file_options, resolve_model_file, text_encoder_options
 
-    assert demo_models.combo("text_encoder") in text_encoder_options()
-    assert "gemma=" in n.loaders.AIPRODTextEncoderLoader.validate_inputs("text_encoders/x", demo_models.combo(
-        "checkpoint"))
+    name = demo_models.checkpoint.name
+    assert name in model_file_options(("checkpoints",))
+    assert f"{name} (checkpoints)" in model_file_options(("vae", "checkpoints"))
+    assert demo_models.text_encoder_dir.name in text_encoder_options()
+    old = f"checkpoints/{name}"  # the value older versions saved in workflows
+    assert resolve_model_file("checkpoint", old, ("checkpoints",)) == resolve_model_file("checkpoint", name,
+                                                                                        ("checkpoints",))
 
 
-def test_guider_and_sampler_validation(n):
+def test_text_encoder_loader_reports_both_missing_files(n, demo_models):
+    with pytest.raises(ValueError) as info:
+        n.loaders.AIPRODTextEncoderLoader.execute("missing-gemma", "missing.safetensors", "auto")
+    assert "gemma='missing-gemma'" in str(info.value) and "checkpoint='missing.safetensors'" in str(info.value)
+
+
+def _guider_values(**change):
     values = {f"{s}_{k}": v for s in ("video", "audio") for k, v in
               (("cfg", 3.0), ("stg", 1.0), ("stg_blocks", "1"), ("rescale", 0.7), ("modality_scale", 3.0),
                ("skip_step", 0))}
-    assert n.sampling.AIPRODGuider.validate_inputs(**values) is True
-    assert "video_stg_blocks" in n.sampling.AIPRODGuider.validate_inputs(**{**values, "video_stg_blocks": "x"})
-    assert "audio_rescale_scale=1.5" in n.sampling.AIPRODGuider.validate_inputs(**{**values, "audio_rescale": 1.5})
-    assert "schedule='fast'" in n.sampling.AIPRODSampler.validate_inputs("fast", 2, 0)
-    assert "seed=-1" in n.sampling.AIPRODSampler.validate_inputs("ltx2", 2, -1)
+    return {**values, **change}
+
+
+def test_guider_reports_both_streams_and_parses_blocks_strictly(n):
+    n.sampling.AIPRODGuider.execute(**_guider_values())
+    with pytest.raises(ValueError) as info:
+        n.sampling.AIPRODGuider.execute(**_guider_values(video_stg_blocks="1,,0", audio_rescale=1.5,
+                                                         audio_cfg=float("nan")))
+    message = str(info.value)
+    assert "video_stg_blocks='1,,0': an empty entry" in message and "audio_rescale=1.5" in message
+    assert "audio_cfg=nan" in message
 
 
 def test_lora_stack_loads_once_lazily(n, demo_models):
@@ -106,10 +163,9 @@ def test_lora_stack_loads_once_lazily(n, demo_models):
     assert two.lazy.loaded and not model.lazy.loaded
     plain = model.module()
     assert any(not torch.equal(a, b) for a, b in zip(fused.parameters(), plain.parameters(), strict=True))
-    assert "strength=" in n.loaders.AIPRODLoraLoader.validate_inputs(c["distilled_lora"], 50.0)
 
 
-def test_prompt_and_latent_save_load_round_trip(n, demo_models):
+def test_prompt_and_latent_save_load_round_trip(n, demo_models, demo_folders):
     c = demo_models.combos()
     (encoder,) = n.loaders.AIPRODTextEncoderLoader.execute(c["text_encoder"], c["checkpoint"], "fp32").args
     (contexts,) = n.text.AIPRODTextEncode.execute(encoder, "rain on a tin roof", "", True).args
@@ -130,6 +186,16 @@ def test_prompt_and_latent_save_load_round_trip(n, demo_models):
     assert back.latents.frames == 9 and back.latents.fps == 23.976
     assert torch.equal(back.latents.audio, bundle.latents.audio)
     assert "latent_file=" in n.latents.AIPRODLoadLatent.validate_inputs("output/../../x.safetensors")
+    path = Path(demo_folders.get_output_directory()) / latent_choice.partition("/")[2]
+    tensors = {"video": torch.zeros(1, 128, 2, 2, 2), "audio": torch.zeros(1, 8, 9, 16),
+               "frames": torch.tensor(10**7), "fps": torch.tensor(float("nan"), dtype=torch.float64)}
+    save_file(tensors, str(path), metadata={"aiprod_kind": "av_latents"})
+    with pytest.raises(ValueError) as info:  # an absurd file is refused before anything is allocated from it
+        n.latents.AIPRODLoadLatent.execute(latent_choice)
+    assert "frames=10000000" in str(info.value) and "fps=nan" in str(info.value)
+    save_file({"negative.video": torch.zeros(1, 4, 8)}, str(path), metadata={"aiprod_kind": "prompt_contexts"})
+    with pytest.raises(ValueError, match="no positive.video tensor"):
+        n.text.AIPRODLoadPrompt.execute(latent_choice)
 
 
 def test_image_condition_resolves_negative_indices(n):

@@ -113,8 +113,8 @@ def test_offloading_host_moves_modules_back() -> None:
     ("change", "match"),
     [
         ({"width": 96}, "width=96"),
-        ({"frames": 10}, "num_frames=10"),
-        ({"fps": 0.0}, "frame_rate=0.0"),
+        ({"frames": 10}, "frames=10"),
+        ({"fps": 0.0}, "fps=0.0"),
         ({"images": (ImageCondition(torch.zeros(8, 8, 3), 9),)}, "frame_index=9"),
         ({"images": (ImageCondition(torch.zeros(8, 8, 3), 0, 1.5),)}, "strength=1.5"),
     ],
@@ -134,7 +134,7 @@ def test_cfg_needs_a_negative_prompt_and_models_must_be_given() -> None:
     request = GenerationRequest(64, 64, 9, FPS, 1)
     with pytest.raises(ValueError, match="negative=None"):
         text_to_video(models, positive_only, request, guided(tc.LTX2, 2))
-    with pytest.raises(ValueError, match="video_stg_blocks contains 29"):
+    with pytest.raises(ValueError, match="video_stg_blocks=\\(29,\\): the model has 2 transformer blocks"):
         text_to_video(models, contexts(tc.LTX2), request, GuidedSampling(2))  # default block 29 of a 2-block model
     with pytest.raises(ValueError, match="upsampler"):
         distilled(PipelineModels(**{**models.__dict__, "upsampler": None}), positive_only, request)

@@ -16,7 +16,7 @@ from aiprod.aiprod_core import media
 from aiprod.aiprod_core.pipelines import LocalHost, decode_video, stages
 from aiprod.aiprod_core.pipelines.latents import empty_latents
 from aiprod.aiprod_core.pipelines.stages import sample
-from aiprod.aiprod_core.pipelines.validation import check_frame_rate, validate_request
+from aiprod.aiprod_core.pipelines.validation import validate_request, value_problem
 from aiprod.aiprod_core.sampling import Guidance, Prompt
 from aiprod.aiprod_core.video_vae import TilingConfig
 from aiprod.aiprod_core.video_vae.tiling import SpatialTiling, TemporalTiling
@@ -103,10 +103,9 @@ def test_file_name_with_a_nul_byte_is_refused_and_nothing_is_written(tmp_path):
 @pytest.mark.parametrize("fps", [1e-6, 0.5, 240.5, 1e9])
 def test_generation_frame_rate_outside_1_to_240_is_refused(fps):
     """The audio latent covers frames / fps seconds: a tiny rate would allocate days of audio tokens."""
-    with pytest.raises(ValueError, match=r"frame_rate=.*between 1 and 240"):
-        check_frame_rate(fps)
-    with pytest.raises(ValueError, match="between 1 and 240"):
-        validate_request("one_stage", width=32, height=32, num_frames=9, frame_rate=fps, seed=0)
+    assert value_problem("fps", fps).startswith(f"fps={fps!r}: must be a finite number in [1, 240]")
+    with pytest.raises(ValueError, match=r"fps=.*in \[1, 240\]"):
+        validate_request("one_stage", width=32, height=32, frames=9, fps=fps, seed=0)
 
 
 class _HungryDecoder(nn.Module):

@@ -59,18 +59,19 @@ def prepare_base_dir(base_dir: Path) -> Path:
 
 
 def install_model_files(base_dir: Path, files: dict[str, Path]) -> dict[str, str]:
-    """Symlink ``{key: file}`` into ``base_dir/models/<folder>``; keys are ``folder/anything``.
+    """Symlink ``{"folder/name": file}`` into ``base_dir/models/folder/name`` (a file or a folder, installed under
+    that name: the demo set stands in for the official files the templates name).
 
-    Returns ``{key: "folder/file name"}``, the combo value AIPROD nodes list for each file.
+    Returns ``{key: name}``, the name ComfyUI lists for each.
     """
     placed = {}
     for key, path in files.items():
-        folder = key.split("/", 1)[0]
-        link = base_dir / "models" / folder / path.name
+        folder, _, name = key.partition("/")
+        link = base_dir / "models" / folder / (name or path.name)
         link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
+        if not link.is_symlink() and not link.exists():
             link.symlink_to(path.resolve())
-        placed[key] = f"{folder}/{path.name}"
+        placed[key] = link.name
     return placed
 
 

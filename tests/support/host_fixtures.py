@@ -22,10 +22,11 @@ TINY_SET_FOLDERS = {
 
 
 def install_tiny_models(tiny_set, base_dir: Path) -> dict[str, str]:
-    """Symlink the tiny set into the ComfyUI model folders; return {field: combo value "folder/name"}."""
-    files = {f"{folder}/{name}": getattr(tiny_set, name) for name, folder in TINY_SET_FOLDERS.items()}
+    """Symlink the tiny set into the ComfyUI model folders; return {field: the file name ComfyUI lists}."""
+    files = {f"{folder}/{getattr(tiny_set, name).name}": getattr(tiny_set, name)
+             for name, folder in TINY_SET_FOLDERS.items()}
     placed = install_model_files(base_dir, files)
-    return {name: placed[f"{folder}/{name}"] for name, folder in TINY_SET_FOLDERS.items()}
+    return {name: placed[f"{folder}/{getattr(tiny_set, name).name}"] for name, folder in TINY_SET_FOLDERS.items()}
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,8 @@ class TinySet:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _prefix_map(default: str, stats: str | None = None, **sub: str) -> Callable[[str], str]:
+def prefix_map(default: str, stats: str | None = None, **sub: str) -> Callable[[str], str]:
+    """module key -> file key: ``stats`` prefixes the VAE statistics, ``sub`` maps module prefixes, else ``default``."""
     def to_file_key(key: str) -> str:
         if stats is not None and key.startswith("per_channel_statistics."):
             return stats + key
@@ -99,21 +100,21 @@ def checkpoint_components() -> dict[str, tuple[type, Callable[[str], str]]]:
 
     dit = "model.diffusion_model."
     return {
-        "transformer": (LTXModelConfigurator, _prefix_map(dit)),
+        "transformer": (LTXModelConfigurator, prefix_map(dit)),
         "embeddings_processor": (
             EmbeddingsProcessorConfigurator,
-            _prefix_map(
+            prefix_map(
                 "",
                 feature_extractor="text_embedding_projection.",
                 video_connector=dit + "video_embeddings_connector.",
                 audio_connector=dit + "audio_embeddings_connector.",
             ),
         ),
-        "video_encoder": (VideoEncoderConfigurator, _prefix_map("vae.encoder.", "vae.")),
-        "video_decoder": (VideoDecoderConfigurator, _prefix_map("vae.decoder.", "vae.")),
-        "audio_encoder": (AudioEncoderConfigurator, _prefix_map("audio_vae.encoder.", "audio_vae.")),
-        "audio_decoder": (AudioDecoderConfigurator, _prefix_map("audio_vae.decoder.", "audio_vae.")),
-        "vocoder": (VocoderConfigurator, _prefix_map("vocoder.")),
+        "video_encoder": (VideoEncoderConfigurator, prefix_map("vae.encoder.", "vae.")),
+        "video_decoder": (VideoDecoderConfigurator, prefix_map("vae.decoder.", "vae.")),
+        "audio_encoder": (AudioEncoderConfigurator, prefix_map("audio_vae.encoder.", "audio_vae.")),
+        "audio_decoder": (AudioDecoderConfigurator, prefix_map("audio_vae.decoder.", "audio_vae.")),
+        "vocoder": (VocoderConfigurator, prefix_map("vocoder.")),
     }
 
 
@@ -141,16 +142,17 @@ def build_reference_module(configurator: type, config: dict[str, Any]) -> torch.
 # --------------------------------------------------------------------------------------------------------
 
 
-def _generator(seed: int, key: str) -> torch.Generator:
+def generator(seed: int, key: str) -> torch.Generator:
+    """A generator derived from ``(seed, key)``: the same key always draws the same values."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
-def _normal(shape: torch.Size, std: float, gen: torch.Generator, mean: float = 0.0) -> torch.Tensor:
+def normal(shape: torch.Size, std: float, gen: torch.Generator, mean: float = 0.0) -> torch.Tensor:
     return torch.randn(shape, generator=gen, dtype=torch.float32) * std + mean
 
 
-_CONVS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+_CONVS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose1d)
 _NORMS = (torch.nn.RMSNorm, torch.nn.GroupNorm, torch.nn.LayerNorm)
 
 
@@ -168,17 +170,17 @@ def _raw_parameter_value(name: str, param: torch.Tensor, gen: torch.Generator) -
         return torch.rand(param.shape, generator=gen) * 80.0 + 1010.0  # bf16 steps by 8 here
     if "scale_shift_table" in name or name in ("alpha", "beta"):
         # AdaLN tables (gates included) and log-scale Snake/SnakeBeta parameters (exp(N(0, .1)) ~ 1).
-        return _normal(param.shape, 0.1, gen)
+        return normal(param.shape, 0.1, gen)
     raise ValueError(f"no initialisation rule for parameter {name!r} {tuple(param.shape)}")
 
 
 def _parameter_value(module: torch.nn.Module, name: str, param: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    if isinstance(module, (*_CONVS, torch.nn.ConvTranspose1d)):
+    if isinstance(module, _CONVS):
         if name == "weight":
-            return _normal(param.shape, 1.0 / math.sqrt(_fan_in(module, param)), gen)
-        return _normal(param.shape, 0.02, gen)
+            return normal(param.shape, 1.0 / math.sqrt(_fan_in(module, param)), gen)
+        return normal(param.shape, 0.02, gen)
     if isinstance(module, _NORMS):
-        return _normal(param.shape, 0.1, gen, mean=1.0) if name == "weight" else _normal(param.shape, 0.02, gen)
+        return normal(param.shape, 0.1, gen, mean=1.0) if name == "weight" else normal(param.shape, 0.02, gen)
     return _raw_parameter_value(name, param, gen)
 
 
@@ -246,24 +248,33 @@ def _init_statistics(name: str, buf: torch.Tensor, gen: torch.Generator) -> torc
     if name == "std-of-means":
         return torch.rand(buf.shape, generator=gen) + 0.5
     if name == "mean-of-means":
-        return _normal(buf.shape, 0.2, gen)
+        return normal(buf.shape, 0.2, gen)
     return None  # computed by the reference at construction (sinc / binomial filters) or above (STFT, mel)
+
+
+@torch.no_grad()
+def init_parameters(module: torch.nn.Module, seed: int, to_file_key: Callable[[str], str]) -> torch.nn.Module:
+    """Every parameter non-trivially (normal(0, 1/fan_in) weights, small biases, 1 + N(0, 0.1) norms, nonzero AdaLN
+    tables and Snake parameters) and the VAE statistics, each from a generator keyed by its checkpoint key. Shared
+    by the reference-built test sets and the demo set built from AIPROD's own modules."""
+    for mod_name, sub in module.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for name, param in sub.named_parameters(recurse=False):
+            key = to_file_key(prefix + name)
+            param.copy_(_parameter_value(sub, name, param, generator(seed, key)))
+        for name, buf in sub.named_buffers(recurse=False):
+            value = _init_statistics(name, buf, generator(seed, to_file_key(prefix + name)))
+            if value is not None:
+                buf.copy_(value)
+    return module
 
 
 @torch.no_grad()
 def init_module(
     module: torch.nn.Module, seed: int, to_file_key: Callable[[str], str], config: dict[str, Any]
 ) -> torch.nn.Module:
-    """Initialise every parameter non-trivially; generators are keyed by the checkpoint key."""
-    for mod_name, sub in module.named_modules():
-        prefix = f"{mod_name}." if mod_name else ""
-        for name, param in sub.named_parameters(recurse=False):
-            key = to_file_key(prefix + name)
-            param.copy_(_parameter_value(sub, name, param, _generator(seed, key)))
-        for name, buf in sub.named_buffers(recurse=False):
-            value = _init_statistics(name, buf, _generator(seed, to_file_key(prefix + name)))
-            if value is not None:
-                buf.copy_(value)
+    """A reference module: `init_parameters`, vocoder gains, and the STFT / mel buffers ltx-core leaves at zero."""
+    init_parameters(module, seed, to_file_key)
     _scale_vocoders(module)
     _set_computed_buffers(module, config)
     return module
@@ -274,7 +285,8 @@ def init_module(
 # --------------------------------------------------------------------------------------------------------
 
 
-def _collect(out: dict[str, torch.Tensor], module: torch.nn.Module, to_file_key: Callable[[str], str]) -> None:
+def collect(out: dict[str, torch.Tensor], module: torch.nn.Module, to_file_key: Callable[[str], str]) -> None:
+    """Add ``module``'s state (bf16) under its file keys; a key written twice must hold the same values."""
     for key, tensor in module.state_dict().items():
         file_key = to_file_key(key)
         value = tensor.detach().to(torch.bfloat16).contiguous()
@@ -289,7 +301,7 @@ def checkpoint_state_dict(generation: str, seed: int = 0) -> dict[str, torch.Ten
     tensors: dict[str, torch.Tensor] = {}
     for configurator, to_file_key in checkpoint_components().values():
         module = build_reference_module(configurator, config)
-        _collect(tensors, init_module(module, seed, to_file_key, config), to_file_key)
+        collect(tensors, init_module(module, seed, to_file_key, config), to_file_key)
     return tensors
 
 
@@ -307,7 +319,7 @@ def upsampler_state_dict(scale: float, seed: int = 0) -> dict[str, torch.Tensor]
     module = build_reference_module(LatentUpsamplerConfigurator, config)
     tag = f"upsampler_x{scale}:"
     tensors: dict[str, torch.Tensor] = {}
-    _collect(tensors, init_module(module, seed, lambda k: tag + k, config), lambda k: k)
+    collect(tensors, init_module(module, seed, lambda k: tag + k, config), lambda k: k)
     return tensors
 
 
@@ -327,16 +339,23 @@ def lora_targets() -> dict[str, tuple[int, int]]:
     return targets
 
 
-def lora_state_dict(seed: int = 0, kind: str = "lora") -> dict[str, torch.Tensor]:
-    """ComfyUI-format LoRA: ``diffusion_model.<module>.lora_A.weight`` (rank x in), ``lora_B`` (out x rank)."""
+def lora_tensors(targets: dict[str, tuple[int, int]], seed: int, kind: str, up_std: float, rank: int = tc.LORA_RANK
+                 ) -> dict[str, torch.Tensor]:
+    """ComfyUI-format LoRA over ``targets`` (module path -> (out, in)): ``diffusion_model.<path>.lora_A.weight``
+    (rank x in, normal(0, 1/in)) and ``lora_B`` (out x rank, normal(0, up_std)), bf16."""
     tensors = {}
-    for path, (out_features, in_features) in lora_targets().items():
+    for path, (out_features, in_features) in targets.items():
         key = f"diffusion_model.{path}"
-        down = _normal((tc.LORA_RANK, in_features), in_features**-0.5, _generator(seed, f"{kind}:{key}.A"))
-        up = _normal((out_features, tc.LORA_RANK), 0.15, _generator(seed, f"{kind}:{key}.B"))
+        down = normal((rank, in_features), in_features**-0.5, generator(seed, f"{kind}:{key}.A"))
+        up = normal((out_features, rank), up_std, generator(seed, f"{kind}:{key}.B"))
         tensors[f"{key}.lora_A.weight"] = down.to(torch.bfloat16)
         tensors[f"{key}.lora_B.weight"] = up.to(torch.bfloat16)
     return tensors
+
+
+def lora_state_dict(seed: int = 0, kind: str = "lora") -> dict[str, torch.Tensor]:
+    """The test sets' LoRAs: every attention projection of the tiny transformer."""
+    return lora_tensors(lora_targets(), seed, kind, 0.15)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -363,6 +382,7 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 
 
 def write_atomic(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to a temporary file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -1,0 +1,258 @@
+"""Lay out the example workflows (the ComfyUI templates) and write their API twins and thumbnails.
+
+Each template names the official LTX-2.3 files it is for and carries a Note saying where each file goes; this
+script sets those names, sizes every node to what the real frontend computes for it (headless Chromium against a
+running ComfyUI, `tests/browser/browser.py`), places the nodes in data-flow columns so nothing overlaps at the
+default zoom, writes ``example_workflows/api/<name>.json`` (the prompt the frontend queues for the template) and
+``example_workflows/<name>.jpg`` (a screenshot of the laid-out graph: the template browser's thumbnail).
+
+Run with a ComfyUI that has the pack and the demo models installed:
+``python scripts/templates.py http://127.0.0.1:8188``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from browser.browser import chromium, open_comfy, wait_for  # noqa: E402  (after the path setup)
+from support.comfy_host import ComfyClient  # noqa: E402
+from support.workflows import ui_to_api  # noqa: E402
+
+log = logging.getLogger("aiprod.templates")
+EXAMPLES = REPO_ROOT / "example_workflows"
+COLUMN_GAP, ROW_GAP, MARGIN = 60, 40, 40
+NODE_WIDTH, NOTE_WIDTH = 360, 420
+THUMBNAIL_WIDTH = 640
+
+DEV = "ltx-2.3-22b-dev.safetensors"
+DISTILLED = "ltx-2.3-22b-distilled.safetensors"
+GEMMA = "gemma-3-12b-it-qat-q4_0-unquantized"
+UPSCALER = "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"
+DISTILLED_LORA = "ltx-2.3-22b-distilled-lora-384.safetensors"
+IC_LORA = "ltx-2.3-22b-ic-lora-union-control-ref0.5.safetensors"
+WHERE = {  # file -> where it goes and where it comes from
+    DEV: ("models/checkpoints/", "Lightricks/LTX-2.3"),
+    DISTILLED: ("models/checkpoints/", "Lightricks/LTX-2.3"),
+    GEMMA: ("models/text_encoders/ (the whole folder)", "google/gemma-3-12b-it-qat-q4_0-unquantized"),
+    UPSCALER: ("models/latent_upscale_models/", "Lightricks/LTX-2.3"),
+    DISTILLED_LORA: ("models/loras/", "Lightricks/LTX-2.3"),
+    IC_LORA: ("models/loras/", "Lightricks/LTX-2.3-22b-IC-LoRA-Union-Control"),
+}
+
+# template -> (checkpoint, the other files it names, what it does)
+TEMPLATES = {
+    "text_to_video": (DEV, (GEMMA,), "Text to video, step by step: empty latent, sampler with the guider, video "
+                      "and audio decode. For image-to-video add 'AIPROD Image / Keyframe Condition' after the empty "
+                      "latent and connect the video VAE to the sampler."),
+    "two_stage": (DEV, (GEMMA, UPSCALER, DISTILLED_LORA), "Two-stage pipeline: a guided stage at half size, x2 latent "
+                  "upsample, 3 refinement steps by the model with the distilled LoRA."),
+    "distilled": (DISTILLED, (GEMMA, UPSCALER), "Distilled two-stage pipeline (8 + 3 steps, no CFG): the fastest "
+                  "path."),
+    "ic_lora": (DISTILLED, (GEMMA, UPSCALER, IC_LORA), "IC-LoRA control video: stage 1 with the IC-LoRA and the "
+                "reference video (replace the grey Empty Image with your control frames, e.g. depth or pose), "
+                "stage 2 by the base model."),
+    "keyframe_interpolation": (DEV, (GEMMA, UPSCALER, DISTILLED_LORA), "Keyframe interpolation: each image of the "
+                               "batch is a keyframe at its frame index ('0, -1' = first and last frame); replace "
+                               "the two Empty Images with your keyframes."),
+    "inspect_checkpoint": (DEV, (), "Inspect a model file: which LTX generation, which components, tensor count "
+                           "and dtypes, read from its header (nothing is loaded). Pick any file and press Run; the "
+                           "report shows in 'Preview as Text'."),
+}
+# template -> (title, one-line description) in the template browser (locales/en/main.json; the frontend keys them by
+# the pack's folder name: "aiprod" from the registry, "aiprod-comfyui" from a git clone)
+TITLES = {
+    "text_to_video": ("LTX-2.3 Text to Video (step nodes)",
+                      "One guided stage built from the step nodes: empty latent, sampler and guider, video + audio "
+                      "decode."),
+    "two_stage": ("LTX-2.3 Two-Stage Text to Video",
+                  "A guided half-size stage, x2 latent upsample and 3 refinement steps with the distilled LoRA."),
+    "distilled": ("LTX-2.3 Distilled (fastest)", "The distilled model: 8 + 3 steps, no CFG, video with sound."),
+    "ic_lora": ("LTX-2.3 IC-LoRA Control Video",
+                "Stage 1 follows a control video (depth, pose, edges) through an IC-LoRA; stage 2 refines it."),
+    "keyframe_interpolation": ("LTX-2.3 Keyframe Interpolation",
+                               "A clip that passes through keyframe images at chosen frames (first and last)."),
+    "inspect_checkpoint": ("Inspect an LTX Model File",
+                           "Which LTX generation, components and dtypes a .safetensors file holds, from its header."),
+}
+MODULE_NAMES = ("aiprod", "aiprod-comfyui")
+LOCALES = REPO_ROOT / "locales" / "en" / "main.json"
+# node type -> the widget slots that name model files, as (index, which file)
+MODEL_WIDGETS = {
+    "AIPRODCheckpointLoader": ((0, "checkpoint"),),
+    "AIPRODTextEncoderLoader": ((0, "gemma"), (1, "checkpoint")),
+    "AIPRODUpsamplerLoader": ((0, "upsampler"),),
+    "AIPRODLoraLoader": ((0, "lora"),),
+    "AIPRODICLoraLoader": ((0, "lora"),),
+    "AIPRODCheckpointInspect": ((0, "inspect"),),
+}
+
+
+def note_text(name: str) -> str:
+    checkpoint, others, what = TEMPLATES[name]
+    lines = [what, "", "Files (LTX-2.3; put each where it says, then press R to refresh the lists):"]
+    for file in (checkpoint, *others):
+        where, source = WHERE[file]
+        lines.append(f"- {file}  ->  {where}  ({source})")
+    lines += ["", "Sizes: width and height multiples of 32 (64 for two-stage pipelines), frames 8k+1. STG block 28 is "
+              "LTX-2.3's (29 for LTX-2)."]
+    return "\n".join(lines)
+
+
+def set_model_files(name: str, workflow: dict) -> None:
+    checkpoint, others, _ = TEMPLATES[name]
+    files = {"checkpoint": checkpoint, "gemma": GEMMA, "upsampler": UPSCALER, "inspect": f"{checkpoint} (checkpoints)",
+             "lora": IC_LORA if IC_LORA in others else DISTILLED_LORA}
+    for node in workflow["nodes"]:
+        for index, which in MODEL_WIDGETS.get(node["type"], ()):
+            node["widgets_values"][index] = files[which]
+        if node["type"] == "Note":
+            node["widgets_values"] = [note_text(name)]
+
+
+def add_preview(workflow: dict) -> None:
+    """The Inspect template shows its report in the core 'Preview as Text' node (the frontend renders text there)."""
+    if any(node["type"] == "PreviewAny" for node in workflow["nodes"]):
+        return
+    inspect = next(node for node in workflow["nodes"] if node["type"] == "AIPRODCheckpointInspect")
+    node_id, link_id = workflow["last_node_id"] + 1, workflow["last_link_id"] + 1
+    workflow["nodes"].append({"id": node_id, "type": "PreviewAny", "pos": [0, 0], "size": [NODE_WIDTH, 300],
+                              "flags": {}, "order": 2, "mode": 0,
+                              "inputs": [{"name": "source", "type": "*", "link": link_id}], "outputs": [],
+                              "properties": {"Node name for S&R": "PreviewAny"}, "widgets_values": []})
+    inspect["outputs"][0]["links"] = [link_id]
+    workflow["links"].append([link_id, inspect["id"], 0, node_id, 0, "STRING"])
+    workflow["last_node_id"], workflow["last_link_id"] = node_id, link_id
+
+
+def columns(workflow: dict) -> dict[int, int]:
+    """node id -> column: the Note first, then each node one column right of its deepest input."""
+    sources: dict[int, list[int]] = {node["id"]: [] for node in workflow["nodes"]}
+    for _, origin, _, target, _, _ in workflow["links"]:
+        sources[target].append(origin)
+    depth: dict[int, int] = {}
+
+    def level(node_id: int) -> int:
+        if node_id not in depth:
+            depth[node_id] = 1 + max((level(s) for s in sources[node_id]), default=0)
+        return depth[node_id]
+
+    return {node["id"]: 0 if node["type"] == "Note" else level(node["id"]) for node in workflow["nodes"]}
+
+
+def layout(workflow: dict, minimum: dict[int, list[float]]) -> None:
+    """Sizes at least what the frontend computes; columns left to right, nodes stacked without overlap."""
+    column_of = columns(workflow)
+    x, tops = MARGIN, {}
+    for column in sorted(set(column_of.values())):
+        members = [n for n in workflow["nodes"] if column_of[n["id"]] == column]
+        width = max(NOTE_WIDTH if n["type"] == "Note" else NODE_WIDTH for n in members)
+        y = MARGIN
+        for node in sorted(members, key=lambda n: n["id"]):
+            low = minimum.get(node["id"], [width, 100])
+            height = max(low[1], 320 if node["type"] == "Note" else 60)
+            node["size"] = [max(width, low[0]), height]
+            node["pos"] = [x, y]
+            y += height + ROW_GAP + 30  # the title bar sits above pos
+        tops[column] = y
+        x += width + COLUMN_GAP
+
+
+_LOAD = "app.loadGraphData(JSON.parse(arguments[0]), true, false, 'measure'); return 1;"
+_MEASURE = """
+const size = n => { const fresh = LiteGraph.createNode(n.type), least = n.computeSize();
+  return fresh ? [Math.max(fresh.size[0], least[0]), Math.max(fresh.size[1], least[1])] : least; };
+return JSON.stringify(Object.fromEntries(app.graph._nodes.map(n => [n.id, size(n)])));
+"""
+_FIT = """
+const [scale, margin] = arguments;
+app.canvas.ds.scale = scale; app.canvas.ds.offset = [margin / scale, margin / scale];
+app.canvas.setDirty(true, true); app.canvas.draw(true, true);
+return app.canvas.canvas.toDataURL('image/png');
+"""
+
+
+def load(session, workflow: dict) -> None:
+    session.execute_script(_LOAD, json.dumps(workflow))
+    ids = sorted(node["id"] for node in workflow["nodes"])
+    wait_for(session, "return JSON.stringify(app.graph._nodes.map(n => n.id).sort((a, b) => a - b)) === arguments[0]",
+             30.0, 0.25, json.dumps(ids, separators=(",", ":")))
+    time.sleep(0.5)
+
+
+def measure(session, workflow: dict) -> dict[int, list[float]]:
+    load(session, workflow)
+    sizes = json.loads(session.execute_script(_MEASURE))
+    return {int(k): v for k, v in sizes.items()}
+
+
+def thumbnail(session, workflow: dict, path: Path) -> None:
+    """The laid-out graph as the frontend draws it (canvas pixels only, no menus), padded to a square."""
+    import base64
+
+    from PIL import Image
+
+    load(session, workflow)
+    right = max(n["pos"][0] + n["size"][0] for n in workflow["nodes"]) + MARGIN
+    bottom = max(n["pos"][1] + n["size"][1] for n in workflow["nodes"]) + MARGIN
+    width, height = session.execute_script("const c = app.canvas.canvas; return [c.width, c.height];")
+    scale = min(width / right, height / bottom, 1.0)
+    data = session.execute_script(_FIT, scale, 0)
+    image = Image.open(io.BytesIO(base64.b64decode(data.partition(",")[2]))).convert("RGB")
+    image = image.crop((0, 0, min(width, int(right * scale)), min(height, int(bottom * scale))))
+    side = max(image.size)
+    square = Image.new("RGB", (side, side), image.getpixel((1, 1)))
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    square.thumbnail((THUMBNAIL_WIDTH, THUMBNAIL_WIDTH))
+    square.save(path, "JPEG", quality=85)
+
+
+def write_locales() -> None:
+    """Titles and descriptions of the templates for the frontend's template browser."""
+    titles = {name: title for name, (title, _) in TITLES.items()}
+    descriptions = {name: description for name, (_, description) in TITLES.items()}
+    locales = {"templateWorkflows": {"template": dict.fromkeys(MODULE_NAMES, titles),
+                                     "templateDescription": dict.fromkeys(MODULE_NAMES, descriptions)}}
+    LOCALES.parent.mkdir(parents=True, exist_ok=True)
+    LOCALES.write_text(json.dumps(locales, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python scripts/templates.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url", help="a running ComfyUI with the pack (and the demo models) installed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    write_locales()
+    object_info = ComfyClient(args.url).object_info()
+    with chromium() as session:
+        open_comfy(session, args.url)
+        session.execute_script("document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
+        wait_for(session, "return !!app.canvas")
+        session.set_window_size(2600, 1800)  # every node inside the drawn viewport at the thumbnails' scale
+        for name in TEMPLATES:
+            path = EXAMPLES / f"{name}.json"
+            workflow = json.loads(path.read_text())
+            set_model_files(name, workflow)
+            if name == "inspect_checkpoint":
+                add_preview(workflow)
+            layout(workflow, measure(session, workflow))
+            path.write_text(json.dumps(workflow, indent=2) + "\n")
+            api = ui_to_api(workflow, object_info)
+            titled = {k: {**v, "_meta": {"title": object_info[v["class_type"]]["display_name"]}}
+                      for k, v in api.items()}
+            (EXAMPLES / "api" / f"{name}.json").write_text(json.dumps(titled, indent=2) + "\n")
+            thumbnail(session, workflow, EXAMPLES / f"{name}.jpg")
+            log.info("laid out %s (%d nodes)", name, len(workflow["nodes"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
