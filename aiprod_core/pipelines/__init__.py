@@ -12,6 +12,7 @@ from .pipelines import (
     keyframe_interpolation,
     text_to_video,
     two_stage,
+    two_stage_hq,
 )
 from .stages import (
     ImageCondition,
@@ -49,5 +50,6 @@ __all__ = [
     "sample",
     "text_to_video",
     "two_stage",
+    "two_stage_hq",
     "upsample",
 ]
