@@ -41,6 +41,12 @@ class AudioClip:
     def duration(self) -> float:
         return self.waveform.shape[-1] / self.sample_rate
 
+    def fitted(self, duration: float) -> AudioClip:
+        """Exactly round(duration x rate) samples: the tail trimmed, or padded with silence."""
+        samples = samples_at(duration, self.sample_rate)
+        waveform = torch.nn.functional.pad(self.waveform[:, :samples], (0, max(0, samples - self.waveform.shape[-1])))
+        return AudioClip(waveform, self.sample_rate)
+
     def cut(self, start: float, duration: float) -> AudioClip:
         """Samples [round(start x rate), + round(duration x rate)) of the waveform, unchanged (a view)."""
         first = samples_at(start, self.sample_rate)
@@ -105,12 +111,13 @@ def encode_audio(encoder: nn.Module, audio: AudioClip, host: ModelHost, latent_f
 
 def encode_source(video_encoder: nn.Module, audio_encoder: nn.Module | None, source: SourceClip, host: ModelHost,
                   tiling: TilingConfig | None = None) -> AVLatents:  # fmt: skip
-    """A source clip -> its latents: the frames through the video VAE, the audio (if any) through the audio VAE,
-    cut to the clip's audio latent length; no audio gives zero audio latents (generated from scratch)."""
+    """A source clip -> its latents: the frames through the video VAE, the audio (if any, fitted to the clip's
+    duration) through the audio VAE, cut to the clip's audio latent length; no audio gives zero audio latents
+    (generated from scratch)."""
     video = encode_frames(video_encoder, source.frames, host, tiling)
     frames = audio_latent_frames(source.num_frames, source.fps)
     if source.audio is None or audio_encoder is None:
         audio = torch.zeros(1, AUDIO_LATENT_CHANNELS, frames, AUDIO_MEL_BINS, dtype=video.dtype, device=video.device)
     else:
-        audio = encode_audio(audio_encoder, source.audio, host, frames).to(video.dtype)
+        audio = encode_audio(audio_encoder, source.audio.fitted(source.duration), host, frames).to(video.dtype)
     return AVLatents(video=video, audio=audio, frames=source.num_frames, fps=float(source.fps))

@@ -67,9 +67,10 @@ class TransformerConfig:
     """Sizes and switches of the audio+video transformer (``config["transformer"]`` of the checkpoint).
 
     Video stream: ``num_attention_heads`` x ``attention_head_dim`` = ``inner_dim``; audio stream likewise
-    (``audio_inner_dim``). ``with_audio=False`` builds the video-only model. LTX-2 ("2.0") projects the caption
-    inside the transformer (``caption_proj_before_connector=False``, sized by ``caption_channels``); LTX-2.3 moves
-    that projection into the text-encoder path and adds gated attention and the cross-attention AdaLN.
+    (``audio_inner_dim``). ``with_audio=False`` builds the video-only model, ``with_video=False`` the audio-only
+    one. LTX-2 ("2.0") projects the caption inside the transformer (``caption_proj_before_connector=False``, sized
+    by ``caption_channels``); LTX-2.3 moves that projection into the text-encoder path and adds gated attention
+    and the cross-attention AdaLN.
     """
 
     with_audio: bool
@@ -98,6 +99,7 @@ class TransformerConfig:
     caption_proj_before_connector: bool
     caption_channels: int | None
     attention_type: str = "default"
+    with_video: bool = True  # False: the audio-only build (text-to-audio), no video stream modules at all
 
     @property
     def inner_dim(self) -> int:
@@ -122,7 +124,8 @@ class TransformerConfig:
         return max(self.positional_embedding_max_pos[0], self.audio_positional_embedding_max_pos[0])
 
     @classmethod
-    def from_metadata(cls, config: dict[str, Any], *, with_audio: bool = True) -> TransformerConfig:
+    def from_metadata(cls, config: dict[str, Any], *, with_audio: bool = True, with_video: bool = True
+                      ) -> TransformerConfig:
         """Read ``config["transformer"]`` (the checkpoint's ``config`` JSON) with the reference's defaults.
 
         Raises ``ValueError("key=actual, expected expected")`` for any value the model does not support.
@@ -167,6 +170,7 @@ class TransformerConfig:
             caption_proj_before_connector=before_connector,
             caption_channels=caption_channels,
             attention_type=attention_type,
+            with_video=with_video,
         )
         result._check_widths()
         return result
