@@ -78,20 +78,23 @@ def ref_audio_latent(generation: str, clip: AudioClip, latent_frames: int) -> to
     return latent[:, :, :latent_frames]
 
 
-def ref_states(shape: Any, noiser: Any, video_items: list[Any], audio_items: list[Any], noise_scale: float,
-               video: torch.Tensor | None, audio: torch.Tensor | None) -> tuple[Any, Any, Any, Any]:  # fmt: skip
-    """Noised (video, audio) states and their tools, as 1.0.0's ``noise_video_state`` / ``noise_audio_state``."""
+def ref_states(shape: Any, noiser: Any, video_items: list[Any], audio_items: list[Any],
+               noise_scale: float | tuple[float, float], video: torch.Tensor | None,
+               audio: torch.Tensor | None) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+    """Noised (video, audio) states and their tools, as 1.0.0's ``noise_video_state`` / ``noise_audio_state``;
+    ``noise_scale`` one for both or (video, audio)."""
     from ltx_pipelines.utils.helpers import noise_audio_state, noise_video_state
     from ltx_pipelines.utils.types import PipelineComponents
 
+    video_scale, audio_scale = noise_scale if isinstance(noise_scale, tuple) else (noise_scale, noise_scale)
     components = PipelineComponents(dtype=F32, device=CPU)
     video_state, video_tools = noise_video_state(
         output_shape=shape, noiser=noiser, conditionings=video_items, components=components, dtype=F32,
-        device=CPU, noise_scale=noise_scale, initial_latent=video,
+        device=CPU, noise_scale=video_scale, initial_latent=video,
     )  # fmt: skip
     audio_state, audio_tools = noise_audio_state(
         output_shape=shape, noiser=noiser, conditionings=audio_items, components=components, dtype=F32,
-        device=CPU, noise_scale=noise_scale, initial_latent=audio,
+        device=CPU, noise_scale=audio_scale, initial_latent=audio,
     )  # fmt: skip
     return video_state, video_tools, audio_state, audio_tools
 
@@ -126,7 +129,7 @@ class FrozenAudioSigma(torch.nn.Module):
     def forward(self, video: Any, audio: Any, perturbations: Any) -> Any:
         if audio is not None:
             audio = replace(audio, sigma=torch.zeros_like(audio.sigma))
-        return self.transformer(video=video, audio=audio, perturbations=perturbations)
+        return self.transformer(video, audio, perturbations)
 
 
 def ref_shape(width: int, height: int, frames_: int) -> Any:
