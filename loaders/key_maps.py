@@ -89,7 +89,6 @@ def _split_of(keymap: KeyMap, strip: str, name: str, marker: str | None = None) 
 # ---- transformer ---------------------------------------------------------------------------------------
 AIPRODV_MODEL_COMFY_RENAMING_MAP = KeyMap(
     "AIPRODV_MODEL_COMFY_RENAMING_MAP",
-    "AUDIO_ONLY_MODEL_MAP",
     renames=((DIFFUSION_MODEL_PREFIX, ""),),
     excludes=tuple(DIFFUSION_MODEL_PREFIX + c for c in CONNECTOR_NAMES),
 )
