@@ -29,7 +29,8 @@ import torch
 import torchaudio
 
 from ..conditioning import ConditioningItem, Frozen, TemporalRegionMask
-from ..sampling import AudioLatentShape, StepReport, VideoLatentShape
+from ..conditioning.regions import region_tokens
+from ..sampling import AudioLatentShape, AudioLayout, StepReport, VideoLatentShape
 from ..sampling.state import AUDIO_LATENT_CHANNELS, AUDIO_MEL_BINS
 from ..video_vae import TilingConfig
 from . import clip_rules
@@ -162,8 +163,9 @@ def _canvas(run: Run, request: ExtendRequest) -> tuple[AVLatents, bool]:
     audio = torch.zeros(shape.torch_shape(), device=video.device, dtype=video.dtype)
     if source.audio is not None:
         track = source.audio.fitted(source.duration).cut(first / source.fps, context / source.fps)
-        encoded = encode_audio(m.audio_encoder, track, run.host, audio_latent_frames(context, source.fps))
-        audio[:, :, : encoded.shape[2]] = encoded.to(audio.dtype)
+        # every audio token the region keeps (it ends by the context's end) holds the context's encoding
+        kept = int((~region_tokens(AudioLayout(shape), context / source.fps, math.inf))[0].sum())
+        audio[:, :, :kept] = encode_audio(m.audio_encoder, track, run.host, kept).to(audio.dtype)
     return AVLatents(video, audio, request.frames, float(source.fps)), source.audio is not None
 
 
