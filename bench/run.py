@@ -22,12 +22,13 @@ ROOT = BENCH.parent
 PYTHON = sys.executable
 logger = logging.getLogger("bench")
 
-TIMED_CASES = ("transformer_forward", "vae_decode_tiled", "checkpoint_load", "pipeline_one_stage_guided",
-               "pipeline_distilled")
+TIMED_CASES = ("transformer_forward", "transformer_quant_keep", "vae_decode_tiled", "checkpoint_load",
+               "pipeline_one_stage_guided", "pipeline_distilled")
 GROWTH_CASE = "vae_decode_memory_growth"
+QUANT_CASE, QUANT_VARIANTS = "transformer_quant_keep", ("int8", "fp8")  # ours: kept quantized; ref: dense bf16
 # Cases of a few seconds per measurement get more repeats by default: single runs on the shared 2-core machine
 # swing by +-15 %, and their bars sit closest to the measured ratios.
-QUICK_CASES = ("transformer_forward", "vae_decode_tiled", "checkpoint_load")
+QUICK_CASES = ("transformer_forward", "transformer_quant_keep", "vae_decode_tiled", "checkpoint_load")
 QUICK_REPEATS = 9
 
 
@@ -46,12 +47,14 @@ def _measure(case: str, side: str, variant: str = "") -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _timed_case(case: str, repeats: int) -> dict[str, object]:
+def _timed_case(case: str, repeats: int, variant: str = "") -> dict[str, object]:
     samples: dict[str, list[dict[str, float]]] = {"ours": [], "ref": []}
     for index in range(repeats):
         order = ("ours", "ref") if index % 2 == 0 else ("ref", "ours")  # interleaved, alternating first
         for side in order:
-            samples[side].append(_measure(case, side))
+            samples[side].append(_measure(case, side, variant))
+    extra = {f"{side}_{key}": samples[side][0][key] for side in samples for key in ("weights_mb", "bf16_weights_mb")
+             if key in samples[side][0]}
     ours_s = statistics.median(s["seconds"] for s in samples["ours"])
     ref_s = statistics.median(s["seconds"] for s in samples["ref"])
     return {
@@ -66,6 +69,7 @@ def _timed_case(case: str, repeats: int) -> dict[str, object]:
         # only; ``ratio`` stays the ratio of the medians).
         "pair_ratio_median": round(statistics.median(
             o["seconds"] / r["seconds"] for o, r in zip(samples["ours"], samples["ref"], strict=True)), 4),
+        **extra,
     }
 
 
@@ -117,7 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             repeats = args.repeats or (QUICK_REPEATS if case in QUICK_CASES else 5)
-            results[case] = _growth_case(repeats) if case == GROWTH_CASE else _timed_case(case, repeats)
+            if case == GROWTH_CASE:
+                results[case] = _growth_case(repeats)
+            elif case == QUANT_CASE:  # one entry per quantized format
+                for variant in QUANT_VARIANTS:
+                    results[f"{case}_{variant}"] = {**_timed_case(case, repeats, variant), "repeats": repeats}
+                logger.info("%s: %s", case, json.dumps({v: results[f"{case}_{v}"] for v in QUANT_VARIANTS}))
+                continue
+            else:
+                results[case] = _timed_case(case, repeats)
             results[case]["repeats"] = repeats
         except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
             logger.error("%s: failed: %s", case, error)

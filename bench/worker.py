@@ -44,7 +44,8 @@ def main(argv: list[str]) -> int:
     seconds = time.perf_counter() - start
     peak = peak_rss_mb()
     del result
-    line = {"case": case, "side": side, "variant": variant, "seconds": seconds, "peak_mb": peak, "start_mb": before}
+    line = {"case": case, "side": side, "variant": variant, "seconds": seconds, "peak_mb": peak, "start_mb": before,
+            **getattr(run, "report", {})}  # a case may add figures of its own (e.g. weights_mb)
     sys.stdout.write(json.dumps(line) + "\n")
     return 0
 

@@ -1,20 +1,26 @@
-"""Strict loading of one component from a safetensors file into our module.
+"""Strict loading of one component from a safetensors or GGUF file into our module.
 
 config (``config`` metadata) -> our module on the meta device -> every key and shape checked against the file
-header (nothing read yet) -> tensors read in file order from one private memory mapping (`MappedFile`), each cast
-to the requested dtype (or fused with LoRA deltas) -> ``load_state_dict(strict=True, assign=True)``.
+header, quantized layers included (nothing read yet) -> tensors read in file order from one private memory mapping
+(`MappedFile`), each cast to the requested dtype, de-quantised or fused with LoRA deltas ->
+``load_state_dict(strict=True, assign=True)``. `check_component` runs every check of a load without reading a
+tensor (loader nodes call it, so a wrong file fails at the node, not at the first sampler).
 
-Memory: a tensor stored in the requested dtype stays a view of the (copy-on-write) mapping: no copy. A cast
-tensor is converted into memory the module owns and its source pages are dropped at once, keeping the peak
-resident set at about the module's size plus one tensor.
+Quantized weights (`loaders.quant`): ``quantized_weights="keep"`` swaps each quantized Linear for a `QuantLinear`
+holding the stored bytes (de-quantised per call); ``"upcast"`` de-quantises them once while loading.
+
+Memory: a tensor stored in the requested dtype stays a view of the (copy-on-write) mapping: no copy. A cast or
+de-quantised tensor is converted into memory the module owns and its source pages are dropped at once, keeping
+the peak resident set at about the module's size plus one tensor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,32 +30,48 @@ from torch import nn
 from .components import COMPONENTS, FOLDER_HINTS, ComponentSpec
 from .detect import LORA_MARKERS, describe_file
 from .errors import CheckpointFormatError, StateDictMismatchError, WrongComponentError
-from .fp8 import FP8_DTYPES, SCALE_SUFFIXES, dequantise, swap_in_fp8_linears
+from .fp8 import FP8_DTYPES, dequantise
+from .gguf_config import gguf_config
+from .gguf_file import is_gguf, read_gguf_header
 from .key_maps import KeyMap
 from .mapped_file import TORCH_DTYPES, MappedFile
+from .quant.fit import fit_module, quant_plan
+from .quant.formats import GGML_TYPES
+from .quant.kernels import dequantize
+from .quant.layers import LayerQuant
 from .safetensors_header import SafetensorsHeader, TensorInfo, read_header
 
 __all__ = [
     "LoadPlan",
     "LoadedComponent",
+    "check_component",
     "check_keys",
     "load_component",
     "plan_load",
+    "read_model_header",
     "stream_tensors",
 ]
 
 logger = logging.getLogger(__name__)
 
 SHOWN_KEYS = 8  # how many offending keys an error message lists
-FP8_NAMES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
-Fp8Mode = Literal["upcast", "keep"]
+QuantMode = Literal["upcast", "keep"]
+Fp8Mode = QuantMode  # the option's former name
+QUANT_MODES = ("upcast", "keep")
 # (file key, tensor as stored, target dtype) -> tensor to load; used by the LoRA fusion.
 WeightTransform = Callable[[str, torch.Tensor, torch.dtype], torch.Tensor]
+# module weight key -> (its quantized layer, logical weight shape): weights de-quantised while streaming.
+UpcastLayers = Mapping[str, tuple[LayerQuant, tuple[int, ...]]]
+# Tensors whose dtype torch cannot view (E8M0 block scales) are read as their bytes.
+BYTE_DTYPES = {"F8_E8M0": "U8"}
 
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """What will be read: the layout chosen, module key -> file key, and the fp8 layers kept in fp8."""
+    """What will be read: the layout chosen, module key -> file key, and the quantized layers.
+
+    ``quant_layers`` maps a module weight key to its `LayerQuant`; ``mode`` says whether they are kept quantized
+    (``"keep"``: their scale tensors are in ``keys`` too) or de-quantised at load (``"upcast"``)."""
 
     path: str
     header: SafetensorsHeader
@@ -57,8 +79,17 @@ class LoadPlan:
     layout: KeyMap
     config: dict[str, Any]
     keys: dict[str, str]
-    fp8_layers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    scales: dict[str, str] = field(default_factory=dict)  # module weight key -> file key of its weight_scale
+    quant_layers: dict[str, LayerQuant] = field(default_factory=dict)
+    mode: QuantMode = "upcast"
+    scales: dict[str, str] = field(default_factory=dict)  # unused since quant_layers; kept for callers
+
+    @property
+    def fp8_layers(self) -> dict[str, LayerQuant]:
+        """Module layer path -> `LayerQuant` of the layers kept quantized (every format, not only fp8): LoRAs
+        on them run as run-time adapters."""
+        if self.mode != "keep":
+            return {}
+        return {k.removesuffix(".weight"): q for k, q in self.quant_layers.items() if k.endswith(".weight")}
 
 
 @dataclass
@@ -71,9 +102,16 @@ class LoadedComponent:
     lora_report: Any = None
 
 
+def read_model_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
+    """The header of a ``.safetensors`` or ``.gguf`` file (a `GGUFHeader` for the latter)."""
+    return read_gguf_header(path) if is_gguf(path) else read_header(path)
+
+
 def _config_of(header: SafetensorsHeader, spec: ComponentSpec, override: dict[str, Any] | None) -> dict[str, Any]:
     if override is not None:
         config = override
+    elif is_gguf(header.path):
+        config = gguf_config(header)
     else:
         raw = header.metadata.get("config")
         if raw is None:
@@ -129,43 +167,46 @@ def _pick_layout(header: SafetensorsHeader, spec: ComponentSpec) -> KeyMap:
                               _where_it_belongs(header.path))
 
 
-def _fp8_layers(header: SafetensorsHeader, keys: dict[str, str], fp8: Fp8Mode) -> dict[str, dict[str, Any]]:
-    if fp8 != "keep":
-        return {}
-    layers = {}
-    for module_key, file_key in keys.items():
-        info = header.tensors[file_key]
-        if module_key.endswith(".weight") and info.dtype in FP8_NAMES and len(info.shape) == 2:
-            base = file_key.removesuffix(".weight")
-            scales = {name: header.tensors[f"{base}.{name}"].shape if f"{base}.{name}" in header.tensors else None
-                      for name in SCALE_SUFFIXES}  # shape () or (1,) in the files seen so far
-            layers[module_key.removesuffix(".weight")] = {"weight_dtype": FP8_NAMES[info.dtype], **scales}
-    return layers
+def _quant_mode(quantized_weights: str | None, fp8: str | None) -> QuantMode:
+    name, mode = ("quantized_weights", quantized_weights) if quantized_weights is not None else ("fp8", fp8)
+    mode = "upcast" if mode is None else mode
+    if mode not in QUANT_MODES:
+        raise ValueError(f"{name}={mode!r}, expected 'upcast' or 'keep'")
+    return mode  # type: ignore[return-value]
+
+
+def _refuse_unsupported_gguf(header: SafetensorsHeader, keys: dict[str, str]) -> None:
+    unsupported = getattr(header, "unsupported", {})
+    found = {unsupported[k]: k for k in keys.values() if k in unsupported}
+    if found:
+        supported = ", ".join(name for name, fmt in GGML_TYPES.values() if fmt is not None)
+        example = next(iter(found.values()))
+        raise CheckpointFormatError(
+            header.path, f"stores tensors as GGUF type(s) {', '.join(sorted(found))} (e.g. `{example}`), which "
+            f"AIPROD does not de-quantise (supported: {supported}, F16, BF16, F32).",
+            "Use a K-quant or Q8_0 GGUF of this model, or its safetensors release.")
 
 
 def plan_load(path: str | os.PathLike[str], component: str, *, config: dict[str, Any] | None = None,
-              fp8: Fp8Mode = "upcast") -> LoadPlan:
-    """Header-only part of a load: config, layout, key selection, fp8 layers (raises on a wrong file)."""
+              quantized_weights: QuantMode | None = None, fp8: Fp8Mode | None = None) -> LoadPlan:
+    """Header-only part of a load: config, layout, key selection, quantized layers (raises on a wrong file).
+
+    ``quantized_weights`` ("upcast" or "keep"; ``fp8`` is its former name) says what happens to quantized layers.
+    """
     if component not in COMPONENTS:
         raise ValueError(f"component={component!r}, expected one of {sorted(COMPONENTS)!r}")
-    if fp8 not in ("upcast", "keep"):
-        raise ValueError(f"fp8={fp8!r}, expected 'upcast' or 'keep'")
-    header = read_header(path)
+    mode = _quant_mode(quantized_weights, fp8)
+    header = read_model_header(path)
     spec = COMPONENTS[component]
     layout = _pick_layout(header, spec)
     chosen_config = _config_of(header, spec, config)
     keys = layout.select(header.tensors)
-    fp8_layers = _fp8_layers(header, keys, fp8)
-    scales: dict[str, str] = {}
-    if fp8 == "upcast":  # scales are consumed by the de-quantisation, not loaded
-        for module_key in [k for k in keys if k.endswith(SCALE_SUFFIXES)]:
-            file_key = keys.pop(module_key)
-            if module_key.endswith(".weight_scale"):
-                scales[module_key.removesuffix("_scale")] = file_key
-    return LoadPlan(header.path, header, spec, layout, chosen_config, keys, fp8_layers, scales)
+    _refuse_unsupported_gguf(header, keys)
+    quant_layers = quant_plan(header, keys, mode)
+    return LoadPlan(header.path, header, spec, layout, chosen_config, keys, quant_layers, mode)
 
 
-def check_keys(path: str, label: str, layout: KeyMap, keys: dict[str, str], tensors: dict[str, TensorInfo],
+def check_keys(path: str, label: str, layout: KeyMap, keys: dict[str, str], tensors: Mapping[str, TensorInfo],
                expected: dict[str, torch.Tensor]) -> None:
     """Raise `StateDictMismatchError` unless ``keys`` (module key -> file key) cover ``expected`` exactly, shapes
     included; the message lists the first missing / unexpected keys and every shape as expected vs found."""
@@ -190,11 +231,21 @@ def check_keys(path: str, label: str, layout: KeyMap, keys: dict[str, str], tens
                                  mismatched=mismatched)
 
 
-def _read_scales(plan: LoadPlan, device: torch.device) -> dict[str, torch.Tensor]:
-    if not plan.scales:
-        return {}
-    with MappedFile(plan.header) as mapped:
-        return {k: mapped.tensor(f).to(device=device, dtype=torch.float32, copy=True) for k, f in plan.scales.items()}
+def _readable(header: SafetensorsHeader, names: set[str] | None = None) -> SafetensorsHeader:
+    """``header`` with the tensors torch cannot view (E8M0) described as their bytes, for `MappedFile`."""
+    odd = {k: dataclasses.replace(v, dtype=BYTE_DTYPES[v.dtype]) for k, v in header.tensors.items()
+           if v.dtype in BYTE_DTYPES and (names is None or k in names)}
+    return dataclasses.replace(header, tensors={**header.tensors, **odd}) if odd else header
+
+
+def _dequantized(mapped: MappedFile, quant: LayerQuant, stored: torch.Tensor, shape: tuple[int, ...],
+                 target: torch.dtype) -> torch.Tensor:
+    scales = {}
+    for suffix, key in quant.scale_keys.items():
+        scales[suffix] = mapped.tensor(key).clone()  # tiny; owned, so its pages can go
+        mapped.release(key)
+    dtype = target if target.is_floating_point and target not in FP8_DTYPES else torch.bfloat16
+    return dequantize(quant.format.kernel, stored, scales, quant.params, shape, dtype)
 
 
 def stream_tensors(
@@ -204,25 +255,29 @@ def stream_tensors(
     device: torch.device,
     transform: WeightTransform | None = None,
     scales: dict[str, torch.Tensor] | None = None,
+    quant: UpcastLayers | None = None,
 ) -> dict[str, torch.Tensor]:
     """Read ``keys`` (module key -> file key) of one file, each cast to ``targets[module key]`` on ``device``.
 
-    One tensor at a time, in file order, from one private memory mapping (`MappedFile`); fp8 tensors bound for a
-    wider dtype are de-quantised (times ``scales[module key]`` when given); ``transform`` sees each tensor before
-    the final cast. A tensor that needs no conversion stays a view of the mapping, as ComfyUI's own loader keeps
-    them: no copy and no second resident set; pages are read on first use, and in-place writes (LoRA fusion) copy
-    the touched pages, never the file. A converted tensor owns its memory and its source pages are dropped right
-    away, so a cast load peaks at about the module's size plus one tensor.
+    One tensor at a time, in file order, from one private memory mapping (`MappedFile`). The weights of
+    ``quant`` (module weight key -> (`LayerQuant`, logical shape)) are de-quantised from their stored bytes and
+    scales; other fp8 tensors bound for a wider dtype are up-cast (times ``scales[module key]`` when given);
+    ``transform`` sees each tensor before the final cast. A tensor that needs no conversion stays a view of the
+    mapping, as ComfyUI's own loader keeps them: no copy and no second resident set; pages are read on first use,
+    and in-place writes (LoRA fusion) copy the touched pages, never the file. A converted tensor owns its memory
+    and its source pages are dropped right away, so a cast load peaks at about the module's size plus one tensor.
     """
     items = sorted(keys.items(), key=lambda kv: header.tensors[kv[1]].begin)
-    scales = scales or {}
+    scales, quant = scales or {}, quant or {}
     state: dict[str, torch.Tensor] = {}
-    with MappedFile(header) as mapped:
+    with MappedFile(_readable(header)) as mapped:
         for module_key, file_key in items:
             target = targets[module_key]
             stored = mapped.tensor(file_key)  # a view of the mapping
             value = stored
-            if value.dtype in FP8_DTYPES and target not in FP8_DTYPES:
+            if module_key in quant:
+                value = _dequantized(mapped, quant[module_key][0], stored, quant[module_key][1], target)
+            elif value.dtype in FP8_DTYPES and target not in FP8_DTYPES:
                 value = dequantise(value, scales.get(module_key), target)
             if transform is not None:
                 value = transform(file_key, value, target)
@@ -236,6 +291,58 @@ def stream_tensors(
     return state
 
 
+@dataclass
+class _Prepared:
+    """A meta module fitted to the plan: its expected tensors and the quantized weights to de-quantise."""
+
+    module: nn.Module
+    expected: dict[str, torch.Tensor]
+    upcast: dict[str, tuple[LayerQuant, tuple[int, ...]]]
+
+
+def _prepare(plan: LoadPlan, dtype: torch.dtype | None) -> _Prepared:
+    """Build the meta module, swap in `QuantLinear` s (keep mode) and run every key, shape and format check."""
+    header = plan.header
+    # Only the device argument (no global meta context): constructors may compute buffers (DFT bases) on CPU.
+    module = plan.spec.build(plan.config, header.tensors, dtype, "meta")
+    fit = fit_module(module, plan.path, header, plan.quant_layers, plan.keys, plan.mode)
+    meta = module.state_dict(keep_vars=True)
+    # Target dtypes: every floating tensor in ``dtype`` (as the reference casts them all, computed buffers
+    # included) except the quantized storage and its scales; ``dtype=None`` keeps the stored dtypes.
+    expected = {k: torch.empty(v.shape, dtype=_target_dtype(header, plan, k, v, dtype, k in fit.held,
+                                                            k in fit.upcast), device="meta") for k, v in meta.items()}
+    # An up-cast weight is checked at its logical shape (its stored shape was checked against that by its format).
+    check_keys(plan.path, plan.spec.label, plan.layout, plan.keys, fit.shown_tensors(header.tensors, plan.keys),
+               expected)
+    _refuse_integer_weights(plan, expected, set(fit.upcast) | set(fit.kept))
+    return _Prepared(module, expected, fit.upcast)
+
+
+def _refuse_integer_weights(plan: LoadPlan, expected: dict[str, torch.Tensor], quantized: set[str]) -> None:
+    """An integer / packed tensor bound for a float parameter with no format found: refuse (never cast bytes)."""
+    for key, meta in expected.items():
+        file_key = plan.keys.get(key)
+        if file_key is None or key in quantized or not meta.dtype.is_floating_point:
+            continue
+        stored = plan.header.tensors[file_key].dtype
+        if stored in ("U8", "I8", "F8_E8M0"):
+            raise CheckpointFormatError(plan.path, f"stores `{file_key}` as {stored} with no quantization marker, "
+                                        "so its format cannot be known.",
+                                        "Use a ComfyUI-quantized file (with comfy_quant markers), an official "
+                                        "Lightricks file, a GGUF file, or the bf16 release.")
+
+
+def check_component(path: str | os.PathLike[str], component: str, *, config: dict[str, Any] | None = None,
+                    quantized_weights: QuantMode | None = None, fp8: Fp8Mode | None = None,
+                    dtype: torch.dtype | None = torch.bfloat16) -> LoadPlan:
+    """Every check of `load_component` (layout, config, keys, shapes, quantized formats) without reading tensors.
+
+    Builds the module on the meta device; raises what a load would raise, naming the file."""
+    plan = plan_load(path, component, config=config, quantized_weights=quantized_weights, fp8=fp8)
+    _prepare(plan, dtype)
+    return plan
+
+
 def load_component(
     path: str | os.PathLike[str],
     component: str,
@@ -243,55 +350,44 @@ def load_component(
     dtype: torch.dtype | None = torch.bfloat16,
     device: torch.device | str = "cpu",
     config: dict[str, Any] | None = None,
-    fp8: Fp8Mode = "upcast",
+    quantized_weights: QuantMode | None = None,
+    fp8: Fp8Mode | None = None,
     transform: WeightTransform | None = None,
 ) -> LoadedComponent:
     """Load ``component`` ("transformer", "video_decoder", ... see `COMPONENTS`) strictly from ``path``.
 
-    ``dtype=None`` keeps each tensor's stored dtype. ``fp8="keep"`` keeps fp8 Linear weights in fp8
-    (`Fp8Linear`, up-cast per call); ``"upcast"`` de-quantises them to ``dtype`` while loading. ``config``
-    overrides the file's ``config`` metadata (split files that lack it). Raises `WrongComponentError`,
-    `StateDictMismatchError` or `CheckpointFormatError` with what the file is and where it belongs.
+    ``dtype=None`` keeps each tensor's stored dtype. ``quantized_weights="keep"`` (``fp8`` is its former name)
+    keeps quantized Linear weights quantized (`QuantLinear`, de-quantised per call); ``"upcast"`` de-quantises
+    them to ``dtype`` while loading. ``config`` overrides the file's ``config`` metadata (split files that lack
+    it). Raises `WrongComponentError`, `StateDictMismatchError` or `CheckpointFormatError` with what the file is
+    and where it belongs.
     """
-    plan = plan_load(path, component, config=config, fp8=fp8)
-    # Only the device argument (no global meta context): constructors may compute buffers (DFT bases) on CPU.
-    module = plan.spec.build(plan.config, plan.header.tensors, dtype, "meta")
-    for layer in swap_in_fp8_linears(module, plan.fp8_layers):  # fp8 2-D weights outside a Linear: up-cast them
-        for name in SCALE_SUFFIXES:
-            file_key = plan.keys.pop(f"{layer}.{name}", None)
-            if file_key is not None and name == "weight_scale":
-                plan.scales[f"{layer}.weight"] = file_key
-    expected = module.state_dict(keep_vars=True)
-    header = plan.header
-    # Target dtypes: every floating tensor in ``dtype`` (as the reference casts them all, computed buffers
-    # included) except the fp8 weights kept in fp8; ``dtype=None`` keeps the stored dtypes.
-    expected = {k: torch.empty(v.shape, dtype=_target_dtype(header, plan, k, v, dtype), device="meta")
-                for k, v in expected.items()}
-    check_keys(plan.path, plan.spec.label, plan.layout, plan.keys, header.tensors, expected)
-    targets = {k: v.dtype for k, v in expected.items()}
+    plan = plan_load(path, component, config=config, quantized_weights=quantized_weights, fp8=fp8)
+    prepared = _prepare(plan, dtype)
+    module = prepared.module
+    targets = {k: v.dtype for k, v in prepared.expected.items()}
     # de-quantisation and LoRA fusion run on the CPU tensors read from the map, before the move to ``device``
-    state = stream_tensors(plan.header, plan.keys, targets, torch.device(device), transform,
-                           _read_scales(plan, torch.device("cpu")))
+    state = stream_tensors(plan.header, plan.keys, targets, torch.device(device), transform, quant=prepared.upcast)
     module.load_state_dict(state, strict=True, assign=True)
     leftovers = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if leftovers:  # a buffer outside the state dict that only a real construction would compute
         raise RuntimeError(f"{plan.spec.label} has tensors left on the meta device: {leftovers[:SHOWN_KEYS]}")
     module.requires_grad_(False)
-    logger.info("loaded %s from %s (layout %s, %d tensors)", plan.spec.label, plan.path, plan.layout.name,
-                len(state))
+    logger.info("loaded %s from %s (layout %s, %d tensors, %d quantized layers %s)", plan.spec.label, plan.path,
+                plan.layout.name, len(state), len(plan.quant_layers), plan.mode)
     return LoadedComponent(module=module.eval(), layout=plan.layout.name, config=plan.config)
 
 
-
-
 def _target_dtype(header: SafetensorsHeader, plan: LoadPlan, module_key: str, meta: torch.Tensor,
-                  dtype: torch.dtype | None) -> torch.dtype:
-    if meta.dtype in FP8_DTYPES or not meta.dtype.is_floating_point or module_key.endswith(SCALE_SUFFIXES):
-        return meta.dtype  # fp8 weights kept, integer buffers, and fp8 scales (float32) keep their dtype
+                  dtype: torch.dtype | None, held: bool, upcast: bool) -> torch.dtype:
+    if held or meta.dtype in FP8_DTYPES or not meta.dtype.is_floating_point:
+        return meta.dtype  # quantized storage and its scales, integer buffers keep their dtype
     if dtype is not None:
         return dtype
     file_key = plan.keys.get(module_key)
     if file_key is None:
         return meta.dtype
     stored = TORCH_DTYPES.get(header.tensors[file_key].dtype, meta.dtype)
-    return torch.bfloat16 if stored in FP8_DTYPES else stored  # an fp8 weight not kept in fp8 is computed in bf16
+    if upcast or stored in FP8_DTYPES or not stored.is_floating_point:
+        return torch.bfloat16  # a quantized weight not kept quantized is computed in bf16
+    return stored

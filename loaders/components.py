@@ -65,16 +65,32 @@ def _audio_transformer(config: dict[str, Any], _: Mapping[str, TensorInfo], dtyp
 
 def _video_encoder(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
                    device: str) -> nn.Module:
-    from ..aiprod_core.video_vae import VideoEncoder, VideoVAEConfig
+    from ..aiprod_core.video_vae import VideoEncoder, video_encoder_config
 
-    return VideoEncoder(VideoVAEConfig.from_metadata(config), dtype=dtype, device=device)
+    # Flat LTX-2 / 2.3 / 2.5-conv sections and the nested LTX-2.5 diffusion-VAE section alike.
+    return VideoEncoder(video_encoder_config(config), dtype=dtype, device=device)
 
 
 def _video_decoder(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
                    device: str) -> nn.Module:
-    from ..aiprod_core.video_vae import VideoDecoder, VideoVAEConfig
+    from ..aiprod_core.video_vae import VideoDecoder, VideoVAEConfig, is_diffusion_vae
 
+    if is_diffusion_vae(config):
+        raise ValueError("vae._class_name='CausalDiffusionVAE', expected 'CausalVideoAutoencoder': this file holds "
+                         "the LTX-2.5 diffusion decoder (component 'diffusion_video_decoder')")
     return VideoDecoder(VideoVAEConfig.from_metadata(config), dtype=dtype, device=device)
+
+
+def _diffusion_video_decoder(config: dict[str, Any], tensors: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                             device: str) -> nn.Module:
+    from ..aiprod_core.video_vae import DiffusionDecoderConfig, DiffusionVideoDecoder
+    from ..aiprod_core.video_vae.diffusion_decoder import GATE_NAMES
+
+    # Standalone distilled files carry static per-block gates; build the blocks with the ones present.
+    gates = tuple(name for name in GATE_NAMES
+                  if any("decoder.diff_blocks." in key and key.endswith(f".{name}") for key in tensors))
+    return DiffusionVideoDecoder(DiffusionDecoderConfig.from_metadata(config), gates=gates, dtype=dtype,
+                                 device=device)
 
 
 def _audio_encoder(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
@@ -150,6 +166,9 @@ COMPONENTS: dict[str, ComponentSpec] = {
         ComponentSpec("video_decoder", "video VAE decoder", "vae",
                       (km.VIDEO_VAE_DECODER_MAP, km.VIDEO_VAE_DECODER_SPLIT_MAP), _video_decoder,
                       FOLDER_HINTS["video_vae"]),
+        ComponentSpec("diffusion_video_decoder", "LTX-2.5 diffusion video decoder", "vae",
+                      (km.DIFFUSION_VIDEO_DECODER_MAP, km.DIFFUSION_VIDEO_DECODER_SPLIT_MAP),
+                      _diffusion_video_decoder, FOLDER_HINTS["video_vae"]),
         ComponentSpec("audio_encoder", "audio VAE encoder", "audio_vae",
                       (km.AUDIO_VAE_ENCODER_MAP, km.AUDIO_VAE_ENCODER_SPLIT_MAP), _audio_encoder, _AUDIO_HINT),
         ComponentSpec("audio_decoder", "audio VAE decoder", "audio_vae",

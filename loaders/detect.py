@@ -1,7 +1,8 @@
-"""Say what a safetensors file is, from its header alone: components, generation, precision.
+"""Say what a safetensors or GGUF file is, from its header alone: components, generation, precision, the
+quantization format of each part, and which AIPROD loader node takes it.
 
 Used by the inspector node and by loader error messages ("this is a VAE file; choose it in ...").
-No tensor data is read.
+No weights are read (only the few-byte ``comfy_quant`` markers of ComfyUI-quantized files).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .errors import CheckpointFormatError
+from .gguf_file import is_gguf, read_gguf_header
 from .safetensors_header import SafetensorsHeader, read_header
 
 __all__ = ["COMPONENT_PREFIXES", "CheckpointDescription", "ComponentSummary", "describe_file", "format_report"]
@@ -33,7 +35,12 @@ COMPONENT_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 # Files that hold one component without the single-file prefix (ComfyUI split files, upsamplers).
 UNPREFIXED_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("transformer", ("transformer_blocks.", "patchify_proj.", "adaln_single.")),
+    ("video_embeddings_connector", ("video_embeddings_connector.",)),
+    ("audio_embeddings_connector", ("audio_embeddings_connector.",)),
+    ("transformer", ("transformer_blocks.", "patchify_proj.", "adaln_single.", "prompt_adaln_single.", "proj_out.",
+                     "scale_shift_table", "caption_projection.", "audio_patchify_proj.", "audio_adaln_single.",
+                     "audio_prompt_adaln_single.", "audio_proj_out.", "audio_scale_shift_table",
+                     "audio_caption_projection.", "av_ca_")),
     ("latent_upsampler", ("initial_conv.", "res_blocks.", "post_upsample_res_blocks.", "final_conv.")),
     # A VAE saved alone without its `vae.` / `audio_vae.` prefix; video or audio is told by its config section.
     ("vae_split", ("encoder.", "decoder.", "per_channel_statistics.")),
@@ -42,7 +49,29 @@ LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.
 # Components whose architecture can only be known from the `config` metadata.
 CONFIG_DEPENDENT = {"transformer", "video_vae", "audio_vae", "vocoder", "latent_upsampler", "vae_split"}
 FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
-GENERATIONS = (("2.3", "LTX-2.3 (22B family)"), ("2.", "LTX-2 (19B family)"))
+GENERATIONS = (("2.5", "LTX-2.5 (22B family)"), ("2.3", "LTX-2.3 (22B family)"), ("2.", "LTX-2 (19B family)"))
+# LTX-2.5 component files whose kind the keys or the config tell apart (checked in order).
+DIFFUSION_DECODER_MARKERS = ("vae.decoder.diff_blocks.", "decoder.diff_blocks.")
+TEMPORAL_UPSAMPLER_KIND = "latent upsampler (temporal x2: twice the frame rate)"
+LTX25_KINDS = (
+    ("video_vae only", "video VAE with the LTX-2.5 diffusion decoder"),
+    ("VAE (split file)", "video VAE (split file) with the LTX-2.5 diffusion decoder"),
+)
+# Which AIPROD node takes a file of each kind (the first matching component).
+LOADER_NODES = (
+    ("single-file checkpoint", "AIPROD Checkpoint Loader (models/checkpoints)"),
+    ("transformer only", "AIPROD Diffusion Model Loader (models/diffusion_models)"),
+    ("video_vae only", "AIPROD Video VAE Loader (models/vae)"),
+    ("VAE (split file)", "AIPROD Video VAE Loader (models/vae)"),
+    ("audio_vae only", "AIPROD Audio VAE Loader (models/checkpoints or models/vae)"),
+    ("component bundle", "AIPROD Video VAE Loader / AIPROD Audio VAE Loader"),
+    ("LoRA", "AIPROD LoRA Loader (models/loras)"),
+    ("latent upsampler", "AIPROD Latent Upsampler Loader (models/latent_upscale_models)"),
+    ("Gemma text encoder weights", "AIPROD Text Encoder Loader (models/text_encoders)"),
+    ("video VAE with the LTX-2.5 diffusion decoder", "AIPROD Video VAE Loader (models/vae)"),
+    ("video VAE (split file) with the LTX-2.5 diffusion decoder", "AIPROD Video VAE Loader (models/vae)"),
+    (TEMPORAL_UPSAMPLER_KIND, "AIPROD Latent Upsampler Loader (models/latent_upscale_models)"),
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,9 @@ class CheckpointDescription:
     fp8: bool
     config_sections: tuple[str, ...]
     metadata_keys: tuple[str, ...]
+    container: str = "safetensors"  # or "GGUF v3 (arch ltxv)"
+    quantization: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()  # component -> ((format, layers), ...)
+    loader: str = ""  # the AIPROD node that loads it, or why none can
 
     @property
     def component_names(self) -> tuple[str, ...]:
@@ -119,6 +151,8 @@ def _generation(model_version: str, names: set[str], header: SafetensorsHeader) 
         if model_version.startswith(prefix):
             return label
     keys = header.tensors.keys()
+    if any(k.startswith(DIFFUSION_DECODER_MARKERS) for k in keys):
+        return "LTX-2.5 (22B family, from its diffusion decoder keys)"
     if any(k.startswith("text_embedding_projection.video_aggregate_embed.") for k in keys):
         return "LTX-2.3 (22B family, from its text projection keys)"
     if any(k.startswith("text_embedding_projection.aggregate_embed.") for k in keys):
@@ -150,30 +184,96 @@ def _kind(names: set[str]) -> str:
     return "unrecognised (no LTX-2 component keys)"
 
 
+def _ltx25_kind(kind: str, header: SafetensorsHeader) -> str:
+    """Name the LTX-2.5 variants of a kind: the diffusion-decoder video VAE, the temporal latent upsampler."""
+    if any(k.startswith(DIFFUSION_DECODER_MARKERS) for k in header.tensors):
+        return dict(LTX25_KINDS).get(kind, kind)
+    if kind == "latent upsampler":
+        try:
+            config = json.loads(header.metadata.get("config", "{}"))
+        except json.JSONDecodeError:
+            return kind
+        if isinstance(config, dict) and config.get("temporal_upsample") and not config.get("spatial_upsample", True):
+            return TEMPORAL_UPSAMPLER_KIND
+    return kind
+
+
+def _quantization(header: SafetensorsHeader) -> tuple[tuple[tuple[str, tuple[tuple[str, int], ...]], ...], str]:
+    """(component -> formats with layer counts, refusal text or "") of a file."""
+    from .quant.layers import scan_quantized_layers
+
+    try:
+        scan = scan_quantized_layers(header)
+    except CheckpointFormatError as exc:
+        return (), exc.problem
+    groups: dict[str, Counter] = {}
+    for quant in scan.layers.values():
+        groups.setdefault(_component_of(quant.weight_key), Counter())[quant.format.name] += 1
+    unsupported = getattr(header, "unsupported", {})
+    for name, kind in unsupported.items():
+        groups.setdefault(_component_of(name), Counter())[f"{kind} (not supported)"] += 1
+    problem = f"GGUF type(s) {', '.join(sorted(set(unsupported.values())))} cannot be de-quantised" if unsupported \
+        else ""
+    return tuple((name, tuple(c.most_common())) for name, c in groups.items()), problem
+
+
+def _gguf_config(header: SafetensorsHeader) -> tuple[tuple[str, ...], str, str]:
+    """(config sections, model_version, problem) of a GGUF file."""
+    from .gguf_config import gguf_config
+
+    try:
+        config = gguf_config(header)
+    except CheckpointFormatError as exc:
+        return (), "", exc.problem
+    inferred = config.get("_inferred_from")
+    version = header.metadata.get("model_version", "")
+    if inferred and not version:
+        version = "2.3" if "2.3" in inferred else "2.0"
+    return tuple(sorted(k for k in config if not k.startswith("_"))), version, ""
+
+
+def _loader(kind: str, problems: list[str]) -> str:
+    if problems:
+        return "none: " + "; ".join(problems)
+    return next((node for k, node in LOADER_NODES if k == kind), "none (no AIPROD loader takes this kind of file)")
+
+
 def describe_file(path: str | os.PathLike[str]) -> CheckpointDescription:
     """Describe ``path`` from its header; raise :class:`CheckpointFormatError` if it is unusable."""
-    header = read_header(path)
+    gguf = is_gguf(path)
+    header = read_gguf_header(path) if gguf else read_header(path)
     if not header.tensors:
         raise CheckpointFormatError(header.path, "contains no tensors.")
     components = _summaries(header)
     names = {c.name for c in components}
-    sections = _config_sections(header)
-    if names & CONFIG_DEPENDENT and "config" not in header.metadata:
-        raise CheckpointFormatError(
-            header.path,
-            "has no `config` metadata, so the model architecture cannot be determined "
-            f"(it holds: {', '.join(sorted(names & CONFIG_DEPENDENT))}).",
-            "LTX-2 checkpoints carry their config in the safetensors metadata; the file was probably "
-            "re-saved by a tool that dropped it. Use the official release file.",
-        )
-    model_version = header.metadata.get("model_version", "")
+    problems: list[str] = []
+    if gguf:
+        sections, model_version, problem = _gguf_config(header)
+        problems += [problem] if problem else []
+    else:
+        sections, model_version = _config_sections(header), header.metadata.get("model_version", "")
+        if names & CONFIG_DEPENDENT and "config" not in header.metadata:
+            raise CheckpointFormatError(
+                header.path,
+                "has no `config` metadata, so the model architecture cannot be determined "
+                f"(it holds: {', '.join(sorted(names & CONFIG_DEPENDENT))}).",
+                "LTX-2 checkpoints carry their config in the safetensors metadata; the file was probably "
+                "re-saved by a tool that dropped it. Use the official release file.",
+            )
+    quantization, problem = _quantization(header)
+    problems += [problem] if problem else []
     dtypes = Counter(info.dtype for info in header.tensors.values()).most_common()
+    if gguf:
+        dtypes = Counter(header.ggml_types.values()).most_common()
+    kind = _ltx25_kind(_kind(names), header)
     return CheckpointDescription(
-        path=header.path, file_size=header.file_size, kind=_kind(names),
+        path=header.path, file_size=header.file_size, kind=kind,
         generation=_generation(model_version, names, header), model_version=model_version,
         variant=_variant(header.metadata), components=components, tensor_count=len(header.tensors),
         dtypes=tuple(dtypes), fp8=any(d in FP8_DTYPES for d, _ in dtypes), config_sections=sections,
         metadata_keys=tuple(sorted(header.metadata)),
+        container=f"GGUF v{header.version} (arch {header.architecture or 'not stated'})" if gguf else "safetensors",
+        quantization=quantization, loader=_loader(kind, problems),
     )
 
 
@@ -197,7 +297,11 @@ def format_report(desc: CheckpointDescription) -> str:
         f"Kind: {desc.kind}",
         f"Generation: {desc.generation}" + (f" [model_version {desc.model_version}]" if desc.model_version else ""),
         f"Variant: {desc.variant}",
+        f"Container: {desc.container}",
         f"Weights: {dtype_text}; fp8: {'yes' if desc.fp8 else 'no'}",
+        "Quantization: " + ("; ".join(f"{name}: " + ", ".join(f"{fmt} x{n}" for fmt, n in formats)
+                                      for name, formats in desc.quantization) or "none"),
+        f"Loads with: {desc.loader}",
         "Components:",
     ]
     width = max(len(c.name) for c in desc.components)

@@ -22,6 +22,8 @@ __all__ = [
     "AUDIO_VAE_DECODER_MAP",
     "AUDIO_VAE_ENCODER_MAP",
     "CONNECTORS_MAP",
+    "DIFFUSION_VIDEO_DECODER_MAP",
+    "DIFFUSION_VIDEO_DECODER_SPLIT_MAP",
     "TEXT_EMBEDDINGS_MAP",
     "TEXT_PROJECTION_MAP",
     "VIDEO_VAE_DECODER_MAP",
@@ -127,6 +129,26 @@ VIDEO_VAE_DECODER_MAP = KeyMap(
 )
 VIDEO_VAE_ENCODER_SPLIT_MAP = _split_of(VIDEO_VAE_ENCODER_MAP, "vae.", "VIDEO_VAE_ENCODER_SPLIT_MAP")
 VIDEO_VAE_DECODER_SPLIT_MAP = _split_of(VIDEO_VAE_DECODER_MAP, "vae.", "VIDEO_VAE_DECODER_SPLIT_MAP")
+
+# ---- LTX-2.5 diffusion video decoder (same file family, ``vae._class_name`` "CausalDiffusionVAE") -----------
+# Module keys equal the file's except the timestep MLP (``t_embedder.mlp.0/2`` in the file, our shared
+# `TimestepEmbedder` names) and the shared statistics. The reference drops the bundled preview head
+# (``vae.decoder.coarse_*``) at load: excluded here. ComfyUI's and Kijai's split ``vae/`` files carry the same keys
+# without the ``vae.`` prefix.
+DIFFUSION_VIDEO_DECODER_MAP = KeyMap(
+    "DIFFUSION_VIDEO_DECODER_MAP",
+    renames=(
+        ("vae.decoder.t_embedder.mlp.0.", "t_embedder.timestep_embedder.linear_1."),
+        ("vae.decoder.t_embedder.mlp.2.", "t_embedder.timestep_embedder.linear_2."),
+        ("vae.decoder.", ""),
+        ("vae.per_channel_statistics.", "per_channel_statistics."),
+    ),
+    excludes=("vae.decoder.coarse_",),
+    marker="vae.decoder.diff_blocks.",
+)
+DIFFUSION_VIDEO_DECODER_SPLIT_MAP = _split_of(
+    DIFFUSION_VIDEO_DECODER_MAP, "vae.", "DIFFUSION_VIDEO_DECODER_SPLIT_MAP", marker="decoder.diff_blocks."
+)
 
 # ---- audio VAE ------------------------------------------------------------------------------------------
 AUDIO_VAE_ENCODER_MAP = KeyMap(

@@ -156,8 +156,11 @@ def check_lora_fits(lora: str | os.PathLike[str], checkpoint: str | os.PathLike[
     """From the two headers only: raise `LoraMismatchError` when no pair of ``lora`` fits a weight of
     ``checkpoint`` (a LoRA for another model or generation), before anything is loaded. Returns the shapes-only
     `LoraFile` (its metadata holds the IC-LoRA reference downscale factor)."""
+    from .component_loader import read_model_header  # safetensors or GGUF
+    from .quant.layers import logical_tensors  # quantized weights at their (out, in) shapes
+
     shallow = read_lora(lora, shapes_only=True)
-    match_loras([(shallow, 1.0)], checkpoint, read_header(checkpoint).tensors)
+    match_loras([(shallow, 1.0)], checkpoint, logical_tensors(read_model_header(checkpoint)))
     return shallow
 
 

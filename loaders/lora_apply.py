@@ -23,6 +23,7 @@ from .component_loader import LoadedComponent, load_component, plan_load
 from .errors import LoraMismatchError
 from .fp8 import FP8_DTYPES
 from .lora import LoraFile, LoraPair, lora_delta, match_loras, read_lora
+from .quant.layers import logical_tensors
 
 __all__ = ["LoraAdapter", "LoraReport", "fuse_weight", "load_component_with_loras"]
 
@@ -122,7 +123,7 @@ def load_component_with_loras(
     """
     files = [(lora, s) for lora, s in _as_files(loras) if s != 0.0]
     plan = plan_load(path, component, config=config, fp8=fp8)
-    match = match_loras(files, path, plan.header.tensors) if files else None
+    match = match_loras(files, path, logical_tensors(plan.header)) if files else None
     report = LoraReport(reference_downscale_factors={lora.path: lora.reference_downscale_factor for lora, _ in files})
     if match is None:
         loaded = load_component(path, component, dtype=dtype, device=device, config=config, fp8=fp8)

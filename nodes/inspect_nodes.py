@@ -14,7 +14,8 @@ INSPECT_FOLDERS = ("checkpoints", "diffusion_models")
 
 
 class AIPRODCheckpointInspect(io.ComfyNode):
-    """Report a checkpoint's generation, components, tensor count and dtypes (header only)."""
+    """Report a checkpoint's generation, components, tensor count, dtypes, quantization formats and the node that
+    loads it (header only; safetensors and GGUF)."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -22,12 +23,14 @@ class AIPRODCheckpointInspect(io.ComfyNode):
             node_id="AIPRODCheckpointInspect",
             display_name="AIPROD Checkpoint Inspect",
             category="AIPROD/loaders",
-            description="Reads a .safetensors header and reports what the file contains: LTX-2 generation, "
-            "components (transformer, video VAE, audio VAE, vocoder, text projection, connectors), "
-            "tensor count and dtypes. No weights are loaded.",
+            description="Reads a .safetensors or .gguf header and reports what the file contains: LTX-2 generation, "
+            "components (transformer, video VAE, audio VAE, vocoder, text projection, connectors), tensor count and "
+            "dtypes, the quantization format of each part, and which AIPROD loader takes the file. No weights are "
+            "loaded.",
             inputs=[
                 choice_input("checkpoint", model_file_options(INSPECT_FOLDERS),
-                             "A file from the 'checkpoints' or 'diffusion_models' model folders."),
+                             "A file from the 'checkpoints' or 'diffusion_models' model folders (.safetensors or "
+                             ".gguf)."),
             ],
             outputs=[io.String.Output("report", display_name="report",
                                       tooltip="The report as text: connect 'Preview as Text' (core) to read it.")],

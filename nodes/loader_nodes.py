@@ -11,7 +11,7 @@ from collections.abc import Callable
 from comfy_api.latest import io
 
 from ..aiprod_core.pipelines.validation import check_problems
-from ..loaders.component_loader import load_component, plan_load
+from ..loaders.component_loader import check_component, load_component
 from ..loaders.detect import describe_file
 from ..loaders.lora import check_lora_fits, read_lora
 from ..loaders.lora_apply import load_component_with_loras
@@ -66,7 +66,9 @@ DIFFUSION = ("diffusion_models",)
 VAE_FILES = ("vae", "checkpoints")
 AUDIO_FILES = ("checkpoints", "vae")
 LORAS = ("loras",)
-FP8_MODES = ("upcast", "keep")
+QUANT_MODES = ("upcast", "keep")
+QUANT_INPUT = "quantized_weights"
+LEGACY_QUANT_INPUT = "fp8"  # the option's name before quantized formats other than fp8 were supported
 MAX_LORA_STRENGTH = 10.0
 
 
@@ -75,10 +77,34 @@ def _dtype_input(default: str = "auto") -> io.Combo.Input:
                         tooltip="Weight dtype: auto follows ComfyUI's settings (bf16 where the device supports it).")
 
 
-def _fp8_input() -> io.Combo.Input:
-    return choice_input("fp8", FP8_MODES, default="upcast",
-                        tooltip="fp8 checkpoints: 'upcast' de-quantises to the weight dtype while loading; 'keep' "
-                        "keeps fp8 weights (half the memory) and up-casts per layer at run time.")
+def _quant_input() -> io.Combo.Input:
+    return choice_input(QUANT_INPUT, QUANT_MODES, default="upcast", optional=True,
+                        tooltip="Quantized files (fp8, NVFP4, MXFP8, int8 / ConvRot, GGUF): 'upcast' de-quantises "
+                        "the weights to the weight dtype while loading; 'keep' holds the quantized bytes (fp8 / "
+                        "int8: half the memory of bf16, 4-bit formats: about a quarter) and de-quantises each "
+                        "layer for its own matmul. No effect on files without quantized layers.")
+
+
+def _quant_problem(quantized_weights: str | None) -> str | None:
+    if quantized_weights is None or quantized_weights in QUANT_MODES:
+        return None
+    return f"{QUANT_INPUT}={quantized_weights!r}, expected one of {', '.join(QUANT_MODES)}"
+
+
+def _quant_mode(node: type[io.ComfyNode], quantized_weights: str | None) -> str:
+    """The chosen mode; a workflow saved before the rename carries it as ``fp8`` in its prompt (API format)."""
+    if quantized_weights is None:
+        hidden = getattr(node, "hidden", None)
+        prompt, unique_id = getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None)
+        inputs = (prompt or {}).get(str(unique_id), {}).get("inputs", {}) if isinstance(prompt, dict) else {}
+        quantized_weights = inputs.get(LEGACY_QUANT_INPUT, "upcast")
+        if quantized_weights not in QUANT_MODES:
+            raise ValueError(f"{LEGACY_QUANT_INPUT}={quantized_weights!r}, expected one of {', '.join(QUANT_MODES)}"
+                             f" (now named {QUANT_INPUT})")
+    problem = _quant_problem(quantized_weights)
+    if problem:
+        raise ValueError(problem)
+    return quantized_weights
 
 
 def _streaming_input() -> io.Combo.Input:
@@ -100,11 +126,12 @@ def _fingerprint(parameter: str, choice: str | None, folders: tuple[str, ...]) -
     return choice, file_fingerprint(resolve_model_file(parameter, choice, folders))
 
 
-def _check_contents(path: str, *components: str, fp8: str = "upcast") -> None:
-    """Header-only: the file holds ``components`` in a known layout, else an error naming the file, what it is
-    and where it belongs (before anything is loaded, at this node)."""
+def _check_contents(path: str, *components: str, quantized_weights: str = "upcast") -> None:
+    """Every check of a load, without reading weights: the file holds ``components`` in a known layout, with the
+    keys, shapes and quantized formats their configs describe (modules built on the meta device), else an error
+    naming the file, what it is and where it belongs (before anything is loaded, at this node)."""
     for component in components:
-        plan_load(path, component, fp8=fp8)
+        check_component(path, component, quantized_weights=quantized_weights)  # type: ignore[arg-type]
 
 
 def _generation(path: str) -> str | None:
@@ -116,8 +143,9 @@ def _generation(path: str) -> str | None:
 
 def make_transformer(path: str, dtype_choice: str, fp8: str, loras: tuple[tuple[str, float], ...] = (),
                      generation: str | None = None, factor: int = 1, streaming: str = "auto") -> TransformerHandle:
-    """A lazy transformer handle: ``path`` with ``loras`` fused (fp8-kept layers get run-time adapters), marked
-    for ``streaming`` (the weight_streaming choice) when it loads."""
+    """A lazy transformer handle: ``path`` with ``loras`` fused (layers kept quantized get run-time adapters),
+    marked for ``streaming`` (the weight_streaming choice) when it loads. ``fp8`` is the quantized_weights
+    mode ("upcast" / "keep")."""
     dtype = weight_dtype(dtype_choice)
     check_weight_streaming(streaming)  # an unknown choice fails here, before anything loads
 
@@ -126,7 +154,8 @@ def make_transformer(path: str, dtype_choice: str, fp8: str, loras: tuple[tuple[
             module = load_component_with_loras(path, "transformer", list(loras), dtype=dtype, device=load_device(),
                                                fp8=fp8).module  # fmt: skip
         else:
-            module = load_component(path, "transformer", dtype=dtype, device=load_device(), fp8=fp8).module
+            module = load_component(path, "transformer", dtype=dtype, device=load_device(),
+                                    quantized_weights=fp8).module  # type: ignore[arg-type]
         return mark_weight_streaming(module, streaming)
 
     handle = TransformerHandle(path, dtype, fp8, loras, generation, factor, streaming)
@@ -162,15 +191,17 @@ class AIPRODCheckpointLoader(io.ComfyNode):
             node_id="AIPRODCheckpointLoader",
             display_name="AIPROD Checkpoint Loader",
             category=CATEGORY,
-            description="Loads an official single-file LTX-2 / LTX-2.3 checkpoint (models/checkpoints). Weights are "
-            "read when a stage first needs them, and ComfyUI's model management moves and evicts them.",
+            description="Loads an official single-file LTX-2 / LTX-2.3 checkpoint (models/checkpoints), bf16, fp8 or "
+            "quantized (ComfyUI comfy_quant formats, NVFP4). Every key, shape and format is checked here; weights "
+            "are read when a stage first needs them, and ComfyUI's model management moves and evicts them.",
             inputs=[
                 _files_input("checkpoint", CHECKPOINTS,
                              "A single-file LTX-2 / LTX-2.3 checkpoint from models/checkpoints."),
                 _dtype_input(),
-                _fp8_input(),
+                _quant_input(),
                 _streaming_input(),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
             outputs=[
                 ModelSocket.Output(display_name="model", tooltip="The audio+video transformer."),
                 VideoVAESocket.Output(display_name="video_vae", tooltip="Video VAE encoder + decoder."),
@@ -183,10 +214,12 @@ class AIPRODCheckpointLoader(io.ComfyNode):
         return _fingerprint("checkpoint", checkpoint, CHECKPOINTS)
 
     @classmethod
-    def execute(cls, checkpoint: str, weight_dtype: str, fp8: str, weight_streaming: str = "auto") -> io.NodeOutput:
+    def execute(cls, checkpoint: str, weight_dtype: str, quantized_weights: str | None = None,
+                weight_streaming: str = "auto") -> io.NodeOutput:
         path = resolve_model_file("checkpoint", checkpoint, CHECKPOINTS)
-        _check_contents(path, "transformer", "video_decoder", "audio_decoder", "vocoder", fp8=fp8)
-        model = make_transformer(path, weight_dtype, fp8, generation=_generation(path), streaming=weight_streaming)
+        mode = _quant_mode(cls, quantized_weights)
+        _check_contents(path, "transformer", "video_decoder", "audio_decoder", "vocoder", quantized_weights=mode)
+        model = make_transformer(path, weight_dtype, mode, generation=_generation(path), streaming=weight_streaming)
         return io.NodeOutput(model, _video_vae(path, "auto"), _audio_vae(path, "auto"))
 
 
@@ -199,14 +232,18 @@ class AIPRODDiffusionModelLoader(io.ComfyNode):
             node_id="AIPRODDiffusionModelLoader",
             display_name="AIPROD Diffusion Model Loader",
             category=CATEGORY,
-            description="Loads the LTX-2 / LTX-2.3 transformer from a split file in models/diffusion_models.",
+            description="Loads the LTX-2 / LTX-2.3 transformer from a transformer-only file in models/diffusion_models "
+            "(or models/unet): safetensors (bf16, fp8, ComfyUI-quantized, NVFP4, MXFP8) or GGUF (Q4_0 ... Q8_0, "
+            "K-quants, F16). Every key, shape and format is checked here, before anything is loaded.",
             inputs=[
                 _files_input("model_file", DIFFUSION,
-                             "A transformer file from models/diffusion_models (needs its config metadata)."),
+                             "A transformer file from models/diffusion_models: .safetensors with its config "
+                             "metadata, or .gguf (config from its metadata, else inferred from the tensor shapes)."),
                 _dtype_input(),
-                _fp8_input(),
+                _quant_input(),
                 _streaming_input(),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],
             outputs=[ModelSocket.Output(display_name="model", tooltip="The audio+video transformer.")],
         )
 
@@ -215,10 +252,12 @@ class AIPRODDiffusionModelLoader(io.ComfyNode):
         return _fingerprint("model_file", model_file, DIFFUSION)
 
     @classmethod
-    def execute(cls, model_file: str, weight_dtype: str, fp8: str, weight_streaming: str = "auto") -> io.NodeOutput:
+    def execute(cls, model_file: str, weight_dtype: str, quantized_weights: str | None = None,
+                weight_streaming: str = "auto") -> io.NodeOutput:
         path = resolve_model_file("model_file", model_file, DIFFUSION)
-        _check_contents(path, "transformer", fp8=fp8)
-        return io.NodeOutput(make_transformer(path, weight_dtype, fp8, generation=_generation(path),
+        mode = _quant_mode(cls, quantized_weights)
+        _check_contents(path, "transformer", quantized_weights=mode)
+        return io.NodeOutput(make_transformer(path, weight_dtype, mode, generation=_generation(path),
                                               streaming=weight_streaming))
 
 
@@ -345,7 +384,7 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, gemma: str, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        gemma_path, path = _every_problem(  # both inputs' file problems in one message, no weights read
+        gemma_path, path = _all_checked(  # both inputs' file problems in one message, no weights read
             lambda: _gemma_folder(gemma),
             lambda: _checked_file("checkpoint", checkpoint, CHECKPOINTS, "text_embeddings"))
         dtype = _text_dtype(weight_dtype)
@@ -368,7 +407,7 @@ def _checked_file(parameter: str, choice: str, folders: tuple[str, ...], *compon
     return path
 
 
-def _every_problem(*steps: Callable[[], str]) -> list[str]:
+def _all_checked(*steps: Callable[[], str]) -> list[str]:
     """Run each input's checks; one ``ValueError`` with every input's problem, else each step's result."""
     results, problems = [], []
     for step in steps:

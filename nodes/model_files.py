@@ -4,7 +4,9 @@ A choice starts with the file name, so the frontend's widget shows it even when 
 reads one model folder it is ComfyUI's own name (``ltx-2.3-22b-dev.safetensors``, ``sub/x.safetensors``), for
 one that spans several folders the folder follows in brackets (``ltx-2.3-22b-dev.safetensors (checkpoints)``).
 Values saved by older versions (``checkpoints/ltx-2.3-22b-dev.safetensors``) still resolve. Only names ComfyUI
-lists are accepted, so ``../`` or absolute paths never reach the file system.
+lists are accepted, so ``../`` or absolute paths never reach the file system. ComfyUI registers no ``.gguf``
+extension for ``diffusion_models`` (models/unet and models/diffusion_models); our lists add the ``.gguf`` files
+found there without changing ComfyUI's own folder registry, so other packs' lists stay as they are.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import folder_paths
 __all__ = [
     "ensure_upscale_folder",
     "file_fingerprint",
+    "gguf_file_names",
     "model_choice_problem",
     "model_file_options",
     "resolve_model_file",
@@ -23,11 +26,31 @@ __all__ = [
 ]
 
 
+GGUF_FOLDERS = ("diffusion_models",)
+GGUF_EXTENSION = ".gguf"
+
+
+def gguf_file_names(folder: str) -> list[str]:
+    """The ``.gguf`` files under ComfyUI's paths of ``folder`` (only for `GGUF_FOLDERS`), relative names."""
+    if folder not in GGUF_FOLDERS or folder not in folder_paths.folder_names_and_paths:
+        return []
+    names: set[str] = set()
+    for root in folder_paths.get_folder_paths(folder):
+        files, _ = folder_paths.recursive_search(root, excluded_dir_names=[".git"])
+        names.update(f for f in files if f.lower().endswith(GGUF_EXTENSION))
+    return sorted(names)
+
+
+def _listed(folder: str) -> list[str]:
+    names = list(folder_paths.get_filename_list(folder))
+    return names + [n for n in gguf_file_names(folder) if n not in names]
+
+
 def _listing(folders: tuple[str, ...]) -> dict[str, tuple[str, str]]:
-    """choice -> (folder, ComfyUI file name) of every file ComfyUI lists in ``folders``."""
+    """choice -> (folder, file name) of every file ComfyUI lists in ``folders`` (plus their ``.gguf`` files)."""
     choices: dict[str, tuple[str, str]] = {}
     for folder in folders:
-        for name in folder_paths.get_filename_list(folder):
+        for name in _listed(folder):
             choices[name if len(folders) == 1 else f"{name} ({folder})"] = (folder, name)
     return choices
 

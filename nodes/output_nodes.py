@@ -116,7 +116,7 @@ class AIPRODSaveVideo(io.ComfyNode):
             description="Writes the clip with its audio muxed (audio fitted to the video's exact duration) to the "
             "output folder, atomically.",
             inputs=[
-                io.Image.Input("images", tooltip="Frames (F, H, W, 3)."),
+                io.Image.Input("images", lazy=True, tooltip="Frames (F, H, W, 3)."),
                 float_input("fps", 24.0, "Frame rate (connect 'AIPROD Video Decode' fps)."),
                 io.String.Input("filename_prefix", default="aiprod/video",
                                 tooltip="File name prefix under the output folder."),
@@ -124,7 +124,8 @@ class AIPRODSaveVideo(io.ComfyNode):
                              default="mp4 (H.264 + AAC)"),
                 io.Int.Input("crf", default=19, min=0, max=MAX_CRF,
                              tooltip="H.264 quality (lower = better; MP4 only)."),
-                io.Audio.Input("audio", optional=True, tooltip="Audio to mux (fitted to the video's duration)."),
+                io.Audio.Input("audio", optional=True, lazy=True,
+                               tooltip="Audio to mux (fitted to the video's duration)."),
             ],
             outputs=[],
             is_output_node=True,
@@ -135,8 +136,13 @@ class AIPRODSaveVideo(io.ComfyNode):
         return filename_prefix_problem(filename_prefix) or True
 
     @classmethod
+    def check_lazy_status(cls, fps: float | None = None, **values: object) -> list[str]:
+        """The frame rate (NaN passes ComfyUI's range check) before the frames and audio are generated."""
+        check_inputs({"fps": fps}, ("fps",))
+        return [name for name in ("images", "audio") if name in values and values[name] is None]
+
+    @classmethod
     def execute(cls, images: torch.Tensor, fps: float, filename_prefix: str, format: str, crf: int,
                 audio: dict | None = None) -> io.NodeOutput:
-        check_inputs(locals(), ("fps",))
         saved = save_video(images, fps, audio, filename_prefix, FORMATS[format], crf)
         return io.NodeOutput(ui=ui.PreviewVideo([saved]))

@@ -26,7 +26,7 @@ from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.pipelines.preprocess import DEFAULT_IMAGE_CRF
 from ..aiprod_core.pipelines.validation import PipelineKind, tiling_config
 from .inputs import TILING, float_input, int_input, reference_frames, seed_input, size_inputs, tiling_inputs
-from .problems import guider_model_problems, input_problems
+from .problems import answer, contexts_model_problems, guider_model_problems, input_problems
 from .runtime import ComfyModelHost, DecodeProgress, StepProgress
 from .types import (
     AudioVAE,
@@ -115,10 +115,13 @@ class _Pipeline(io.ComfyNode):
 
     @classmethod
     def check_lazy_status(cls, conditioning: PromptContexts | None = None, **values: Any) -> list[str]:
-        if conditioning is not None:
-            return []
-        rules.check_problems(_problems(cls.KIND, values))
-        return ["conditioning"]
+        if conditioning is None:
+            rules.check_problems(_problems(cls.KIND, values))
+            return ["conditioning"]
+        if not cls.KIND.rules.guided:  # positive-only pipelines: the negative contexts are not used
+            conditioning = PromptContexts(conditioning.positive)
+        rules.check_problems(contexts_model_problems(conditioning, values.get("model")))
+        return []
 
 
 def _images(image: torch.Tensor | None, strength: float) -> tuple[ImageCondition, ...]:
@@ -324,10 +327,7 @@ class AIPRODKeyframePipeline(_Pipeline):
     @classmethod
     def validate_inputs(cls, frame_indices: str | None = None) -> bool | str:
         """Only frame_indices is declared (ComfyUI pins a failure to every declared input)."""
-        if frame_indices is None:
-            return True
-        problems = _index_problems(frame_indices, None)
-        return "\n".join(problems) if problems else True
+        return answer(_index_problems(frame_indices, None) if frame_indices is not None else [])
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:

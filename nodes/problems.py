@@ -11,7 +11,7 @@ from ..aiprod_core.pipelines.validation import PipelineKind, check_problems
 from .inputs import input_rule
 from .types import GuiderSettings, TransformerHandle
 
-__all__ = ["answer", "check_inputs", "guider_model_problems", "input_problems"]
+__all__ = ["answer", "check_inputs", "contexts_model_problems", "guider_model_problems", "input_problems"]
 
 
 def input_problems(values: dict[str, object], names: Iterable[str], kind: PipelineKind | None = None) -> list[str]:
@@ -39,3 +39,11 @@ def guider_model_problems(guider: GuiderSettings | None, model: TransformerHandl
     layers = getattr(model.config(), "num_layers", None)
     return [*rules.guider_problems(guider.video, "video", layers),
             *rules.guider_problems(guider.audio, "audio", layers)]
+
+
+def contexts_model_problems(contexts: object, model: TransformerHandle | None, guided: object = None) -> list[str]:
+    """Prompt contexts against the model they condition (widths from its header, a negative where CFG needs one):
+    a prompt file from another model fails here, before the transformer's weights load."""
+    if contexts is None or model is None:
+        return []
+    return rules.contexts_problems(contexts, guided, model.config())

@@ -17,7 +17,7 @@ from ..aiprod_core.pipelines import (
 from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.sampling import Guidance, Pass, StreamGuider, distilled_sigmas, ltx2_sigmas
 from .inputs import choice_input, float_input, int_input, seed_input
-from .problems import guider_model_problems
+from .problems import contexts_model_problems, guider_model_problems
 from .runtime import ComfyModelHost, StepProgress
 from .types import (
     ConditioningSocket,
@@ -177,6 +177,7 @@ class AIPRODSampler(io.ComfyNode):
         """Model and guider meet here: their problems (STG blocks the model lacks) are raised before the prompt is
         encoded; then the conditioning is asked for."""
         if conditioning is not None:
+            rules.check_problems(contexts_model_problems(conditioning, model))
             return []
         if model is not None:
             rules.check_problems(guider_model_problems(guider, model))

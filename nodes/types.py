@@ -99,7 +99,7 @@ class TransformerHandle:
             return getattr(self.lazy.get(), "config", None)
         try:
             return TransformerConfig.from_metadata(plan_load(self.path, "transformer", fp8=self.fp8).config)
-        except (ValueError, OSError):
+        except (ValueError, OSError, KeyError, TypeError):  # a format the header does not describe: the load says why
             return None
 
 

@@ -56,6 +56,25 @@ PYEOF
   fi
 fi
 
+# --- Browser for the frontend tests (tests/browser): Debian's chromium + chromium-driver -------------------------
+# Idempotent: nothing to do when both are there. Where apt is not available (or not as root) the browser tests skip
+# with the reason and the same checks run through the frontend's JSON endpoints. AIPROD_NO_BROWSER=1 skips this.
+if [ -n "${AIPROD_NO_BROWSER:-}" ]; then
+  log "browser: skipped (AIPROD_NO_BROWSER set)"
+elif command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+  :
+elif ! command -v apt-get >/dev/null 2>&1; then
+  log "browser: no apt-get on this machine; tests/browser will skip (install chromium + chromedriver yourself)"
+elif [ "$(id -u)" != "0" ]; then
+  log "browser: apt-get needs root; tests/browser will skip (run: sudo apt-get install chromium chromium-driver)"
+else
+  log "browser: installing chromium and chromium-driver (apt)"
+  if ! { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+         >/dev/null; }; then
+    log "browser: apt-get could not install chromium; tests/browser will skip"
+  fi
+fi
+
 # --- Python packages --------------------------------------------------------------------------------
 want="$(stamp_of "$ROOT/scripts/env.sh" "$ROOT/constraints.txt" "$ROOT/requirements.txt" \
         "$ROOT/requirements-dev.txt" "$COMFY/requirements.txt")"

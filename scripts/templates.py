@@ -2,9 +2,11 @@
 
 Each template names the official LTX-2.3 files it is for and carries a Note saying where each file goes; this
 script sets those names, sizes every node to what the real frontend computes for it (headless Chromium against a
-running ComfyUI, `tests/browser/browser.py`), places the nodes in data-flow columns so nothing overlaps at the
-default zoom, writes ``example_workflows/api/<name>.json`` (the prompt the frontend queues for the template) and
-``example_workflows/<name>.jpg`` (a screenshot of the laid-out graph: the template browser's thumbnail).
+running ComfyUI, `tests/browser/chromium.py`), places the nodes in data-flow columns so nothing overlaps at the
+default zoom, writes ``example_workflows/api/<id>.json`` (the prompt the frontend queues for the template) and
+``example_workflows/<name>.jpg`` (the laid-out graph as the frontend draws it: the template browser's thumbnail).
+The template names (`support.workflows.TEMPLATE_NAMES`) are what the template browser shows as title and
+description.
 
 Run with a ComfyUI that has the pack and the demo models installed:
 ``python scripts/templates.py http://127.0.0.1:8188``.
@@ -22,9 +24,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from browser.browser import chromium, open_comfy, wait_for  # noqa: E402  (after the path setup)
+from browser.chromium import chromium, open_comfy, wait_for  # noqa: E402  (after the path setup)
 from support.comfy_host import ComfyClient  # noqa: E402
-from support.workflows import ui_to_api  # noqa: E402
+from support.workflows import TEMPLATE_NAMES, ui_to_api  # noqa: E402
 
 log = logging.getLogger("aiprod.templates")
 EXAMPLES = REPO_ROOT / "example_workflows"
@@ -66,24 +68,6 @@ TEMPLATES = {
                            "and dtypes, read from its header (nothing is loaded). Pick any file and press Run; the "
                            "report shows in 'Preview as Text'."),
 }
-# template -> (title, one-line description) in the template browser (locales/en/main.json; the frontend keys them by
-# the pack's folder name: "aiprod" from the registry, "aiprod-comfyui" from a git clone)
-TITLES = {
-    "text_to_video": ("LTX-2.3 Text to Video (step nodes)",
-                      "One guided stage built from the step nodes: empty latent, sampler and guider, video + audio "
-                      "decode."),
-    "two_stage": ("LTX-2.3 Two-Stage Text to Video",
-                  "A guided half-size stage, x2 latent upsample and 3 refinement steps with the distilled LoRA."),
-    "distilled": ("LTX-2.3 Distilled (fastest)", "The distilled model: 8 + 3 steps, no CFG, video with sound."),
-    "ic_lora": ("LTX-2.3 IC-LoRA Control Video",
-                "Stage 1 follows a control video (depth, pose, edges) through an IC-LoRA; stage 2 refines it."),
-    "keyframe_interpolation": ("LTX-2.3 Keyframe Interpolation",
-                               "A clip that passes through keyframe images at chosen frames (first and last)."),
-    "inspect_checkpoint": ("Inspect an LTX Model File",
-                           "Which LTX generation, components and dtypes a .safetensors file holds, from its header."),
-}
-MODULE_NAMES = ("aiprod", "aiprod-comfyui")
-LOCALES = REPO_ROOT / "locales" / "en" / "main.json"
 # node type -> the widget slots that name model files, as (index, which file)
 MODEL_WIDGETS = {
     "AIPRODCheckpointLoader": ((0, "checkpoint"),),
@@ -101,8 +85,9 @@ def note_text(name: str) -> str:
     for file in (checkpoint, *others):
         where, source = WHERE[file]
         lines.append(f"- {file}  ->  {where}  ({source})")
-    lines += ["", "Sizes: width and height multiples of 32 (64 for two-stage pipelines), frames 8k+1. STG block 28 is "
-              "LTX-2.3's (29 for LTX-2)."]
+    if others:  # a generation template
+        lines += ["", "Sizes: width and height multiples of 32 (64 for two-stage pipelines), frames 8k+1. STG block 28 "
+                  "is LTX-2.3's (29 for LTX-2)."]
     return "\n".join(lines)
 
 
@@ -214,23 +199,12 @@ def thumbnail(session, workflow: dict, path: Path) -> None:
     square.save(path, "JPEG", quality=85)
 
 
-def write_locales() -> None:
-    """Titles and descriptions of the templates for the frontend's template browser."""
-    titles = {name: title for name, (title, _) in TITLES.items()}
-    descriptions = {name: description for name, (_, description) in TITLES.items()}
-    locales = {"templateWorkflows": {"template": dict.fromkeys(MODULE_NAMES, titles),
-                                     "templateDescription": dict.fromkeys(MODULE_NAMES, descriptions)}}
-    LOCALES.parent.mkdir(parents=True, exist_ok=True)
-    LOCALES.write_text(json.dumps(locales, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/templates.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="a running ComfyUI with the pack (and the demo models) installed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    write_locales()
     object_info = ComfyClient(args.url).object_info()
     with chromium() as session:
         open_comfy(session, args.url)
@@ -238,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for(session, "return !!app.canvas")
         session.set_window_size(2600, 1800)  # every node inside the drawn viewport at the thumbnails' scale
         for name in TEMPLATES:
-            path = EXAMPLES / f"{name}.json"
+            path = EXAMPLES / f"{TEMPLATE_NAMES[name]}.json"
             workflow = json.loads(path.read_text())
             set_model_files(name, workflow)
             if name == "inspect_checkpoint":
@@ -249,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             titled = {k: {**v, "_meta": {"title": object_info[v["class_type"]]["display_name"]}}
                       for k, v in api.items()}
             (EXAMPLES / "api" / f"{name}.json").write_text(json.dumps(titled, indent=2) + "\n")
-            thumbnail(session, workflow, EXAMPLES / f"{name}.jpg")
+            thumbnail(session, workflow, EXAMPLES / f"{TEMPLATE_NAMES[name]}.jpg")
             log.info("laid out %s (%d nodes)", name, len(workflow["nodes"]))
     return 0
 

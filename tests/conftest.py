@@ -7,11 +7,10 @@ it the same way under the name ``aiprod`` without running its ``__init__`` (whic
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import pytest
+from support.demo_module import load_demo_models_module
 
 pytest_plugins = ["support.fixtures", "support.host_fixtures", "support.demo_fixtures", "support.e2e_fixtures",
                   "support.reliability_fixtures"]
@@ -19,16 +18,7 @@ pytest_plugins = ["support.fixtures", "support.host_fixtures", "support.demo_fix
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _register_pack_package(name: str = "aiprod") -> None:
-    if name in sys.modules:
-        return
-    package = types.ModuleType(name)
-    package.__path__ = [str(REPO_ROOT)]
-    package.__file__ = str(REPO_ROOT / "__init__.py")
-    sys.modules[name] = package
-
-
-_register_pack_package()
+load_demo_models_module().register_pack()  # the one implementation (scripts/demo_models.py uses it too)
 
 
 @pytest.fixture(autouse=True)

@@ -162,7 +162,7 @@ def test_same_seed_same_bytes_and_idempotent_writes(demo_models, dm, tmp_path) -
     again = dm.write_demo_models(tmp_path / "a", seed=0)
     assert _tree_bytes(again.root) == _tree_bytes(demo_models.root)
     assert again.combos() == demo_models.combos()
-    assert again.combo("checkpoint") == "checkpoints/aiprod-demo-ltx-2.3-tiny.safetensors"
+    assert again.combo("checkpoint") == "aiprod-demo-ltx-2.3-tiny.safetensors"  # ComfyUI's name, file name first
     stamps = {p: p.stat().st_mtime_ns for p in again.root.rglob("*") if p.is_file() and p.name != dm.MANIFEST}
     for path in stamps:
         os.utime(path, ns=(1, 1))
@@ -178,32 +178,34 @@ def test_same_seed_same_bytes_and_idempotent_writes(demo_models, dm, tmp_path) -
                                                            ".lora_B.weight"] for s in (0, 1)))
 
 
-def test_configs_equal_the_tiny_ltx23_configs(dm) -> None:
+def test_configs_are_the_tiny_ltx23_configs_with_the_blocks_the_templates_name(dm) -> None:
+    """One implementation of the tiny sets: the demo configs are tiny_configs' LTX-2.3 ones, with 30 transformer
+    blocks so the STG blocks the templates name (28; 29 for LTX-2) exist."""
     from support import tiny_configs as tc
 
-    assert dm.demo_checkpoint_config() == tc.checkpoint_config(tc.LTX23)
+    expected = tc.checkpoint_config(tc.LTX23)
+    expected["transformer"]["num_layers"] = 30
+    assert dm.demo_checkpoint_config() == expected
     assert dm.demo_upsampler_config() == tc.upsampler_config(2.0)
     assert dm.gemma_config_json()["text_config"]["hidden_size"] == tc.TINY_GEMMA_HIDDEN_SIZE
     assert dm.gemma_config_json()["text_config"]["num_hidden_layers"] == tc.TINY_GEMMA_NUM_LAYERS
 
 
-MODEL_FOLDERS = ("checkpoints", "diffusion_models", "vae", "text_encoders", "loras", "latent_upscale_models")
+def test_example_workflows_name_official_files_the_demo_set_stands_in_for(demo_models, dm) -> None:
+    """The templates and their API twins name the official LTX-2.3 files; make demo and the tests install the demo
+    set under those names (`OFFICIAL_FILES`), so every model file a workflow names is installed."""
+    from support.workflows import api_workflows, ui_templates
 
-
-def test_example_workflows_name_only_demo_files(demo_models) -> None:
-    """The API workflows (make demo, the end-to-end tests) run on the demo set: every model file they name is in it."""
-    from support.demo_fixtures import REPO_ROOT
-
-    known = set(demo_models.combos().values())
-    workflows = sorted((REPO_ROOT / "example_workflows" / "api").glob("*.json"))
-    named = {}
-    for workflow in workflows:
-        if workflow.name == "inspect_checkpoint.json":  # a template for the full-size checkpoint; demo.py retargets it
-            continue
-        for node_id, node in json.loads(workflow.read_text()).items():
-            for name, value in node["inputs"].items():
-                if isinstance(value, str) and value.partition("/")[0] in MODEL_FOLDERS:
-                    named[f"{workflow.name}:{node_id}.{name}"] = value
-    assert not {where: value for where, value in named.items() if value not in known}
-    for combo in known:
-        assert (demo_models.root / combo).exists(), combo
+    installed = {rel.partition("/")[2] for rel in demo_models.install_map()}
+    installed |= {f"{rel.partition('/')[2]} ({rel.partition('/')[0]})" for rel in demo_models.install_map()}
+    model_inputs = ("checkpoint", "gemma", "upsampler", "lora", "model_file", "vae", "audio_vae")
+    named = {f"{name}:{node_id}.{key}": value for name, prompt in api_workflows().items()
+             for node_id, node in prompt.items() for key, value in node["inputs"].items()
+             if key in model_inputs and isinstance(value, str)}
+    assert named and not {where: value for where, value in named.items() if value not in installed}
+    assert not any("aiprod-demo" in value for value in named.values())  # the official names, not the demo's
+    notes = [node["widgets_values"][0] for template in ui_templates().values() for node in template["nodes"]
+             if node["type"] == "Note"]
+    assert len(notes) == len(ui_templates()) and all("models/checkpoints/" in note for note in notes)
+    for rel in demo_models.install_map().values():
+        assert rel.exists(), rel

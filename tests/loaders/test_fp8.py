@@ -86,8 +86,10 @@ def test_scaled_fp8_file(scaled_fp8_file):
     assert torch.equal(upcast.state_dict()[f"{LAYER}.weight"], dequantised)
     bf16 = load_component(path, "transformer", dtype=torch.bfloat16, fp8="keep").module.get_submodule(LAYER)
     assert bf16.weight_scale.dtype == torch.float32 and torch.equal(bf16.weight_scale, layer.weight_scale)
-    assert torch.equal(bf16(x.bfloat16()), torch.nn.functional.linear(x.bfloat16(), dequantised.bfloat16(),
-                                                                       bf16.bias))
+    # in bf16 the weight is de-quantised as comfy-kitchen / ComfyUI do it: fp8 and scale cast to bf16, then multiplied
+    stored, scale = tensors[f"{key}.weight"], tensors[f"{key}.weight_scale"]
+    in_bf16 = stored.to(torch.bfloat16) * scale.to(torch.bfloat16)
+    assert torch.equal(bf16(x.bfloat16()), torch.nn.functional.linear(x.bfloat16(), in_bf16, bf16.bias))
     assert not any(k.endswith(("weight_scale", "input_scale")) for k in upcast.state_dict())
 
 

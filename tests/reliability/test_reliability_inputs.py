@@ -11,7 +11,7 @@ import os
 import pytest
 import requests
 from support.comfy_host import PromptRejected
-from support.reliability_fixtures import BAD, tiny_workflow
+from support.reliability_fixtures import BAD, choice, tiny_workflow
 
 pytestmark = pytest.mark.host
 
@@ -49,38 +49,70 @@ def _failed(rel, client, prompt: dict, node_type: str, *phrases: str) -> str:
     return error["exception_message"]
 
 
-# ---- sizes, counts, rates: refused by validate_inputs before anything runs ----------------------------------
+def _one_error(rel, client, prompt: dict, name: str, *phrases: str) -> dict:
+    """HTTP 400 with exactly one error, on input ``name``, naming what is wrong; nothing written, the server keeps
+    serving."""
+    before = rel.output_files()
+    with pytest.raises(PromptRejected) as caught:
+        client.queue(prompt)
+    errors = [e for n in caught.value.node_errors.values() for e in n["errors"]]
+    assert [e.get("extra_info", {}).get("input_name") for e in errors] == [name], errors
+    for phrase in phrases:
+        assert phrase in errors[0]["details"] + " " + errors[0]["message"], (phrase, errors)
+    assert rel.answers()
+    assert rel.output_files() == before
+    return errors[0]
+
+
+# ---- ranges: ComfyUI's own min / max, one error on the input (no node declares them in validate_inputs) ----------
+
+@pytest.mark.parametrize(("workflow", "node", "change", "name"), [
+    ("text_to_video", "AIPRODEmptyLatent", {"width": -64}, "width"),
+    ("text_to_video", "AIPRODEmptyLatent", {"height": 0}, "height"),
+    ("text_to_video", "AIPRODEmptyLatent", {"width": LONG}, "width"),
+    ("text_to_video", "AIPRODEmptyLatent", {"frames": 0}, "frames"),
+    ("text_to_video", "AIPRODEmptyLatent", {"fps": 0.0}, "fps"),
+    ("text_to_video", "AIPRODEmptyLatent", {"fps": 1e-6}, "fps"),
+    ("distilled", "AIPRODDistilledPipeline", {"fps": 0.001}, "fps"),
+    ("text_to_video", "AIPRODEmptyLatent", {"fps": 1e6}, "fps"),
+    ("two_stage", "AIPRODTwoStagePipeline", {"steps": 0}, "steps"),
+    ("two_stage", "AIPRODTwoStagePipeline", {"steps": LONG}, "steps"),
+    ("distilled", "AIPRODDistilledPipeline", {"seed": -1}, "seed"),
+    ("distilled", "AIPRODDistilledPipeline", {"seed": 2**64}, "seed"),
+    ("text_to_video", "AIPRODSaveVideo", {"crf": 99}, "crf"),
+    ("text_to_video", "AIPRODSaveVideo", {"fps": 0.0}, "fps"),
+    ("text_to_video", "AIPRODSampler", {"steps": -3}, "steps"),
+    ("text_to_video", "AIPRODGuider", {"video_rescale": 1.5}, "video_rescale"),
+    ("text_to_video", "AIPRODGuider", {"audio_skip_step": 10**9}, "audio_skip_step"),
+    ("text_to_video", "AIPRODGuider", {"video_cfg": 1e300}, "video_cfg"),
+    ("text_to_video", "AIPRODSampler", {"schedule": "fast"}, "schedule"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_out_of_range_value_is_one_error_on_its_input(rel, rel_client, workflow, node, change, name):
+    prompt = tiny_workflow(workflow)
+    _node(prompt, node).update(change)
+    _one_error(rel, rel_client, prompt, name, name)
+
+
+# ---- grids and cross-input rules: the node's own check, before any model work, every problem at once ------------
 
 @pytest.mark.parametrize(("workflow", "node", "change", "phrases"), [
     ("text_to_video", "AIPRODEmptyLatent", {"width": 100}, ("width=100", "multiple of 32", "96 or 128")),
     ("distilled", "AIPRODDistilledPipeline", {"height": 96}, ("height=96", "multiple of 64")),
     ("text_to_video", "AIPRODEmptyLatent", {"frames": 10}, ("frames=10", "8k+1", "9 or 17")),
-    ("text_to_video", "AIPRODEmptyLatent", {"frames": 0}, ("frames=0", "8k+1")),
-    ("text_to_video", "AIPRODEmptyLatent", {"width": -64}, ("width=-64",)),
-    ("text_to_video", "AIPRODEmptyLatent", {"height": 0}, ("height=0",)),
-    ("text_to_video", "AIPRODEmptyLatent", {"width": LONG}, (f"width={LONG}", "at most 8192")),
     ("distilled", "AIPRODDistilledPipeline", {"width": 8192, "height": 8192, "frames": 257},
      ("video latent tokens", "budget")),
-    ("text_to_video", "AIPRODEmptyLatent", {"fps": 0.0}, ("fps=0.0", "> 0")),
-    ("text_to_video", "AIPRODEmptyLatent", {"fps": -24.0}, ("fps=-24.0",)),
-    ("text_to_video", "AIPRODEmptyLatent", {"fps": 1e-6}, ("fps=1e-06", "between 1 and 240")),
-    ("distilled", "AIPRODDistilledPipeline", {"fps": 0.001}, ("fps=0.001", "between 1 and 240")),
-    ("text_to_video", "AIPRODEmptyLatent", {"fps": 1e6}, ("fps=1000000.0", "between 1 and 240")),
-    ("two_stage", "AIPRODTwoStagePipeline", {"steps": 0}, ("steps=0", "[1, 1000]")),
-    ("two_stage", "AIPRODTwoStagePipeline", {"steps": LONG}, (f"steps={LONG}",)),
-    ("distilled", "AIPRODDistilledPipeline", {"seed": -1}, ("seed=-1",)),
-    ("distilled", "AIPRODDistilledPipeline", {"seed": 2**64}, (f"seed={2**64}",)),
-    ("distilled", "AIPRODDistilledPipeline", {"spatial_tile": 100}, ("spatial_tile",)),
+    ("distilled", "AIPRODDistilledPipeline", {"spatial_tile": 100}, ("spatial_tile=100",)),
     ("distilled", "AIPRODDistilledPipeline", {"temporal_tile": 16, "temporal_overlap": 16}, ("temporal_overlap",)),
-    ("text_to_video", "AIPRODSaveVideo", {"crf": 99}, ("crf=99",)),
-    ("text_to_video", "AIPRODSaveVideo", {"fps": 0.0}, ("fps=0.0",)),
-    ("text_to_video", "AIPRODSampler", {"steps": -3}, ("steps=-3",)),
-    ("text_to_video", "AIPRODGuider", {"video_rescale": 1.5}, ("video_rescale",)),
+    ("text_to_video", "AIPRODVideoDecode", {"spatial_tile": 32}, ("spatial_tile=32",)),
+    ("text_to_video", "AIPRODGuider", {"video_stg_blocks": "1,,0"}, ("video_stg_blocks='1,,0'", "empty entry")),
+    ("text_to_video", "AIPRODGuider", {"audio_stg_blocks": "x"}, ("audio_stg_blocks='x'", "not an integer")),
+    ("text_to_video", "AIPRODGuider", {"video_stg_blocks": "99999"}, ("video_stg_blocks=(99999,)", "30 transformer")),
 ], ids=lambda v: v if isinstance(v, str) else None)
-def test_out_of_range_value_is_rejected_naming_it(rel, rel_client, workflow, node, change, phrases):
+def test_off_grid_value_fails_at_its_node_naming_it(rel, rel_client, workflow, node, change, phrases):
     prompt = tiny_workflow(workflow)
     _node(prompt, node).update(change)
-    _rejected(rel, rel_client, prompt, *phrases)
+    where = "AIPRODSampler" if change.get("video_stg_blocks") == "99999" else node  # where model and guider meet
+    _failed(rel, rel_client, prompt, where, *phrases)
 
 
 @pytest.mark.parametrize(("node", "name", "value", "phrase"), [
@@ -90,31 +122,40 @@ def test_out_of_range_value_is_rejected_naming_it(rel, rel_client, workflow, nod
     ("AIPRODGuider", "audio_stg", -math.inf, "-inf"),
     ("AIPRODSaveVideo", "fps", math.nan, "fps=nan"),
 ])
-def test_nan_and_infinity_from_json_are_rejected(rel, rel_client, node, name, value, phrase):
+def test_nan_and_infinity_from_json_are_refused(rel, rel_client, node, name, value, phrase):
     """ComfyUI's ``request.json()`` (Python's json) accepts the NaN / Infinity literals a client may send, and
-    ComfyUI's min / max checks let NaN through (every comparison with NaN is false): the pack must refuse them."""
+    ComfyUI's min / max checks let NaN through (every comparison with NaN is false): infinity is out of range (one
+    error on the input), NaN is refused by the node itself, naming it, before any model work."""
     prompt = tiny_workflow("text_to_video")
     _node(prompt, node)[name] = value
     before = rel.output_files()
     response = requests.post(f"{rel.host.url}/prompt", data=json.dumps({"prompt": prompt}, allow_nan=True),
                              headers={"Content-Type": "application/json"}, timeout=60)
-    assert response.status_code == 400, response.text
-    details = str(response.json()["node_errors"])
-    assert phrase in details and name in details, details
+    if response.status_code == 400:
+        errors = [e for n in response.json()["node_errors"].values() for e in n["errors"]]
+        assert [e["extra_info"]["input_name"] for e in errors] == [name], errors
+    else:
+        result = rel_client.wait(response.json()["prompt_id"], timeout=300)
+        assert result.status == "error" and result.error["node_type"] == node, result.error
+        assert phrase in result.error["exception_message"]
     assert rel.answers()
     assert rel.output_files() == before
 
 
-@pytest.mark.parametrize(("indices", "phrase"), [
-    ("0, 9", "frame_indices='0, 9'"),
-    ("0, -10", "frame_indices='0, -10'"),
-    ("0, zero", "comma-separated integers"),
-    ("0, 0", "already has"),
+@pytest.mark.parametrize(("indices", "phrase", "at_queue"), [
+    ("0, 9", "frame_indices='0, 9'", False),
+    ("0, -10", "frame_indices='0, -10'", False),
+    ("0, zero", "'zero' is not an integer", True),
+    ("1,,0", "an empty entry", True),
+    ("0, 0", "already has", False),
 ])
-def test_bad_keyframe_indices_are_rejected(rel, rel_client, indices, phrase):
+def test_bad_keyframe_indices_are_refused(rel, rel_client, indices, phrase, at_queue):
     prompt = tiny_workflow("keyframe_interpolation")
     _node(prompt, "AIPRODKeyframePipeline")["frame_indices"] = indices
-    _rejected(rel, rel_client, prompt, phrase)
+    if at_queue:  # the one input the node's validate_inputs declares
+        _one_error(rel, rel_client, prompt, "frame_indices", phrase)
+    else:
+        _failed(rel, rel_client, prompt, "AIPRODKeyframePipeline", phrase)
 
 
 # ---- model files: only listed names, never paths --------------------------------------------------------------
@@ -126,12 +167,12 @@ def test_bad_keyframe_indices_are_rejected(rel, rel_client, indices, phrase):
     ("AIPRODTextEncoderLoader", "gemma", "/root"),
     ("AIPRODUpsamplerLoader", "upsampler", "latent_upscale_models/../checkpoints/../../x.safetensors"),
     ("AIPRODLoraLoader", "lora", "loras/../../../../etc/shadow"),
-    ("AIPRODCheckpointLoader", "checkpoint", BAD["directory"]),
+    ("AIPRODCheckpointLoader", "checkpoint", choice(BAD["directory"])),
 ])
 def test_paths_and_unlisted_names_are_rejected(rel, rel_client, node, name, value):
     prompt = tiny_workflow("two_stage")
     _node(prompt, node)[name] = value
-    _rejected(rel, rel_client, prompt, f"{name}={value!r}")
+    _one_error(rel, rel_client, prompt, name, f"{name}: '{value}' not in")
 
 
 def test_load_latent_refuses_a_path_outside_the_folders(rel, rel_client):
@@ -151,7 +192,7 @@ def test_load_latent_refuses_a_path_outside_the_folders(rel, rel_client):
 ])
 def test_corrupt_checkpoint_fails_naming_the_file(rel, rel_client, bad, phrase):
     prompt = tiny_workflow("distilled")
-    _node(prompt, "AIPRODCheckpointLoader")["checkpoint"] = BAD[bad]
+    _node(prompt, "AIPRODCheckpointLoader")["checkpoint"] = choice(BAD[bad])
     message = _failed(rel, rel_client, prompt, "AIPRODCheckpointLoader", phrase)
     assert os.path.basename(BAD[bad]) in message
 
@@ -161,7 +202,7 @@ def test_unreadable_checkpoint_fails_naming_the_file(rel, rel_client):
     the fault package, exactly where the OS would fail it (``open``); as another user a real chmod 000 is used."""
     path = rel.host.models_dir("checkpoints") / os.path.basename(BAD["unreadable"])
     prompt = tiny_workflow("distilled")
-    _node(prompt, "AIPRODCheckpointLoader")["checkpoint"] = BAD["unreadable"]
+    _node(prompt, "AIPRODCheckpointLoader")["checkpoint"] = choice(BAD["unreadable"])
     if os.geteuid() != 0:
         path.chmod(0)
         try:
@@ -175,7 +216,7 @@ def test_unreadable_checkpoint_fails_naming_the_file(rel, rel_client):
 
 def test_git_lfs_pointer_as_tokenizer_fails_naming_it(rel, rel_client):
     prompt = tiny_workflow("distilled")
-    _node(prompt, "AIPRODTextEncoderLoader")["gemma"] = BAD["lfs_tokenizer"]
+    _node(prompt, "AIPRODTextEncoderLoader")["gemma"] = choice(BAD["lfs_tokenizer"])
     _failed(rel, rel_client, prompt, "AIPRODTextEncoderLoader", "tokenizer.json: is a git-LFS pointer", "git lfs pull")
 
 
@@ -192,7 +233,7 @@ def test_git_lfs_pointer_as_tokenizer_fails_naming_it(rel, rel_client):
 def test_wrong_model_type_in_a_loader_slot_fails_naming_it(rel, rel_client, node, name, bad, phrases):
     """Each loader checks what the file holds when it runs (before any model work) and says where it belongs."""
     prompt = tiny_workflow("distilled")
-    _node(prompt, node)[name] = BAD[bad]
+    _node(prompt, node)[name] = choice(BAD[bad])
     message = _failed(rel, rel_client, prompt, node, *phrases)
     assert os.path.basename(BAD[bad]) in message
 
@@ -204,7 +245,7 @@ def test_wrong_model_type_in_a_loader_slot_fails_naming_it(rel, rel_client, node
 def test_lora_that_does_not_fit_fails_naming_it(rel, rel_client, bad, phrase):
     """The LoRA node itself checks (headers only) that the LoRA fits the model: it fails before any model work."""
     prompt = tiny_workflow("two_stage")
-    _node(prompt, "AIPRODLoraLoader")["lora"] = BAD[bad]
+    _node(prompt, "AIPRODLoraLoader")["lora"] = choice(BAD[bad])
     message = _failed(rel, rel_client, prompt, "AIPRODLoraLoader", phrase)
     assert os.path.basename(BAD[bad]) in message
 
@@ -225,14 +266,16 @@ def _split_loader_prompt(loader: str, slot: str, choice: str) -> dict:
     ("AIPRODAudioVAELoader", "audio_vae", "lora_as_audio_vae", "is a LoRA, not a audio VAE"),
 ])
 def test_wrong_file_in_a_vae_slot_fails_naming_it(rel, rel_client, loader, slot, bad, phrase):
-    message = _failed(rel, rel_client, _split_loader_prompt(loader, slot, BAD[bad]), loader, phrase)
+    message = _failed(rel, rel_client, _split_loader_prompt(loader, slot, choice(BAD[bad], spans_folders=True)),
+                      loader, phrase)
     assert os.path.basename(BAD[bad]) in message
 
 
 def test_wrong_file_in_the_diffusion_model_slot_fails_naming_it(rel, rel_client):
     prompt = tiny_workflow("text_to_video")
     prompt["20"] = {"class_type": "AIPRODDiffusionModelLoader",
-                    "inputs": {"model_file": BAD["lora_as_diffusion_model"], "weight_dtype": "auto", "fp8": "upcast"}}
+                    "inputs": {"model_file": choice(BAD["lora_as_diffusion_model"]), "weight_dtype": "auto",
+                               "fp8": "upcast"}}
     _node(prompt, "AIPRODSampler")["model"] = ["20", 0]
     message = _failed(rel, rel_client, prompt, "AIPRODDiffusionModelLoader", "is a LoRA, not a transformer")
     assert os.path.basename(BAD["lora_as_diffusion_model"]) in message
@@ -279,18 +322,18 @@ def test_keyframe_count_differs_from_images_fails_naming_it(rel, rel_client):
 
 
 def test_save_video_with_a_tiny_frame_rate_is_refused_before_running(rel, rel_client):
-    """fps=1e-6 would pad the audio to 9 / 1e-6 seconds (days of samples, memory exhausted): Save Video's
-    validate_inputs refuses it, naming fps, before any generation runs."""
+    """fps=1e-6 would pad the audio to 9 / 1e-6 seconds (days of samples, memory exhausted): Save Video's fps range
+    refuses it (one error, on fps) before any generation runs."""
     prompt = tiny_workflow("text_to_video")
     _node(prompt, "AIPRODSaveVideo")["fps"] = 1e-6
-    _rejected(rel, rel_client, prompt, "fps=1e-06", "between 1 and 240")
+    _one_error(rel, rel_client, prompt, "fps", "fps")
 
 
 def test_filename_prefix_with_a_nul_byte_is_refused_before_running(rel, rel_client):
     """FFmpeg opened the name cut at the NUL and left ``.a`` behind: refused up front now."""
     prompt = tiny_workflow("text_to_video")
     _node(prompt, "AIPRODSaveVideo")["filename_prefix"] = "a\x00b"
-    _rejected(rel, rel_client, prompt, "filename_prefix=", "NUL bytes")
+    _one_error(rel, rel_client, prompt, "filename_prefix", "filename_prefix=", "NUL bytes")
 
 
 def test_empty_filename_prefix_is_refused_or_gives_a_visible_file(rel, rel_client):
@@ -320,3 +363,57 @@ def test_empty_and_absurdly_long_prompts_run(rel, rel_client):
     result = rel_client.run(prompt, timeout=300)
     assert result.ok, result.error
     assert "tokens; only the first 1024 reach the model" in rel.host.log_tail(400000)
+
+
+# ---- saved latents and prompt files: checked on load against what the sampler and decoders accept --------------
+
+def _saved(rel, name: str, tensors: dict, kind: str) -> str:
+    """A file in ComfyUI's input folder as 'AIPROD Load ...' lists it."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = rel.host.base_dir / "input" / name
+    save_file({k: torch.as_tensor(v) for k, v in tensors.items()}, str(path), metadata={"aiprod_kind": kind})
+    return f"input/{name}"
+
+
+def _latent_prompt(choice_: str) -> dict:
+    return {"1": {"class_type": "AIPRODLoadLatent", "inputs": {"latent_file": choice_}},
+            "2": {"class_type": "AIPRODSaveLatent", "inputs": {"latent": ["1", 0], "filename_prefix": "rel/latent"}}}
+
+
+@pytest.mark.parametrize(("frames", "fps", "phrases"), [
+    (9, 0.000864, ("fps=0.000864", "[1, 240]")),
+    (9, math.nan, ("fps=nan",)),
+    (10**7, 24.0, ("frames=10000000", "8k+1")),
+])
+def test_absurd_saved_latent_is_refused_before_anything_is_allocated(rel, rel_client, frames, fps, phrases):
+    import torch
+
+    name = _saved(rel, f"rel_absurd_{frames}_{fps}.safetensors", {
+        "video": torch.zeros(1, 128, 2, 2, 2), "audio": torch.zeros(1, 8, 9, 16), "frames": torch.tensor(frames),
+        "fps": torch.tensor(fps, dtype=torch.float64)}, "av_latents")
+    _failed(rel, rel_client, _latent_prompt(name), "AIPRODLoadLatent", name, *phrases)
+
+
+def test_saved_latent_without_a_video_tensor_is_named_not_a_key_error(rel, rel_client):
+    import torch
+
+    name = _saved(rel, "rel_no_video.safetensors", {"audio": torch.zeros(1, 8, 9, 16), "frames": torch.tensor(9),
+                                                    "fps": torch.tensor(24.0)}, "av_latents")
+    message = _failed(rel, rel_client, _latent_prompt(name), "AIPRODLoadLatent", "no video tensor")
+    assert "KeyError" not in message
+
+
+def test_prompt_file_of_another_width_fails_before_sampling(rel, rel_client):
+    """Contexts from another model's text encoder: refused where they meet the model, before any weights load."""
+    import torch
+
+    name = _saved(rel, "rel_wide_prompt.safetensors", {"positive.video": torch.zeros(1, 8, 4096),
+                                                       "positive.audio": torch.zeros(1, 8, 2048)}, "prompt_contexts")
+    prompt = tiny_workflow("distilled")
+    encode = next(k for k, v in prompt.items() if v["class_type"] == "AIPRODTextEncode")
+    prompt[encode] = {"class_type": "AIPRODLoadPrompt", "inputs": {"prompt_file": name}}
+    _failed(rel, rel_client, prompt, "AIPRODDistilledPipeline", "positive video context: shape (1, 8, 4096)",
+            "expected (B, S, 64)")
+    assert rel_client.run(tiny_workflow("distilled"), timeout=300).ok  # the next valid prompt is served

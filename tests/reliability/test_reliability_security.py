@@ -40,7 +40,7 @@ def test_guard_is_active_in_the_server_and_startup_was_clean(rel):
 def test_inspect_workflow_runs_guarded(rel, rel_client):
     before = len(rel.guard_records())
     prompt = api_workflows()["inspect_checkpoint"]
-    prompt["1"]["inputs"]["checkpoint"] = rel.combos["checkpoint"]
+    prompt["1"]["inputs"]["checkpoint"] = f"{rel.combos['checkpoint']} (checkpoints)"
     result = rel_client.run(prompt, timeout=120)
     assert result.ok, result.error
     assert rel.guard_records()[before:] == []

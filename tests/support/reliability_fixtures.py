@@ -27,12 +27,11 @@ from .bad_files import GIT_LFS_POINTER, write_bad_files
 from .comfy_host import ComfyClient, ComfyHost, PromptRejected, install_model_files, prepare_base_dir, start_host
 from .workflows import api_workflows
 
-__all__ = ["BAD", "TINY_SIZES", "ReliabilityHost", "rel", "rel_client", "tiny_workflow"]
+__all__ = ["BAD", "TINY_SIZES", "ReliabilityHost", "choice", "rel", "rel_client", "tiny_workflow"]
 
 SUPPORT = Path(__file__).resolve().parent
 REPO_ROOT = SUPPORT.parents[1]
 PACK_RUNTIME_DIRS = ("aiprod_core", "loaders", "nodes")  # the pack's runtime code (realpaths: custom_nodes links here)
-TINY_BLOCK = "1"  # the demo transformer has 2 blocks; the templates name LTX-2.3's block 28
 TINY_SIZES = {  # workflow -> (width, height, frames, fps): the smallest sizes each pipeline accepts
     "text_to_video": (32, 32, 9, 24.0),
     "distilled": (64, 64, 9, 24.0),
@@ -62,6 +61,13 @@ BAD = {
     "checkpoint_as_gemma": "text_encoders/rel-checkpoint-as-gemma.safetensors",
     "lfs_tokenizer": "text_encoders/rel-gemma-lfs-tokenizer",
 }
+
+
+def choice(path: str, spans_folders: bool = False) -> str:
+    """The combo value of a file at ``folder/name`` under models/: its name, or ``name (folder)`` for an input that
+    reads several folders (the VAE loaders, Inspect)."""
+    folder, _, name = path.partition("/")
+    return f"{name} ({folder})" if spans_folders else name
 
 
 @dataclass
@@ -210,7 +216,7 @@ def rel_client(rel) -> ComfyClient:
 
 
 def tiny_workflow(name: str, size: tuple[int, int, int, float] | None = None, seed: int | None = None) -> dict:
-    """An example API workflow at a tiny size, 2 steps, a block the tiny transformer has, optional seed."""
+    """An example API workflow at a tiny size, 2 steps, optional seed (the STG blocks as shipped)."""
     prompt = copy.deepcopy(api_workflows()[name])
     width, height, frames, fps = size or TINY_SIZES[name]
     for node in prompt.values():
@@ -222,9 +228,6 @@ def tiny_workflow(name: str, size: tuple[int, int, int, float] | None = None, se
             inputs["steps"] = 2
         if seed is not None and "seed" in inputs:
             inputs["seed"] = seed
-        for key in ("video_stg_blocks", "audio_stg_blocks"):
-            if key in inputs:
-                inputs[key] = TINY_BLOCK
         if node["class_type"] == "EmptyImage":
             inputs.update(width=width, height=height)
             if inputs["batch_size"] > 1:

@@ -10,9 +10,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["EXAMPLES_DIR", "api_workflows", "ui_templates", "ui_to_api"]
+__all__ = ["EXAMPLES_DIR", "TEMPLATE_NAMES", "api_workflows", "ui_templates", "ui_to_api"]
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "example_workflows"
+# template id (its API twin's name in example_workflows/api/) -> the UI template's file name. The template browser
+# of the ComfyUI frontend (1.32) shows a custom node's template by its file name, as the title and (dashes and
+# underscores read as spaces) the description: the names say what each template does.
+TEMPLATE_NAMES = {
+    "text_to_video": "LTX-2.3 Text to Video with Step Nodes",
+    "two_stage": "LTX-2.3 Two-Stage Text to Video",
+    "distilled": "LTX-2.3 Distilled Fast Text to Video",
+    "ic_lora": "LTX-2.3 IC-LoRA Control Video",
+    "keyframe_interpolation": "LTX-2.3 Keyframe Interpolation",
+    "inspect_checkpoint": "Inspect an LTX Model File",
+}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 NON_EXECUTING_TYPES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
 MUTED_MODES = {2, 4}  # never / bypass
@@ -20,7 +31,8 @@ SEED_NAMES = {"seed", "noise_seed"}
 
 
 def ui_templates() -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted(EXAMPLES_DIR.glob("*.json"))}
+    """{template id: UI workflow} of every template (`TEMPLATE_NAMES`)."""
+    return {key: json.loads((EXAMPLES_DIR / f"{name}.json").read_text()) for key, name in TEMPLATE_NAMES.items()}
 
 
 def api_workflows() -> dict[str, dict]:
