@@ -154,12 +154,13 @@ def audio_window_problems(waveform: object, sample_rate: object, start_time: obj
 
 def extension_problems(source_frames: int, extend_frames: object, context_frames: object) -> list[str]:
     """A continuation of ``extend_frames`` (8k, k >= 1) after a ``source_frames``-frame clip, seeing its last
-    ``context_frames`` (8k + 1, at most the whole source)."""
+    ``context_frames`` (8k + 1, at most the whole source; 0 = the whole source)."""
     problems = [p for p in (value_problem("extend_frames", extend_frames), value_problem("context_frames",
                                                                                          context_frames)) if p]
     if problems:
         return problems
     assert isinstance(context_frames, int) and isinstance(extend_frames, int)
+    context_frames = context_frames or source_frames
     if context_frames > source_frames:
         problems.append(f"context_frames={context_frames!r}: more than the source's {source_frames} frames")
     total = context_frames + extend_frames

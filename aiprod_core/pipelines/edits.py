@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torchaudio
+from torch import nn
 
 from ..conditioning import ConditioningItem, Frozen, TemporalRegionMask
 from ..conditioning.regions import region_tokens
@@ -38,9 +39,18 @@ from .latents import AVLatents, PromptContexts, audio_latent_frames
 from .models import ModelHost, PipelineModels
 from .run import GenerationResult, GuidedSampling, Run, stage_1_sigmas, start_run
 from .sources import AudioClip, SourceClip, encode_audio, encode_frames, encode_source, samples_at
-from .validation import PipelineKind
+from .validation import PipelineKind, check_problems
 
-__all__ = ["ExtendRequest", "RetakeRequest", "extend", "retake"]
+__all__ = [
+    "ExtendRequest",
+    "RetakeRequest",
+    "append_continuation",
+    "canvas_latents",
+    "extend",
+    "extend_problems",
+    "retake",
+    "retake_problems",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +131,38 @@ def _edit_stage(run: Run, latents: AVLatents, video: list[ConditioningItem], aud
                       audio_conditionings=audio)  # fmt: skip
 
 
+def _window(request: RetakeRequest) -> clip_rules.Window:
+    window, problems = clip_rules.window_problems(request.start_time, request.end_time, request.source.num_frames,
+                                                  request.source.fps)  # fmt: skip
+    check_problems(problems)
+    assert window is not None
+    return window
+
+
+def retake_problems(request: RetakeRequest) -> list[str]:
+    """What is wrong with a retake's own inputs (the source, its audio, the window, the switches): the pipeline
+    raises these with the request's (`validation.check_request`) before any model work; nodes ask for them before
+    the prompt is encoded."""
+    source = request.source
+    problems = _source_problems(source)
+    if not problems:
+        problems += clip_rules.window_problems(request.start_time, request.end_time, source.num_frames,
+                                               source.fps)[1]  # fmt: skip
+    if not (request.regenerate_video or request.regenerate_audio):
+        problems.append("regenerate_video=False, regenerate_audio=False: nothing to regenerate; turn one on")
+    return problems
+
+
+def extend_problems(request: ExtendRequest) -> list[str]:
+    """What is wrong with an extension's own inputs (the source, its audio, the frame counts); as
+    `retake_problems`."""
+    problems = _source_problems(request.source)
+    if not problems:
+        problems += clip_rules.extension_problems(request.source.num_frames, request.extend_frames,
+                                                  request.context_frames)  # fmt: skip
+    return problems
+
+
 def retake(
     models: PipelineModels,
     contexts: PromptContexts,
@@ -133,16 +175,9 @@ def retake(
     generated (as ltx-pipelines does)."""
     source = request.source
     _models_needed(models, source)
-    problems = _source_problems(source)
-    window = None
-    if not problems:
-        window, window_problems = clip_rules.window_problems(request.start_time, request.end_time,
-                                                             source.num_frames, source.fps)  # fmt: skip
-        problems += window_problems
-    if not (request.regenerate_video or request.regenerate_audio):
-        problems.append("regenerate_video=False, regenerate_audio=False: nothing to regenerate; turn one on")
-    run = start_run(models, contexts, request, host, PipelineKind.RETAKE, guided=guided, problems=problems)
-    assert window is not None
+    run = start_run(models, contexts, request, host, PipelineKind.RETAKE, guided=guided,
+                    problems=retake_problems(request))  # fmt: skip
+    window = _window(request)
     latents = encode_source(models.video_encoder, models.audio_encoder, source, run.host, request.tiling)
     region = TemporalRegionMask(window.start_time, window.end_time)
     video: list[ConditioningItem] = [region if request.regenerate_video else Frozen()]
@@ -152,26 +187,38 @@ def retake(
     return run.finish(_edit_stage(run, latents, video, audio, guided))
 
 
-def _canvas(run: Run, request: ExtendRequest) -> tuple[AVLatents, bool]:
-    """The context's latents at the start of the canvas (zeros after it), and whether the context has audio."""
-    m, source, context = run.models, request.source, request.context
+def canvas_latents(video_encoder: nn.Module, audio_encoder: nn.Module | None, request: ExtendRequest,
+                   host: ModelHost) -> tuple[AVLatents, tuple[tuple[ConditioningItem, ...], ...]]:  # fmt: skip
+    """An extension's canvas: the context's latents first (its last ``context`` frames and their audio), zeros
+    after, and the (video, audio) conditioning items that generate everything after the context (no source
+    audio: the whole audio is generated)."""
+    source, context = request.source, request.context
     first = source.num_frames - context  # the context's first pixel frame in the source
-    video = encode_frames(m.video_encoder, source.frames[first:], run.host, request.tiling)  # (1, 128, F'c, H', W')
+    video = encode_frames(video_encoder, source.frames[first:], host, request.tiling)  # (1, 128, F'c, H', W')
     latent_frames = VideoLatentShape.from_pixels(1, request.frames, source.height, source.width).frames
     video = torch.nn.functional.pad(video, (0, 0, 0, 0, 0, latent_frames - video.shape[2]))  # zeros after the context
     shape = AudioLatentShape(1, AUDIO_LATENT_CHANNELS, audio_latent_frames(request.frames, source.fps), AUDIO_MEL_BINS)
     audio = torch.zeros(shape.torch_shape(), device=video.device, dtype=video.dtype)
-    if source.audio is not None:
-        track = source.audio.fitted(source.duration).cut(first / source.fps, context / source.fps)
-        # every audio token the region keeps (it ends by the context's end) holds the context's encoding
-        kept = int((~region_tokens(AudioLayout(shape), context / source.fps, math.inf))[0].sum())
-        audio[:, :, :kept] = encode_audio(m.audio_encoder, track, run.host, kept).to(audio.dtype)
-    return AVLatents(video, audio, request.frames, float(source.fps)), source.audio is not None
+    region = TemporalRegionMask(context / source.fps, math.inf)
+    if source.audio is None or audio_encoder is None:
+        return AVLatents(video, audio, request.frames, float(source.fps)), ((region,), ())
+    track = source.audio.fitted(source.duration).cut(first / source.fps, context / source.fps)
+    # every audio token the region keeps (it ends by the context's end) holds the context's encoding
+    kept = int((~region_tokens(AudioLayout(shape), region.start_time, region.end_time))[0].sum())
+    audio[:, :, :kept] = encode_audio(audio_encoder, track, host, kept).to(audio.dtype)
+    return AVLatents(video, audio, request.frames, float(source.fps)), ((region,), (region,))
 
 
-def _continued_audio(source: SourceClip, tail: torch.Tensor, rate: int, total: float) -> tuple[torch.Tensor, int]:
-    """The source's own waveform (fitted to its duration) followed by the generated ``tail`` at the source's rate
-    and channel count: exactly round(total x rate) samples (no source audio: silence, then the tail at ``rate``)."""
+def append_continuation(source: SourceClip, canvas_frames: torch.Tensor, canvas_audio: AudioClip,
+                        context: int) -> tuple[torch.Tensor, AudioClip]:  # fmt: skip
+    """The source's own frames and waveform, then the decoded canvas from the end of its ``context`` frames on:
+    frames (F + N, H, W, 3) and exactly round((F + N) / fps x rate) samples at the source's rate and channel
+    count (no source audio: silence, then the canvas audio at its own rate)."""
+    fps, added = source.fps, canvas_frames.shape[0] - context
+    frames = torch.cat([source.frames.float().to(canvas_frames.device), canvas_frames[context:].float()], dim=0)
+    tail, rate = canvas_audio.waveform.float(), canvas_audio.sample_rate
+    tail = tail[:, samples_at(context / fps, rate):]
+    total = (source.num_frames + added) / fps
     if source.audio is None:
         head = torch.zeros(tail.shape[0], samples_at(source.duration, rate))
     else:
@@ -181,8 +228,7 @@ def _continued_audio(source: SourceClip, tail: torch.Tensor, rate: int, total: f
         rate = source.audio.sample_rate
         tail = tail.mean(dim=0, keepdim=True) if head.shape[0] == 1 else tail.expand(head.shape[0], -1)
     tail = AudioClip(tail.cpu(), rate).fitted(total - head.shape[-1] / rate).waveform
-    waveform = torch.cat([head.to(tail.device), tail], dim=-1)
-    return AudioClip(waveform, rate).fitted(total).waveform, rate
+    return frames, AudioClip(torch.cat([head.cpu(), tail], dim=-1), rate).fitted(total)
 
 
 def extend(
@@ -197,17 +243,11 @@ def extend(
     to the source's own frames and audio. ``result.latents`` are the canvas'."""
     source = request.source
     _models_needed(models, source)
-    problems = _source_problems(source)
-    if not problems:
-        problems += clip_rules.extension_problems(source.num_frames, request.extend_frames, request.context_frames)
-    run = start_run(models, contexts, request, host, PipelineKind.EXTEND, guided=guided, problems=problems)
-    canvas, has_audio = _canvas(run, request)
-    region = TemporalRegionMask(request.context / source.fps, math.inf)
-    latents = _edit_stage(run, canvas, [region], [region] if has_audio else [], guided)
+    run = start_run(models, contexts, request, host, PipelineKind.EXTEND, guided=guided,
+                    problems=extend_problems(request))  # fmt: skip
+    canvas, (video_items, audio_items) = canvas_latents(models.video_encoder, models.audio_encoder, request, run.host)
+    latents = _edit_stage(run, canvas, list(video_items), list(audio_items), guided)
     frames, waveform, rate = run.decode(latents)
     assert waveform is not None
-    tail = waveform[:, samples_at(request.context / source.fps, rate):]
-    total = (source.num_frames + request.extend_frames) / source.fps
-    audio, rate = _continued_audio(source, tail, rate, total)
-    video = torch.cat([source.frames.float().to(frames.device), frames[request.context:]], dim=0)
-    return GenerationResult(video, audio, rate, float(source.fps), latents)
+    video, audio = append_continuation(source, frames, AudioClip(waveform, rate), request.context)
+    return GenerationResult(video, audio.waveform, audio.sample_rate, float(source.fps), latents)

@@ -169,7 +169,8 @@ RULES: dict[str, Rule] = {
     "end_time": Rule(0.0, MAX_SECONDS, why="seconds"),
     "max_duration": Rule(0.0, MAX_SECONDS, off=0, why="seconds; 0 = the clip's duration"),
     "extend_frames": Rule(LATENT_FRAMES, MAX_FRAMES - 1, True, LATENT_FRAMES, why="frames added after the source"),
-    "context_frames": Rule(1, MAX_FRAMES, True, LATENT_FRAMES, 1, why="last source frames the continuation sees"),
+    "context_frames": Rule(1, MAX_FRAMES, True, LATENT_FRAMES, 1, off=0,
+                           why="last source frames the continuation sees; 0 = the whole source"),
     "sample_rate": Rule(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, True, why="Hz"),
 }
 
