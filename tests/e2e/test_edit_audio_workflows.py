@@ -66,9 +66,11 @@ def audio_of(data: bytes) -> tuple[np.ndarray, int, str]:
     """(C, S) float samples, sample rate and codec of the first audio stream."""
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.audio[0]
+        channels, rate, codec = stream.channels, stream.rate, stream.codec_context.name
         chunks = [f.to_ndarray() for f in container.decode(audio=0)]
-        rate, codec = stream.rate, stream.codec_context.name
     samples = np.concatenate(chunks, axis=-1)
+    if samples.shape[0] != channels:  # a packed (interleaved) format: (1, S x C)
+        samples = samples.reshape(-1, channels).T
     if samples.dtype == np.int16:
         samples = samples / 32768.0
     return samples.astype(np.float64), rate, codec
@@ -128,7 +130,7 @@ def _executed(result) -> set[str]:
     ("retake", {"end_time": 0.3}, "end_time=0.3: not on a latent-frame boundary"),
     ("retake", {"end_time": 2.0}, "end_time=2.0: after the clip's end (0.7083 s = 17 frames at 24 fps)"),
     ("extend", {"extend_frames": 12}, "extend_frames=12: must be a multiple of 8"),
-    ("extend", {"context_frames": 25}, "context_frames=25: more than the source's 17 frames"),
+    ("extend", {"context_frames": 8}, "context_frames=8: must be 8k+1"),
     ("audio_to_video", {"start_time": 1.9}, "audio: 0.1000 s after start_time=1.9 (of 2.0000 s at 44100 Hz)"),
     ("audio_to_video", {"frames": 10}, "frames=10: must be 8k+1"),
     ("two_stage_hq", {"width": 96}, "width=96: must be a multiple of 64"),
