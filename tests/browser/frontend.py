@@ -43,8 +43,17 @@ const [title] = arguments;
 return [...document.querySelectorAll('body *')].filter(e => e.offsetParent !== null && e.textContent.trim() === title)
   .map(e => { let card = e; for (let i = 0; i < 6 && card; i++) { if (card.querySelector && card.querySelector('img'))
     break; card = card.parentElement; } return card; }).filter(Boolean).map(card => ({
-      text: card.innerText, images: [...card.querySelectorAll('img')].map(i => [i.src, i.naturalWidth])}))[0] || null;
+      text: card.innerText, images: [...card.querySelectorAll('img')].map(i => [i.src, i.naturalWidth])}))
+  .filter(card => card.text.startsWith(title))[0] || null;
 """
+_SCROLL_TO = """
+const [title] = arguments;
+const hit = [...document.querySelectorAll('body *')]
+  .find(e => e.offsetParent !== null && e.textContent.trim() === title);
+if (hit) hit.scrollIntoView({block: 'center'});
+return !!hit;
+"""
+_GRAPH = "return JSON.stringify(app.graph._nodes.map(n => n.type))"
 
 
 def click_text(session, text: str, timeout: float = 30.0) -> None:
@@ -56,12 +65,13 @@ def open_template(session, module: str, title: str) -> dict:
     text and images) and waits until the template's graph is on the canvas."""
     session.execute_script("document.querySelector(\"button[aria-label='Templates']\").click(); return 1;")
     click_text(session, module)
+    wait_for(session, _SCROLL_TO, 30.0, 0.5, title)  # a card below the fold renders its thumbnail once in view
     card = wait_for(session, _TEMPLATE_CARD + "", 30.0, 0.5, title)
     wait_for(session, "return [...document.querySelectorAll('img')].every(i => i.complete)", 30.0, 0.5)
     card = session.execute_script(_TEMPLATE_CARD, title)
-    before = session.execute_script("return app.graph._nodes.length")
+    before = session.execute_script(_GRAPH)  # the graph shown before (two templates may have as many nodes)
     click_text(session, title)
-    wait_for(session, "return app.graph._nodes.length > 0 && app.graph._nodes.length !== arguments[0]"
+    wait_for(session, "return app.graph._nodes.length > 0 && (" + _GRAPH.removeprefix("return ") + ") !== arguments[0]"
                       " && !document.querySelector('.p-dialog-mask .templates-dialog, [aria-label=\"Templates\"]"
                       ".p-dialog')", 60.0, 0.5, before)
     time.sleep(1.5)
