@@ -38,6 +38,7 @@ from .nodes.loader_nodes import (
     AIPRODUpsamplerLoader,
     AIPRODVideoVAELoader,
 )
+from .nodes.lora_nodes import AIPRODTextEncoderLoraLoader
 from .nodes.output_nodes import AIPRODAudioDecode, AIPRODSaveVideo, AIPRODVideoDecode
 from .nodes.pipeline_nodes import (
     AIPRODDistilledPipeline,
@@ -59,6 +60,7 @@ NODE_CLASS_MAPPINGS = {
     "AIPRODTextEncoderLoader": AIPRODTextEncoderLoader,
     "AIPRODLoraLoader": AIPRODLoraLoader,
     "AIPRODICLoraLoader": AIPRODICLoraLoader,
+    "AIPRODTextEncoderLoraLoader": AIPRODTextEncoderLoraLoader,
     "AIPRODTextEncode": AIPRODTextEncode,
     "AIPRODSavePrompt": AIPRODSavePrompt,
     "AIPRODLoadPrompt": AIPRODLoadPrompt,
@@ -103,6 +105,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AIPRODTextEncoderLoader": "AIPROD Text Encoder Loader",
     "AIPRODLoraLoader": "AIPROD LoRA Loader",
     "AIPRODICLoraLoader": "AIPROD IC-LoRA Loader",
+    "AIPRODTextEncoderLoraLoader": "AIPROD Text Encoder LoRA Loader",
     "AIPRODTextEncode": "AIPROD Text Encode",
     "AIPRODSavePrompt": "AIPROD Save Prompt",
     "AIPRODLoadPrompt": "AIPROD Load Prompt",

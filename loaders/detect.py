@@ -45,7 +45,7 @@ UNPREFIXED_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # A VAE saved alone without its `vae.` / `audio_vae.` prefix; video or audio is told by its config section.
     ("vae_split", ("encoder.", "decoder.", "per_channel_statistics.")),
 )
-LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.", ".lora.up.")
+LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.", ".lora.up.", ".lokr_w", ".hada_w")
 # Components whose architecture can only be known from the `config` metadata.
 CONFIG_DEPENDENT = {"transformer", "video_vae", "audio_vae", "vocoder", "latent_upsampler", "vae_split"}
 FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}

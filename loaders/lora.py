@@ -1,77 +1,150 @@
-"""LoRA files: key formats, matching against a checkpoint, and the per-weight delta.
+"""LoRA files: key formats, the patches they hold, and matching them against a transformer or a Gemma.
 
-Accepted key formats (``<path>`` is a module path relative to the diffusion model, e.g.
-``transformer_blocks.0.attn1.to_q``, or ``text_embedding_projection.<...>`` for the text projection):
+A LoRA key is ``<module name><suffix>``. The suffixes (`LORA_SUFFIXES`) say what the tensor is: low-rank
+``lora_A``/``lora_B`` (``.default``), ``lora_down``/``lora_up``, ``lora.down``/``lora.up``, ``_lora.down``/
+``_lora.up``, ``lora_linear_layer.down``/``.up``; ``.alpha``; ``.dora_scale``; ``.diff`` / ``.diff_b`` (also
+``.w_norm`` / ``.b_norm``); ``.set_weight``; LoKr ``lokr_*``; LoHa ``hada_*`` (see `loaders.lora_formats`).
+Kinds ComfyUI has but AIPROD does not apply (OFT, BOFT, GLoRA, ...) are named and refused (`LoraFormatError`).
 
-- ComfyUI: ``diffusion_model.<path>.lora_A.weight`` (rank, in) / ``.lora_B.weight`` (out, rank);
-- diffusers / PEFT: the same under ``transformer.`` (``lora_A.default.weight`` accepted too);
-- single-file: under ``model.diffusion_model.``; bare: no prefix at all;
-- kohya: ``lora_unet_<path with dots as underscores>.lora_down.weight`` / ``.lora_up.weight`` + ``.alpha``
-  (``lora_down`` / ``lora_up`` under any of the prefixes above work the same).
+The module name says what the LoRA is for (``<path>`` is a module path, e.g. ``transformer_blocks.0.attn1.to_q``
+or ``model.layers.0.self_attn.q_proj``):
 
-Scale: ``lora_down``/``lora_up`` pairs are scaled by alpha / rank (kohya convention). ``lora_A``/``lora_B`` pairs
-ignore a stored ``alpha``, as the reference does (ltx_core/loader/fuse_loras.py:_prepare_deltas never reads it),
-so ComfyUI-format LoRAs give the reference's numbers. The delta of one pair is ``((strength * scale) * B) @ A``
-computed in the LoRA's dtype, then cast to the target dtype (the reference's order of operations).
+- the transformer: ComfyUI ``diffusion_model.<path>``, diffusers / PEFT ``transformer.<path>``, single-file
+  ``model.diffusion_model.<path>``, kohya ``lora_unet_<path with dots as underscores>``, or bare ``<path>``;
+- the Gemma text encoder: ComfyUI ``text_encoders.gemma3_12b.transformer.model.<path>`` (its LoraSave and
+  KJNodes' extractor), PEFT ``base_model.model.model.<path>`` (and the ``language_model`` variants of
+  Gemma3ForConditionalGeneration), Hugging Face ``language_model.model.<path>`` / ``model.language_model.<path>``,
+  kohya ``lora_te_`` / ``lora_te1_``, or bare ``model.layers.<...>``.
+
+Scale: alpha / rank for every naming style, as ComfyUI applies it (no alpha: 1.0). The reference (ltx-core)
+ignores alpha, and the official LTX LoRAs store none, so their numbers are unchanged.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 
 from .errors import CheckpointFormatError, LoraMismatchError
-from .key_maps import DIFFUSION_MODEL_PREFIX, LORA_KOHYA_MAP, LORA_SOURCE_MAPS
+from .key_maps import DIFFUSION_MODEL_PREFIX, LORA_KOHYA_MAP, LORA_SOURCE_MAPS, KeyMap
+from .lora_formats import UNSUPPORTED_SUFFIXES, DiffPatch, LoHaPatch, LoKrPatch, LowRankPatch, Patch, SetPatch
 from .mapped_file import TORCH_DTYPES, MappedFile
 from .safetensors_header import TensorInfo, read_header
 
-__all__ = ["LoraFile", "LoraMatch", "LoraPair", "check_lora_fits", "lora_delta", "match_loras", "read_lora"]
+__all__ = ["LoraFile", "LoraFormatError", "LoraMatch", "LoraTargets", "check_lora_fits", "match_loras",
+           "match_patches", "read_lora", "transformer_targets"]
 
 logger = logging.getLogger(__name__)
 
-_PAIR_KEY = re.compile(r"^(?P<target>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up|lora\.down|lora\.up)"
-                       r"(?:\.default)?\.weight$")
-_ALPHA_KEY = re.compile(r"^(?P<target>.+)\.alpha$")
-_DOWN_KINDS = {"lora_A", "lora_down", "lora.down"}
-_KOHYA_KINDS = {"lora_down", "lora_up", "lora.down", "lora.up"}
+TRANSFORMER, TEXT_ENCODER = "transformer", "text_encoder"
 TEXT_PROJECTION_PREFIX = "text_embedding_projection."
-SHOWN_KEYS = 8
+SHOWN_KEYS = 3
+NODES = {TRANSFORMER: "AIPROD LoRA Loader (on the model)",
+         TEXT_ENCODER: "AIPROD Text Encoder LoRA Loader (on the text_encoder)"}
+WHAT = {TRANSFORMER: "transformer", TEXT_ENCODER: "text-encoder (Gemma)"}
+
+# key suffix -> slot of the module's entry; matched longest first.
+LORA_SUFFIXES = {
+    **{f".lora_{n}{d}.weight": s for n, s in (("A", "down"), ("B", "up")) for d in ("", ".default")},
+    ".lora_down.weight": "down", ".lora_up.weight": "up", ".lora.down.weight": "down", ".lora.up.weight": "up",
+    "_lora.down.weight": "down", "_lora.up.weight": "up", ".lora_A": "down", ".lora_B": "up",
+    ".lora_linear_layer.down.weight": "down", ".lora_linear_layer.up.weight": "up",
+    ".alpha": "alpha", ".dora_scale": "dora_scale", ".diff": "diff", ".diff_b": "diff_b", ".w_norm": "diff",
+    ".b_norm": "diff_b", ".set_weight": "set_weight",
+    **{f".lokr_{n}": f"lokr_{n}" for n in ("w1", "w2", "w1_a", "w1_b", "w2_a", "w2_b", "t2")},
+    **{f".hada_{n}": f"hada_{n}" for n in ("w1_a", "w1_b", "w2_a", "w2_b", "t1", "t2")},
+}
+_SUFFIXES_LONGEST_FIRST = sorted(LORA_SUFFIXES, key=len, reverse=True)
+_UNSUPPORTED_LONGEST_FIRST = sorted(UNSUPPORTED_SUFFIXES, key=len, reverse=True)
+
+# ---- text-encoder (Gemma) module names: LoRA prefix -> our Gemma module path (``model.layers.N...``) ----------
+GEMMA_LORA_COMFY_MAP = KeyMap("GEMMA_LORA_COMFY_MAP", (("text_encoders.gemma3_12b.transformer.", ""),))
+GEMMA_LORA_PEFT_MAP = KeyMap("GEMMA_LORA_PEFT_MAP", (
+    ("base_model.model.model.language_model.", "model."), ("base_model.model.language_model.model.", "model."),
+    ("base_model.model.language_model.", "model."), ("base_model.model.model.", "model.")))
+GEMMA_LORA_HF_MAP = KeyMap("GEMMA_LORA_HF_MAP", (
+    ("model.language_model.", "model."), ("language_model.model.", "model."), ("language_model.", "model."),
+    ("model.layers.", "model.layers."), ("model.embed_tokens", "model.embed_tokens"), ("model.norm", "model.norm")))
+GEMMA_LORA_KOHYA_MAP = KeyMap("GEMMA_LORA_KOHYA_MAP", (("lora_te1_", ""), ("lora_te_", "")))
+OTHER_TEXT_ENCODER_LORA_MAP = KeyMap("OTHER_TEXT_ENCODER_LORA_MAP", (("text_encoders.", "text_encoders."),))
+TEXT_ENCODER_LORA_MAPS = (GEMMA_LORA_COMFY_MAP, OTHER_TEXT_ENCODER_LORA_MAP, GEMMA_LORA_PEFT_MAP, GEMMA_LORA_HF_MAP,
+                          GEMMA_LORA_KOHYA_MAP)
+KOHYA_MAPS = (LORA_KOHYA_MAP.name, GEMMA_LORA_KOHYA_MAP.name)
+NAMING_LABELS = {
+    "LORA_SINGLE_FILE_MAP": "single-file (model.diffusion_model.*)",
+    "AIPRODV_LORA_COMFY_RENAMING_MAP": "ComfyUI (diffusion_model.*)",
+    "LORA_DIFFUSERS_MAP": "diffusers / PEFT (transformer.*)",
+    "LORA_KOHYA_MAP": "kohya (lora_unet_*)",
+    "bare": "bare module names",
+    "GEMMA_LORA_COMFY_MAP": "ComfyUI text encoder (text_encoders.gemma3_12b.transformer.*)",
+    "OTHER_TEXT_ENCODER_LORA_MAP": "ComfyUI text encoder (text_encoders.*)",
+    "GEMMA_LORA_PEFT_MAP": "PEFT text encoder (base_model.model.*)",
+    "GEMMA_LORA_HF_MAP": "Hugging Face Gemma (model.layers.* / language_model.*)",
+    "GEMMA_LORA_KOHYA_MAP": "kohya text encoder (lora_te_*)",
+}
+# Module-name fragments of other architectures' LoRAs (named in the "does not fit" message).
+FOREIGN_SIGNATURES = (("double_blocks.", "Flux / HunyuanVideo"), ("single_blocks.", "Flux"),
+                      ("joint_blocks.", "SD3"), ("input_blocks.", "SD 1.x / SDXL UNet"),
+                      ("down_blocks.", "SD UNet (diffusers)"), ("text_model.encoder.", "CLIP text encoder"),
+                      ("lora_unet_input_blocks", "SD 1.x / SDXL UNet"), ("lora_te_text_model", "CLIP text encoder"),
+                      ("lora_unet_double_blocks", "Flux"), ("cross_attn.", "Wan"))
 
 
-@dataclass(frozen=True)
-class LoraPair:
-    """One low-rank update: ``down`` A (rank, in), ``up`` B (out, rank); delta (out, in) = scale * B @ A."""
+class LoraFormatError(LoraMismatchError):
+    """A LoRA holding an adapter kind this pack does not apply (OFT, BOFT, GLoRA, ...), named in the message."""
 
-    target: str  # path in the single-file checkpoint, without ``.weight`` (kohya: underscored, resolved later)
-    down: torch.Tensor = field(repr=False)
-    up: torch.Tensor = field(repr=False)
-    alpha: float | None
-    kohya_style: bool
-    source_key: str  # the LoRA file's key of the down weight (for reports)
 
-    @property
-    def rank(self) -> int:
-        return self.down.shape[0]
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank if self.kohya_style and self.alpha is not None else 1.0
+def locate(stem: str) -> tuple[str, str, str]:
+    """(family, naming, path) of a LoRA module name: which model it is for, its naming style (a key-map name,
+    "bare") and the module path it names (kohya: underscored, resolved against the targets)."""
+    for keymap in TEXT_ENCODER_LORA_MAPS:
+        path = keymap.to_module_key(stem)
+        if path is not None:
+            return TEXT_ENCODER, keymap.name, path
+    for keymap in LORA_SOURCE_MAPS:
+        path = keymap.to_module_key(stem)
+        if path is not None:
+            return TRANSFORMER, keymap.name, path
+    return TRANSFORMER, "bare", stem
 
 
 @dataclass(frozen=True)
 class LoraFile:
-    """A parsed LoRA file: its pairs, the keys that form no pair, its formats and metadata."""
+    """A parsed LoRA file: its patches, the keys that form none (with why), the adapter keys of kinds this pack
+    does not apply (key -> format), its naming formats and metadata."""
 
     path: str
-    pairs: tuple[LoraPair, ...]
-    orphans: dict[str, str]  # LoRA key -> why it is unusable
+    patches: tuple[Patch, ...]
+    orphans: dict[str, str]
     formats: tuple[str, ...]
     metadata: dict[str, str]
+    unsupported: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pairs(self) -> tuple[Patch, ...]:
+        """Every patch (kept under its old name: most LoRAs hold nothing but low-rank pairs)."""
+        return self.patches
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The adapter kinds present, e.g. ("LoRA",), ("DoRA", "LoRA"), ("LoKr", "diff")."""
+        kinds = {p.kind for p in self.patches}
+        if any(getattr(p, "dora_scale", None) is not None for p in self.patches):
+            kinds.add("DoRA")
+        return tuple(sorted(kinds))
+
+    def families(self) -> set[str]:
+        return {locate(p.stem)[0] for p in self.patches}
+
+    def describe(self) -> str:
+        """'LoRA in the ComfyUI (diffusion_model.*) naming' for messages."""
+        namings = sorted({locate(p.stem)[1] for p in self.patches})
+        names = ", ".join(NAMING_LABELS.get(n, n) for n in namings) or "no known"
+        return f"{'/'.join(self.kinds) or 'no'} patches in the {names} naming"
 
     @property
     def reference_downscale_factor(self) -> int | float | None:
@@ -89,72 +162,295 @@ class LoraFile:
         return int(value) if value.is_integer() else value
 
 
-def _target_path(raw: str) -> tuple[str, str]:
-    """(checkpoint path of the target, source format name) for the LoRA's module name ``raw``."""
-    for keymap in LORA_SOURCE_MAPS:
-        path = keymap.to_module_key(raw)
-        if path is not None:
-            name = keymap.name
-            break
-    else:
-        path, name = raw, "bare"
-    if name == LORA_KOHYA_MAP.name or path.startswith(TEXT_PROJECTION_PREFIX):
-        return path, name
-    return DIFFUSION_MODEL_PREFIX + path, name
+def _split_key(key: str) -> tuple[str, str] | None:
+    for suffix in _SUFFIXES_LONGEST_FIRST:
+        if key.endswith(suffix) and len(key) > len(suffix):
+            return key[: -len(suffix)], LORA_SUFFIXES[suffix]
+    return None
 
 
-def _group(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, dict[str, object]], dict[str, str]]:
-    groups: dict[str, dict[str, object]] = {}
+def _group(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, dict[str, tuple[str, torch.Tensor]]],
+                                                          dict[str, str], dict[str, str]]:
+    """module name -> {slot: (key, tensor)}, orphans {key: why}, unsupported {key: format}."""
+    groups: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}
     orphans: dict[str, str] = {}
+    unsupported: dict[str, str] = {}
     for key, value in tensors.items():
-        if (match := _PAIR_KEY.match(key)) is not None:
-            slot = "down" if match["kind"] in _DOWN_KINDS else "up"
-            entry = groups.setdefault(match["target"], {})
-            entry[slot], entry[slot + "_key"] = value, key
-            entry["kohya"] = match["kind"] in _KOHYA_KINDS
-        elif (match := _ALPHA_KEY.match(key)) is not None:
-            groups.setdefault(match["target"], {})["alpha"] = float(value.float().item())
+        unknown = next((UNSUPPORTED_SUFFIXES[s] for s in _UNSUPPORTED_LONGEST_FIRST if key.endswith(s)), None)
+        if unknown is not None:
+            unsupported[key] = unknown
+            continue
+        split = _split_key(key)
+        if split is None:
+            orphans[key] = "not a LoRA tensor (expected lora_A/lora_B, lora_down/lora_up, alpha, dora_scale, " \
+                           "diff, diff_b, set_weight, lokr_*, hada_*)"
+            continue
+        stem, slot = split
+        groups.setdefault(stem, {})[slot] = (key, value)
+    return groups, orphans, unsupported
+
+
+def _get(entry: dict[str, tuple[str, torch.Tensor]], slot: str) -> torch.Tensor | None:
+    item = entry.get(slot)
+    return None if item is None else item[1]
+
+
+def _first_key(entry: dict[str, tuple[str, torch.Tensor]], *slots: str) -> str:
+    return next(entry[s][0] for s in slots if s in entry)
+
+
+# slots each adapter kind consumes (besides alpha)
+_ADAPTER_SLOTS = {
+    "LoRA": {"down", "up", "dora_scale"},
+    "LoHa": {f"hada_{n}" for n in ("w1_a", "w1_b", "w2_a", "w2_b", "t1", "t2")} | {"dora_scale"},
+    "LoKr": {f"lokr_{n}" for n in ("w1", "w2", "w1_a", "w1_b", "w2_a", "w2_b", "t2")} | {"dora_scale"},
+}
+
+
+def _adapter(stem: str, entry: dict[str, tuple[str, torch.Tensor]], alpha: float | None) -> Patch | None:
+    """The factorised patch of one module name (LoRA, else LoHa, else LoKr, ComfyUI's order), or None."""
+    common = {"alpha": alpha, "dora_scale": _get(entry, "dora_scale")}
+    if "down" in entry and "up" in entry:
+        return LowRankPatch(stem, _first_key(entry, "down"), down=_get(entry, "down"), up=_get(entry, "up"), **common)
+    hada = {n: _get(entry, f"hada_{n}") for n in ("w1_a", "w1_b", "w2_a", "w2_b", "t1", "t2")}
+    if all(hada[n] is not None for n in ("w1_a", "w1_b", "w2_a", "w2_b")):
+        return LoHaPatch(stem, _first_key(entry, "hada_w1_a"), **hada, **common)
+    lokr = {n: _get(entry, f"lokr_{n}") for n in ("w1", "w2", "w1_a", "w1_b", "w2_a", "w2_b", "t2")}
+    if any(lokr[n] is not None for n in ("w1", "w2", "w1_a", "w2_a")):  # ComfyUI's LoKr test
+        return LoKrPatch(stem, _first_key(entry, "lokr_w1", "lokr_w1_a", "lokr_w2", "lokr_w2_a"), **lokr, **common)
+    return None
+
+
+def _patches_of(stem: str, entry: dict[str, tuple[str, torch.Tensor]],
+                alpha: float | None) -> tuple[list[Patch], dict[str, str]]:
+    """The patches of one module name and its keys that make none. On the weight, ComfyUI's precedence:
+    set_weight over diff over an adapter (LoRA, LoHa, LoKr)."""
+    weight: Patch | None
+    if "set_weight" in entry:
+        weight, used = SetPatch(stem, entry["set_weight"][0], tensor=entry["set_weight"][1]), {"set_weight"}
+    elif "diff" in entry:
+        weight, used = DiffPatch(stem, entry["diff"][0], tensor=entry["diff"][1]), {"diff"}
+    else:
+        weight = _adapter(stem, entry, alpha)
+        used = _ADAPTER_SLOTS[weight.kind] if weight is not None else set()
+    patches: list[Patch] = []
+    orphans: dict[str, str] = {}
+    if weight is not None:
+        problem = _check_patch(weight)
+        if problem:
+            orphans[weight.source_key] = problem
         else:
-            orphans[key] = "not a LoRA weight (expected .lora_A/.lora_B/.lora_down/.lora_up/.alpha)"
-    return groups, orphans
+            patches.append(weight)
+    if "diff_b" in entry:
+        patches.append(DiffPatch(stem, entry["diff_b"][0], tensor=entry["diff_b"][1], param="bias"))
+    for slot, (key, _) in entry.items():
+        if slot in used or slot in ("alpha", "diff_b") or key in orphans:
+            continue
+        orphans[key] = (f"not applied: {weight.source_key} takes precedence on {stem}" if weight is not None
+                        else "has no matching partner (e.g. lora_A without lora_B)")
+    if weight is None and not patches and "alpha" in entry and entry["alpha"][0] not in orphans:
+        orphans[entry["alpha"][0]] = "an alpha with no LoRA weights beside it"
+    return patches, orphans
+
+
+def _check_patch(patch: Patch) -> str:
+    """'' if the patch's factors fit each other (checked on the meta device), else why not."""
+    if isinstance(patch, LowRankPatch) and (patch.down.dim() != 2 or patch.up.dim() != 2):
+        return f"down {list(patch.down.shape)} and up {list(patch.up.shape)} are not 2-D (only Linear layers " \
+               "take LoRAs here)"
+    if isinstance(patch, LoHaPatch) and (patch.t1 is None) != (patch.t2 is None):
+        return "LoHa with only one of hada_t1 / hada_t2"
+    try:
+        shape = patch.shape()
+    except (RuntimeError, ValueError) as exc:
+        return f"its factors do not fit each other ({exc})"
+    dora = getattr(patch, "dora_scale", None)
+    if dora is not None and not (dora.dim() == 2 and tuple(dora.shape) in ((shape[0], 1), (1, shape[1]))):
+        return f"dora_scale {list(dora.shape)} is neither (out, 1) nor (1, in) for a {list(shape)} weight"
+    return ""
+
+
+def _alpha(entry: dict[str, tuple[str, torch.Tensor]], orphans: dict[str, str]) -> float | None:
+    if "alpha" not in entry:
+        return None
+    key, value = entry["alpha"]
+    if value.is_meta:
+        return None  # shapes-only read: alpha does not change what the LoRA fits
+    if value.numel() != 1:
+        orphans[key] = f"alpha has {value.numel()} values, expected one"
+        return None
+    return float(value.float().item())
 
 
 def read_lora(path: str | os.PathLike[str], *, shapes_only: bool = False) -> LoraFile:
     """Parse a LoRA safetensors file (validated header first; LoRAs are small, so all tensors are read).
 
-    ``shapes_only``: read nothing but the header; the pairs hold meta tensors of the stored shapes and no alpha
+    ``shapes_only``: read nothing but the header; the patches hold meta tensors of the stored shapes and no alpha
     (enough to check what the LoRA fits, see `check_lora_fits`; not to compute deltas).
     """
     header = read_header(path)
     if shapes_only:
         tensors = {key: torch.empty(info.shape, dtype=TORCH_DTYPES.get(info.dtype, torch.float32), device="meta")
-                   for key, info in header.tensors.items() if _ALPHA_KEY.match(key) is None}
+                   for key, info in header.tensors.items()}
     else:
         with MappedFile(header) as mapped:
             tensors = {key: mapped.tensor(key).clone() for key in header.tensors}
-    groups, orphans = _group(tensors)
-    pairs, formats = [], set()
-    for raw, entry in groups.items():
-        if "down" not in entry or "up" not in entry:
-            present = entry.get("down_key") or entry.get("up_key") or f"{raw}.alpha"
-            orphans[str(present)] = "has no matching " + ("up (lora_B)" if "down" in entry else "down (lora_A)")
+    groups, orphans, unsupported = _group(tensors)
+    patches: list[Patch] = []
+    for stem, entry in groups.items():
+        alpha = _alpha(entry, orphans)
+        found, lost = _patches_of(stem, entry, alpha)
+        patches.extend(found)
+        orphans.update(lost)
+    formats = sorted({locate(p.stem)[1] for p in patches})
+    return LoraFile(header.path, tuple(patches), orphans, tuple(formats), header.metadata, unsupported)
+
+
+# ---- matching ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraTargets:
+    """The tensors a LoRA may change in one model: tensor key -> shape, for one family ("transformer": the keys
+    of a checkpoint file; "text_encoder": our Gemma module's keys), and ``label`` naming it in messages."""
+
+    label: str
+    family: str
+    shapes: Mapping[str, tuple[int, ...]]
+    noun: str = "the checkpoint"  # what the unmatched-key reasons call it
+
+    def kohya_index(self) -> dict[str, str]:
+        """kohya's underscored module names -> module path (without .weight/.bias)."""
+        index = {}
+        for key in self.shapes:
+            base, _, param = key.rpartition(".")
+            if param not in ("weight", "bias"):
+                continue
+            plain = base.removeprefix(DIFFUSION_MODEL_PREFIX)
+            index[plain.replace(".", "_")] = base
+            if self.family == TEXT_ENCODER:
+                index[plain.removeprefix("model.").replace(".", "_")] = base
+        return index
+
+
+def transformer_targets(checkpoint: str | os.PathLike[str], tensors: Mapping[str, TensorInfo]) -> LoraTargets:
+    """The weights of a checkpoint file (its header) as LoRA targets."""
+    return LoraTargets(os.fspath(checkpoint), TRANSFORMER, {k: tuple(v.shape) for k, v in tensors.items()})
+
+
+def _candidates(patch: Patch, targets: LoraTargets, kohya: dict[str, str]) -> list[str]:
+    _, naming, path = locate(patch.stem)
+    if naming in KOHYA_MAPS:
+        bases = [kohya[path]] if path in kohya else []
+    elif targets.family == TRANSFORMER and not path.startswith(TEXT_PROJECTION_PREFIX):
+        bases = [DIFFUSION_MODEL_PREFIX + path, path]
+    else:
+        bases = [path]
+    keys = [f"{base}.{patch.param}" for base in bases]
+    if isinstance(patch, DiffPatch | SetPatch) and patch.param == "weight":
+        keys += bases  # ComfyUI also patches tensors not named .weight (e.g. scale_shift_table) by their full name
+    return keys
+
+
+def _resolve(patch: Patch, targets: LoraTargets, kohya: dict[str, str]) -> tuple[str | None, str]:
+    for key in _candidates(patch, targets, kohya):
+        shape = targets.shapes.get(key)
+        if shape is None:
             continue
-        down, up = entry["down"], entry["up"]
-        assert isinstance(down, torch.Tensor) and isinstance(up, torch.Tensor)
-        if down.dim() != 2 or up.dim() != 2 or down.shape[0] != up.shape[1]:
-            orphans[str(entry["down_key"])] = f"down {list(down.shape)} and up {list(up.shape)} do not form a pair"
-            continue
-        target, source = _target_path(raw)
-        formats.add(source)
-        alpha = entry.get("alpha")
-        pairs.append(LoraPair(target, down, up, float(alpha) if isinstance(alpha, float) else None,
-                              bool(entry["kohya"]), str(entry["down_key"])))
-    return LoraFile(header.path, tuple(pairs), orphans, tuple(sorted(formats)), header.metadata)
+        if not patch.fits(shape):
+            return None, f"fits a {list(patch.shape())} {patch.param} but {key} is {list(shape)}"
+        return key, ""
+    path = locate(patch.stem)[2]
+    return None, f"no {patch.param} {path.removeprefix(DIFFUSION_MODEL_PREFIX)} in {targets.noun}"
+
+
+@dataclass
+class LoraMatch:
+    """Where each patch of some LoRAs lands in one model (tensor key), and what fits nowhere."""
+
+    targets: dict[str, list[tuple[Patch, float]]] = field(default_factory=dict)  # tensor key -> patches
+    unmatched: dict[str, dict[str, str]] = field(default_factory=dict)  # LoRA path -> {LoRA key: reason}
+    matched_count: dict[str, int] = field(default_factory=dict)  # LoRA path -> patches that found a tensor
+    other_family: dict[str, dict[str, str]] = field(default_factory=dict)  # LoRA path -> keys for the other model
+
+
+def _foreign(keys: list[str]) -> str:
+    for fragment, name in FOREIGN_SIGNATURES:
+        if any(fragment in key for key in keys):
+            return f" Its keys look like a {name} LoRA."
+    return ""
+
+
+def _refuse_unsupported(lora: LoraFile) -> None:
+    if not lora.unsupported:
+        return
+    names = sorted(set(lora.unsupported.values()))
+    shown = ", ".join(list(lora.unsupported)[:SHOWN_KEYS])
+    raise LoraFormatError(
+        lora.path, f"holds {' and '.join(names)} adapter weights ({len(lora.unsupported)} keys, first: {shown}), "
+        "which AIPROD does not apply.",
+        "AIPROD applies LoRA (lora_A/lora_B, lora_down/lora_up, with alpha), DoRA (dora_scale), LoHa (hada_*), LoKr "
+        "(lokr_*) and .diff / .diff_b / .set_weight; convert the file to one of those (e.g. extract a LoRA from "
+        "the merged model with ComfyUI's LoraSave).", unmatched=tuple(lora.unsupported))
+
+
+def _refuse_no_match(lora: LoraFile, targets: LoraTargets, unmatched: dict[str, str], other: dict[str, str]) -> None:
+    if other and len(other) == len(lora.patches):  # every patch is for the other model
+        theirs = TEXT_ENCODER if targets.family == TRANSFORMER else TRANSFORMER
+        raise LoraMismatchError(
+            lora.path, f"is a {WHAT[theirs]} LoRA ({lora.describe()}, e.g. {next(iter(other))}), not a LoRA for "
+            f"the {WHAT[targets.family]}.", f"Apply it with the {NODES[theirs]}.", unmatched=tuple(other))
+    keys = list({**unmatched, **other})
+    shown = ", ".join(keys[:SHOWN_KEYS])
+    raise LoraMismatchError(
+        lora.path, f"does not fit {targets.label}: none of its {len(keys)} LoRA keys match a "
+        f"{'weight' if targets.family == TRANSFORMER else 'tensor'} of it (first: {shown}; {lora.describe()}).",
+        "It is probably a LoRA for another model or model version; use a LoRA trained for "
+        f"{'LTX-2 / LTX-2.3' if targets.family == TRANSFORMER else 'Gemma-3 12B (the LTX-2 text encoder)'}."
+        + _foreign(keys), unmatched=tuple(keys))
+
+
+def match_patches(loras: list[tuple[LoraFile, float]], targets: LoraTargets) -> LoraMatch:
+    """Match every patch of ``loras`` (file, strength) to the tensors of ``targets`` (shapes only).
+
+    Raises `LoraFormatError` for a LoRA holding adapter kinds this pack does not apply, and `LoraMismatchError`
+    for one of which no patch fits (another architecture or model version, or a LoRA for the other model: the
+    transformer's given to the text encoder or the reverse; the message names the node to use).
+    """
+    kohya = targets.kohya_index()
+    result = LoraMatch()
+    for lora, strength in loras:
+        _refuse_unsupported(lora)
+        unmatched, other = dict(lora.orphans), {}
+        count = 0
+        for patch in lora.patches:
+            family = locate(patch.stem)[0]
+            if family != targets.family:
+                other[patch.source_key] = f"a {WHAT[family]} key: apply it with the {NODES[family]}"
+                continue
+            key, reason = _resolve(patch, targets, kohya)
+            if key is None:
+                unmatched[patch.source_key] = reason
+                continue
+            count += 1
+            result.targets.setdefault(key, []).append((patch, strength))
+        if count == 0:
+            _refuse_no_match(lora, targets, unmatched, other)
+        result.unmatched[lora.path] = unmatched
+        result.other_family[lora.path] = other
+        result.matched_count[lora.path] = count
+    return result
+
+
+def match_loras(loras: list[tuple[LoraFile, float]], checkpoint: str | os.PathLike[str],
+                tensors: Mapping[str, TensorInfo]) -> LoraMatch:
+    """`match_patches` against the weights of one checkpoint file (its header ``tensors``)."""
+    return match_patches(loras, transformer_targets(checkpoint, tensors))
 
 
 def check_lora_fits(lora: str | os.PathLike[str], checkpoint: str | os.PathLike[str]) -> LoraFile:
-    """From the two headers only: raise `LoraMismatchError` when no pair of ``lora`` fits a weight of
-    ``checkpoint`` (a LoRA for another model or generation), before anything is loaded. Returns the shapes-only
+    """From the two headers only: raise `LoraMismatchError` / `LoraFormatError` when ``lora`` cannot apply to the
+    transformer of ``checkpoint`` (see `match_patches`), before anything is loaded. Returns the shapes-only
     `LoraFile` (its metadata holds the IC-LoRA reference downscale factor)."""
     from .component_loader import read_model_header  # safetensors or GGUF
     from .quant.layers import logical_tensors  # quantized weights at their (out, in) shapes
@@ -162,73 +458,3 @@ def check_lora_fits(lora: str | os.PathLike[str], checkpoint: str | os.PathLike[
     shallow = read_lora(lora, shapes_only=True)
     match_loras([(shallow, 1.0)], checkpoint, logical_tensors(read_model_header(checkpoint)))
     return shallow
-
-
-def lora_delta(pair: LoraPair, strength: float, dtype: torch.dtype) -> torch.Tensor:
-    """(out, in) delta ``((strength * scale) * B) @ A`` computed in the LoRA's dtype, returned as ``dtype``."""
-    coefficient = strength * pair.scale
-    return torch.matmul(pair.up * coefficient, pair.down).to(dtype)
-
-
-@dataclass
-class LoraMatch:
-    """Where each pair of some LoRAs lands in one checkpoint file (weight key), and what fits nowhere."""
-
-    targets: dict[str, list[tuple[LoraPair, float]]] = field(default_factory=dict)  # file weight key -> pairs
-    unmatched: dict[str, dict[str, str]] = field(default_factory=dict)  # LoRA path -> {LoRA key: reason}
-    matched_count: dict[str, int] = field(default_factory=dict)  # LoRA path -> pairs that found a weight
-
-
-def _kohya_index(tensors: Mapping[str, TensorInfo]) -> dict[str, str]:
-    index = {}
-    for key, info in tensors.items():
-        if key.endswith(".weight") and len(info.shape) == 2:
-            index[key.removeprefix(DIFFUSION_MODEL_PREFIX).removesuffix(".weight").replace(".", "_")] = key
-    return index
-
-
-def _resolve(pair: LoraPair, tensors: Mapping[str, TensorInfo], kohya: dict[str, str]) -> tuple[str | None, str]:
-    if "." not in pair.target:  # kohya: underscored path
-        candidates = [kohya[pair.target]] if pair.target in kohya else []
-    else:
-        candidates = [pair.target + ".weight", pair.target.removeprefix(DIFFUSION_MODEL_PREFIX) + ".weight"]
-    for key in candidates:
-        info = tensors.get(key)
-        if info is None:
-            continue
-        expected = (pair.up.shape[0], pair.down.shape[1])
-        if info.shape != expected:
-            return None, f"fits a {list(expected)} weight but {key} is {list(info.shape)}"
-        return key, ""
-    return None, f"no weight {pair.target.removeprefix(DIFFUSION_MODEL_PREFIX)} in the checkpoint"
-
-
-def match_loras(loras: list[tuple[LoraFile, float]], checkpoint: str | os.PathLike[str],
-                tensors: Mapping[str, TensorInfo]) -> LoraMatch:
-    """Match every pair of ``loras`` (file, strength) to the weights of one checkpoint (header only).
-
-    Raises `LoraMismatchError` for a LoRA of which no pair fits (another architecture or model version).
-    """
-    kohya = _kohya_index(tensors)
-    result = LoraMatch()
-    for lora, strength in loras:
-        unmatched = dict(lora.orphans)
-        count = 0
-        for pair in lora.pairs:
-            key, reason = _resolve(pair, tensors, kohya)
-            if key is None:
-                unmatched[pair.source_key] = reason
-                continue
-            count += 1
-            result.targets.setdefault(key, []).append((pair, strength))
-        if count == 0:
-            shown = ", ".join(list(unmatched)[:3])
-            raise LoraMismatchError(
-                lora.path, f"does not fit {os.fspath(checkpoint)}: none of its {len(unmatched)} LoRA keys match a "
-                f"weight of it (first: {shown}).",
-                "It is probably a LoRA for another model or model version; use a LoRA trained for LTX-2 / LTX-2.3.",
-                unmatched=tuple(unmatched),
-            )
-        result.unmatched[lora.path] = unmatched
-        result.matched_count[lora.path] = count
-    return result

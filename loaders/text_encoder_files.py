@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .component_loader import check_keys, stream_tensors
+from .component_loader import WeightTransform, check_keys, stream_tensors
 from .errors import CheckpointFormatError, WrongComponentError
 from .key_maps import KeyMap
 from .safetensors_header import REFUSED_SUFFIXES, TensorInfo, read_header
@@ -199,8 +199,13 @@ def _clipping_tokenizer_class(base: type) -> type:
 
 
 def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
-               device: torch.device | str = "cpu", max_length: int = 1024) -> LoadedGemma:
-    """Load the Gemma-3 text backbone (strict, streamed) and its tokenizer from a folder or a single file."""
+               device: torch.device | str = "cpu", max_length: int = 1024,
+               transform: WeightTransform | None = None) -> LoadedGemma:
+    """Load the Gemma-3 text backbone (strict, streamed) and its tokenizer from a folder or a single file.
+
+    ``transform`` (module key such as ``model.layers.0.mlp.up_proj.weight``, tensor, target dtype -> tensor) sees
+    each tensor as it is read: text-encoder LoRAs fuse there (`loaders.lora_apply.gemma_lora_transform`).
+    """
     from ..aiprod_core.text_encoder import GemmaPromptTokenizer, GemmaTextEncoder, gemma_text_config
 
     files = find_gemma_files(path)
@@ -220,9 +225,11 @@ def load_gemma(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloa
     check_keys(files.weights[0], "Gemma-3 text encoder", layout, keys, tensors, expected)
     targets = {k: dtype if v.is_floating_point() else v.dtype for k, v in expected.items()}
     state: dict[str, torch.Tensor] = {}
+    module_keys = {f: m for m, f in keys.items()}
+    by_module = None if transform is None else (lambda f, value, target: transform(module_keys[f], value, target))
     for header in headers:
         mine = {m: f for m, f in keys.items() if f in header.tensors}
-        state.update(stream_tensors(header, mine, targets, torch.device(device)))
+        state.update(stream_tensors(header, mine, targets, torch.device(device), by_module))
     encoder.load_state_dict(state, strict=True, assign=True)
     encoder.to(device).requires_grad_(False).eval()
     try:

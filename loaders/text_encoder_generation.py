@@ -254,9 +254,13 @@ def check_text_encoder_generation(
 
 
 def load_text_encoder(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
-                      device: torch.device | str = "cpu", max_length: int = 1024) -> Any:
+                      device: torch.device | str = "cpu", max_length: int = 1024, transform: Any = None) -> Any:
     """Load a Gemma 3 (`LoadedGemma`) or Gemma 4 (`LoadedGemma4`) text encoder; both have ``.encoder`` (token ids,
-    mask -> hidden states) and ``.tokenizer`` (prompts -> ids, mask)."""
+    mask -> hidden states) and ``.tokenizer`` (prompts -> ids, mask). ``transform``: see `load_gemma` (text-encoder
+    LoRAs; Gemma 3 only)."""
     kind = text_encoder_kind(path)
-    loader = load_gemma4 if kind.family == "gemma4" else load_gemma
-    return loader(path, dtype=dtype, device=device, max_length=max_length)
+    if kind.family == "gemma4":
+        if transform is not None:
+            raise ValueError(f"{path}: text-encoder LoRAs apply to Gemma 3 (LTX-2 / LTX-2.3) text encoders only")
+        return load_gemma4(path, dtype=dtype, device=device, max_length=max_length)
+    return load_gemma(path, dtype=dtype, device=device, max_length=max_length, transform=transform)

@@ -13,8 +13,8 @@ from comfy_api.latest import io
 from ..aiprod_core.pipelines.validation import check_problems
 from ..loaders.component_loader import check_component, load_component
 from ..loaders.detect import describe_file
-from ..loaders.lora import check_lora_fits, read_lora
-from ..loaders.lora_apply import load_component_with_loras
+from ..loaders.lora import read_lora
+from ..loaders.lora_apply import check_transformer_lora, load_component_with_loras
 from ..loaders.text_encoder_files import find_gemma_files, load_gemma
 from .inputs import choice_input
 from .model_files import (
@@ -141,24 +141,24 @@ def _generation(path: str) -> str | None:
         return None
 
 
-def make_transformer(path: str, dtype_choice: str, fp8: str, loras: tuple[tuple[str, float], ...] = (),
+def make_transformer(path: str, dtype_choice: str, quantized_weights: str, loras: tuple[tuple[str, float], ...] = (),
                      generation: str | None = None, factor: int = 1, streaming: str = "auto") -> TransformerHandle:
     """A lazy transformer handle: ``path`` with ``loras`` fused (layers kept quantized get run-time adapters),
-    marked for ``streaming`` (the weight_streaming choice) when it loads. ``fp8`` is the quantized_weights
-    mode ("upcast" / "keep")."""
+    marked for ``streaming`` (the weight_streaming choice) when it loads, its quantized layers de-quantised or kept
+    (``quantized_weights``: "upcast" / "keep")."""
     dtype = weight_dtype(dtype_choice)
     check_weight_streaming(streaming)  # an unknown choice fails here, before anything loads
 
     def load():
         if loras:
             module = load_component_with_loras(path, "transformer", list(loras), dtype=dtype, device=load_device(),
-                                               fp8=fp8).module  # fmt: skip
+                                               quantized_weights=quantized_weights).module  # type: ignore[arg-type]
         else:
             module = load_component(path, "transformer", dtype=dtype, device=load_device(),
-                                    quantized_weights=fp8).module  # type: ignore[arg-type]
+                                    quantized_weights=quantized_weights).module  # type: ignore[arg-type]
         return mark_weight_streaming(module, streaming)
 
-    handle = TransformerHandle(path, dtype, fp8, loras, generation, factor, streaming)
+    handle = TransformerHandle(path, dtype, quantized_weights, loras, generation, factor, streaming)
     return TransformerHandle(**{**handle.__dict__, "lazy": LazyModule(load, f"transformer {path}")})
 
 
@@ -388,11 +388,15 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             lambda: _gemma_folder(gemma),
             lambda: _checked_file("checkpoint", checkpoint, CHECKPOINTS, "text_embeddings"))
         dtype = _text_dtype(weight_dtype)
-        loaded = LazyModule(lambda: load_gemma(gemma_path, dtype=dtype, device=load_device()), f"gemma {gemma}")
+
+        def gemma_with(transform=None):  # a text-encoder LoRA node passes its fusing transform
+            return load_gemma(gemma_path, dtype=dtype, device=load_device(), transform=transform)
+
+        loaded = LazyModule(gemma_with, f"gemma {gemma}")
         processor = LazyModule(
             lambda: load_component(path, "text_embeddings", dtype=dtype, device=load_device()).module,
             f"text projection {path}")  # fmt: skip
-        return io.NodeOutput(TextEncoder(loaded, processor, gemma))
+        return io.NodeOutput(TextEncoder(loaded, processor, gemma, gemma_path=gemma_path, load_gemma=gemma_with))
 
 
 def _gemma_folder(gemma: str) -> str:
@@ -441,8 +445,10 @@ class AIPRODLoraLoader(io.ComfyNode):
             node_id="AIPRODLoraLoader",
             display_name="AIPROD LoRA Loader",
             category=CATEGORY,
-            description="Adds a LoRA (ComfyUI, PEFT, kohya or bare key formats) at a strength. Chain several; the "
-            "model is loaded once with every LoRA fused. Unmatched keys are logged by name.",
+            description="Adds a LoRA to the transformer (ComfyUI, PEFT, kohya or bare key names; LoRA with alpha, "
+            "DoRA, LoHa, LoKr, .diff; fp8 / fp16 / bf16 files) at a strength. Chain several; the model is loaded "
+            "once with every LoRA fused. Unmatched keys are logged by name. Text-encoder (Gemma) LoRAs go to the "
+            "AIPROD Text Encoder LoRA Loader.",
             inputs=_lora_inputs(),
             outputs=[ModelSocket.Output(display_name="model", tooltip="The transformer with the LoRA added.")],
         )
@@ -450,9 +456,9 @@ class AIPRODLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
-        if strength != 0:  # a LoRA for another model fails here, not after text encoding (0 = disabled)
-            check_lora_fits(path, model.path)
-        return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.fp8,
+        if strength != 0:  # a LoRA for another model (or the text encoder) fails here, not after text encoding
+            check_transformer_lora(path, model.path, model.quantized_weights)
+        return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.quantized_weights,
                                               (*model.loras, (path, strength)), model.generation,
                                               model.reference_downscale_factor, model.weight_streaming))
 
@@ -483,12 +489,13 @@ class AIPRODICLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
-        shallow = check_lora_fits(path, model.path) if strength != 0 else read_lora(path, shapes_only=True)
+        shallow = (check_transformer_lora(path, model.path, model.quantized_weights) if strength != 0
+                   else read_lora(path, shapes_only=True))
         factor = shallow.reference_downscale_factor or 1
         if not float(factor).is_integer():
             raise ValueError(f"lora={lora!r}: reference_downscale_factor={factor!r} in its metadata; only whole "
                              "factors are supported")
         factor = int(factor)
-        handle = make_transformer(model.path, _choice_of(model), model.fp8, (*model.loras, (path, strength)),
-                                  model.generation, factor, model.weight_streaming)
+        handle = make_transformer(model.path, _choice_of(model), model.quantized_weights,
+                                  (*model.loras, (path, strength)), model.generation, factor, model.weight_streaming)
         return io.NodeOutput(handle, factor)

@@ -74,18 +74,23 @@ class LazyModule:
 
 @dataclass(frozen=True)
 class TransformerHandle:
-    """A transformer to load: file, weight dtype, fp8 mode, stacked LoRAs [(path, strength)], what is known
-    without loading it (generation, IC-LoRA reference downscale factor) and the low-VRAM weight streaming choice
-    ("auto", "off", "on"; see `runtime.mark_weight_streaming`)."""
+    """A transformer to load: file, weight dtype, quantized_weights mode ("upcast" / "keep"), stacked LoRAs
+    [(path, strength)], what is known without loading it (generation, IC-LoRA reference downscale factor) and the
+    low-VRAM weight streaming choice ("auto", "off", "on"; see `runtime.mark_weight_streaming`)."""
 
     path: str
     dtype: torch.dtype
-    fp8: str = "upcast"
+    quantized_weights: str = "upcast"
     loras: tuple[tuple[str, float], ...] = ()
     generation: str | None = None
     reference_downscale_factor: int = 1
     weight_streaming: str = "auto"
     lazy: LazyModule | None = field(default=None, compare=False)
+
+    @property
+    def fp8(self) -> str:
+        """The quantized_weights mode under its former name."""
+        return self.quantized_weights
 
     def module(self) -> nn.Module:
         if self.lazy is None:
@@ -98,7 +103,8 @@ class TransformerHandle:
         if self.lazy is not None and self.lazy.loaded:
             return getattr(self.lazy.get(), "config", None)
         try:
-            return TransformerConfig.from_metadata(plan_load(self.path, "transformer", fp8=self.fp8).config)
+            plan = plan_load(self.path, "transformer", quantized_weights=self.quantized_weights)  # type: ignore[arg-type]
+            return TransformerConfig.from_metadata(plan.config)
         except (ValueError, OSError, KeyError, TypeError):  # a format the header does not describe: the load says why
             return None
 
@@ -123,11 +129,18 @@ class AudioVAE:
 
 @dataclass(frozen=True)
 class TextEncoder:
-    """Gemma-3 backbone + its tokenizer (loaded together) and the checkpoint's text projection and connectors."""
+    """Gemma-3 backbone + its tokenizer (loaded together) and the checkpoint's text projection and connectors.
+
+    Text-encoder LoRAs: ``gemma_path`` is what they are matched against, ``loras`` the stack [(path, strength)]
+    fused into ``gemma``, and ``load_gemma(transform)`` loads the Gemma with a weight transform (None: plain).
+    """
 
     gemma: Any  # LazyModule over loaders.text_encoder_files.LoadedGemma (not an nn.Module itself)
     processor: LazyModule
     label: str
+    gemma_path: str | None = None
+    loras: tuple[tuple[str, float], ...] = ()
+    load_gemma: Callable[[Any], Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import pytest
 import safetensors
 import torch
 from support import tiny_configs as tc
+from support.reference_components import CHECKPOINT_COMPONENTS, reference_components
 from support.tiny_checkpoints import (
     FILE_NAMES,
     checkpoint_metadata,
@@ -29,36 +30,6 @@ CPU = torch.device("cpu")
 CONNECTOR_PREFIXES = ("video_embeddings_connector.", "audio_embeddings_connector.")
 # Tensors the reference computes instead of learning; they do not depend on the seed.
 COMPUTED_BUFFERS = re.compile(r"(\.filter|\.kernel|mel_stft\.(mel_basis|stft_fn\.(forward|inverse)_basis))$")
-
-
-def reference_components() -> dict:
-    """name -> (configurator, key map), exactly as ``ModelLedger.build_model_builders`` pairs them."""
-    from ltx_core.model.audio_vae import (
-        AUDIO_VAE_DECODER_COMFY_KEYS_FILTER,
-        AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER,
-        VOCODER_COMFY_KEYS_FILTER,
-        AudioDecoderConfigurator,
-        AudioEncoderConfigurator,
-        VocoderConfigurator,
-    )
-    from ltx_core.model.transformer import LTXV_MODEL_COMFY_RENAMING_MAP, LTXModelConfigurator
-    from ltx_core.model.video_vae import (
-        VAE_DECODER_COMFY_KEYS_FILTER,
-        VAE_ENCODER_COMFY_KEYS_FILTER,
-        VideoDecoderConfigurator,
-        VideoEncoderConfigurator,
-    )
-    from ltx_core.text_encoders.gemma import EMBEDDINGS_PROCESSOR_KEY_OPS, EmbeddingsProcessorConfigurator
-
-    return {
-        "transformer": (LTXModelConfigurator, LTXV_MODEL_COMFY_RENAMING_MAP),
-        "embeddings_processor": (EmbeddingsProcessorConfigurator, EMBEDDINGS_PROCESSOR_KEY_OPS),
-        "video_encoder": (VideoEncoderConfigurator, VAE_ENCODER_COMFY_KEYS_FILTER),
-        "video_decoder": (VideoDecoderConfigurator, VAE_DECODER_COMFY_KEYS_FILTER),
-        "audio_encoder": (AudioEncoderConfigurator, AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER),
-        "audio_decoder": (AudioDecoderConfigurator, AUDIO_VAE_DECODER_COMFY_KEYS_FILTER),
-        "vocoder": (VocoderConfigurator, VOCODER_COMFY_KEYS_FILTER),
-    }
 
 
 def meta_model(configurator: type, config: dict) -> torch.nn.Module:
@@ -114,7 +85,8 @@ def test_checkpoint_loads_through_reference_with_exact_keys(tiny_set, generation
     assert {t.dtype for t in file_tensors.values()} == {torch.bfloat16}
 
     consumed: set[str] = set()
-    for name, (configurator, sd_ops) in reference_components().items():
+    for name in CHECKPOINT_COMPONENTS:
+        configurator, sd_ops = reference_components()[name]
         expected = meta_model(configurator, config).state_dict()
         loaded = loader.load(path, sd_ops=sd_ops, device=CPU).sd
         assert not set(expected) - set(loaded), f"{name}: missing {sorted(set(expected) - set(loaded))}"

@@ -274,12 +274,14 @@ def decode_oom_message(exc: BaseException, tiling: TilingConfig | None) -> str:
 
 
 def sample_oom_message(exc: BaseException, latents: AVLatents, video: LatentState | None) -> str:
-    """What to do when sampling runs out of memory: stream the weights, keep fp8, or make the clip smaller."""
+    """What to do when sampling runs out of memory: stream the weights, keep quantized weights, or make the clip
+    smaller."""
     frames, height, width = latents.video.shape[-3:]
     tokens = video.latent.shape[1] if video is not None else frames * height * width
     return (f"{exc}\nOut of memory while sampling a latent of {frames} x {height} x {width} ({tokens} video tokens "
-            "per pass). Stream the transformer's blocks from CPU memory (loader: weight_streaming = on), keep fp8 "
-            "checkpoints in fp8 (loader: fp8 = keep), or lower the resolution or frame count; ComfyUI's --lowvram "
+            "per pass). Stream the transformer's blocks from CPU memory (loader: weight_streaming = on), keep "
+            "quantized checkpoints (fp8, NVFP4, int8, GGUF) quantized (loader: quantized_weights = keep), or lower "
+            "the resolution or frame count; ComfyUI's --lowvram "
             "frees other models first.")
 
 

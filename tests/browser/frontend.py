@@ -40,18 +40,16 @@ return true;
 """
 _TEMPLATE_CARD = """
 const [title] = arguments;
-return [...document.querySelectorAll('body *')].filter(e => e.offsetParent !== null && e.textContent.trim() === title)
-  .map(e => { let card = e; for (let i = 0; i < 6 && card; i++) { if (card.querySelector && card.querySelector('img'))
-    break; card = card.parentElement; } return card; }).filter(Boolean).map(card => ({
-      text: card.innerText, images: [...card.querySelectorAll('img')].map(i => [i.src, i.naturalWidth])}))
-  .filter(card => card.text.startsWith(title))[0] || null;
-"""
-_SCROLL_TO = """
-const [title] = arguments;
-const hit = [...document.querySelectorAll('body *')]
-  .find(e => e.offsetParent !== null && e.textContent.trim() === title);
-if (hit) hit.scrollIntoView({block: 'center'});
-return !!hit;
+const heads = [...document.querySelectorAll('body *')].filter(e => e.offsetParent !== null
+  && e.textContent.trim() === title && [...e.children].every(c => c.textContent.trim() !== title));
+if (!heads.length) return null;
+const head = heads[heads.length - 1];
+head.scrollIntoView({block: 'center'});  // the frontend renders a card's thumbnail only once it is in view
+const same = el => [...el.querySelectorAll(head.tagName)].filter(t => t.className === head.className).length;
+let card = head;  // the largest ancestor that holds this title and no other card's
+while (card.parentElement && same(card.parentElement) <= 1) card = card.parentElement;
+const images = [...card.querySelectorAll('img')].map(i => [i.src, i.complete ? i.naturalWidth : 0]);
+return images.length && images.every(([, w]) => w > 0) ? {text: card.innerText, images} : null;
 """
 _GRAPH = "return JSON.stringify(app.graph._nodes.map(n => n.type))"
 
@@ -65,10 +63,7 @@ def open_template(session, module: str, title: str) -> dict:
     text and images) and waits until the template's graph is on the canvas."""
     session.execute_script("document.querySelector(\"button[aria-label='Templates']\").click(); return 1;")
     click_text(session, module)
-    wait_for(session, _SCROLL_TO, 30.0, 0.5, title)  # a card below the fold renders its thumbnail once in view
-    card = wait_for(session, _TEMPLATE_CARD + "", 30.0, 0.5, title)
-    wait_for(session, "return [...document.querySelectorAll('img')].every(i => i.complete)", 30.0, 0.5)
-    card = session.execute_script(_TEMPLATE_CARD, title)
+    card = wait_for(session, _TEMPLATE_CARD, 30.0, 0.5, title)  # the card, once its thumbnail has loaded
     before = session.execute_script(_GRAPH)  # the graph shown before (two templates may have as many nodes)
     click_text(session, title)
     wait_for(session, "return app.graph._nodes.length > 0 && (" + _GRAPH.removeprefix("return ") + ") !== arguments[0]"

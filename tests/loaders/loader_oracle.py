@@ -4,45 +4,14 @@ from __future__ import annotations
 
 import torch
 from support import tiny_configs as tc
-
-
-def _reference_builder(component: str):
-    """(configurator, sd_ops) ModelLedger uses for ``component``."""
-    from ltx_core.model.audio_vae import (
-        AUDIO_VAE_DECODER_COMFY_KEYS_FILTER,
-        AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER,
-        VOCODER_COMFY_KEYS_FILTER,
-        AudioDecoderConfigurator,
-        AudioEncoderConfigurator,
-        VocoderConfigurator,
-    )
-    from ltx_core.model.transformer import LTXV_MODEL_COMFY_RENAMING_MAP, LTXModelConfigurator
-    from ltx_core.model.upsampler import LatentUpsamplerConfigurator
-    from ltx_core.model.video_vae import (
-        VAE_DECODER_COMFY_KEYS_FILTER,
-        VAE_ENCODER_COMFY_KEYS_FILTER,
-        VideoDecoderConfigurator,
-        VideoEncoderConfigurator,
-    )
-    from ltx_core.text_encoders.gemma import EMBEDDINGS_PROCESSOR_KEY_OPS, EmbeddingsProcessorConfigurator
-
-    return {
-        "transformer": (LTXModelConfigurator, LTXV_MODEL_COMFY_RENAMING_MAP),
-        "video_encoder": (VideoEncoderConfigurator, VAE_ENCODER_COMFY_KEYS_FILTER),
-        "video_decoder": (VideoDecoderConfigurator, VAE_DECODER_COMFY_KEYS_FILTER),
-        "audio_encoder": (AudioEncoderConfigurator, AUDIO_VAE_ENCODER_COMFY_KEYS_FILTER),
-        "audio_decoder": (AudioDecoderConfigurator, AUDIO_VAE_DECODER_COMFY_KEYS_FILTER),
-        "vocoder": (VocoderConfigurator, VOCODER_COMFY_KEYS_FILTER),
-        "text_embeddings": (EmbeddingsProcessorConfigurator, EMBEDDINGS_PROCESSOR_KEY_OPS),
-        "latent_upsampler": (LatentUpsamplerConfigurator, None),
-    }[component]
+from support.reference_components import reference_components
 
 
 def reference_state_dict(path, component: str, dtype: torch.dtype, loras=()) -> dict[str, torch.Tensor]:
     """The reference loader's result (SingleGPUModelBuilder, as ModelLedger wires it) on CPU."""
     from ltx_core.loader.single_gpu_model_builder import SingleGPUModelBuilder
 
-    configurator, sd_ops = _reference_builder(component)
+    configurator, sd_ops = reference_components()[component]
     builder = SingleGPUModelBuilder(model_class_configurator=configurator, model_path=str(path),
                                     model_sd_ops=sd_ops, loras=tuple(loras))
     with tc.tiny_gemma_feature_config():

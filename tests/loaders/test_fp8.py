@@ -120,8 +120,8 @@ def test_lora_on_fp8_kept_layers_runs_unfused(fp8_file, tiny_set):
     x = torch.randn(4, layer.in_features, generator=torch.Generator().manual_seed(3))
     expected = torch.nn.functional.linear(x, weight, upcast.state_dict()[f"{LAYER}.bias"])
     assert (layer(x) - expected).abs().max() <= 1e-5 * max(1.0, expected.abs().max().item())
-    with pytest.raises(ValueError, match=r"mode='fused' with fp8='keep'"):
-        load_component_with_loras(path, "transformer", [(tiny_set.lora, 0.6)], fp8="keep", mode="fused")
+    with pytest.raises(ValueError, match=r"mode='fused' with quantized_weights='keep': layers kept quantized"):
+        load_component_with_loras(path, "transformer", [(tiny_set.lora, 0.6)], quantized_weights="keep", mode="fused")
 
 
 @pytest.mark.oracle

@@ -39,9 +39,9 @@ def _reformat(comfy: dict[str, torch.Tensor], style: str) -> dict[str, torch.Ten
             out[key.removeprefix("diffusion_model.")] = value
         elif style == "single_file":
             out["model." + key] = value
-        elif style == "comfy_with_alpha":  # alpha is ignored for lora_A / lora_B, as in the reference
+        elif style == "comfy_with_alpha":  # alpha == rank (KJNodes' resized LoRAs): scale 1
             out[key] = value
-            out[f"diffusion_model.{path}.alpha"] = torch.tensor(1.0)
+            out[f"diffusion_model.{path}.alpha"] = torch.tensor(float(tc.LORA_RANK))
         elif style == "kohya":  # alpha = rank / 2 halves the scale; doubling B (exact in bf16) compensates
             name = "lora_unet_" + path.replace(".", "_")
             out[f"{name}.lora_{'down' if is_down else 'up'}.weight"] = value if is_down else value * 2
@@ -141,8 +141,9 @@ def test_lora_for_another_architecture(tiny_set, tmp_path):
         load_component_with_loras(tiny_set.ltx23, "transformer", [(path, 1.0)])
     assert str(info.value) == (
         f"{path}: does not fit {tiny_set.ltx23}: none of its 1 LoRA keys match a weight of it "
-        "(first: diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight). It is probably a LoRA for another "
-        "model or model version; use a LoRA trained for LTX-2 / LTX-2.3.")
+        "(first: diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight; LoRA patches in the ComfyUI "
+        "(diffusion_model.*) naming). It is probably a LoRA for another model or model version; use a LoRA trained "
+        "for LTX-2 / LTX-2.3. Its keys look like a Flux / HunyuanVideo LoRA.")
 
 
 def test_unfused_adapters_match_the_fused_weights(tiny_set):
@@ -177,23 +178,28 @@ def test_zero_strength_and_ic_lora_metadata(tiny_set):
 
 def test_orphan_and_foreign_keys_are_reported(tiny_set, tmp_path, comfy_lora):
     tensors = dict(comfy_lora)
-    tensors["diffusion_model.transformer_blocks.0.attn1.to_q.dora_scale"] = torch.ones(64)
+    tensors["diffusion_model.transformer_blocks.0.attn1.to_q.dora_scale"] = torch.ones(64)  # 1-D: not LyCORIS'
+    tensors["diffusion_model.transformer_blocks.0.attn1.to_q.weight_scale"] = torch.ones(())
     del tensors["diffusion_model.transformer_blocks.1.attn2.to_out.0.lora_B.weight"]
     lora = read_lora(_save(tmp_path, "odd.safetensors", tensors))
     assert lora.orphans == {
-        "diffusion_model.transformer_blocks.0.attn1.to_q.dora_scale":
-            "not a LoRA weight (expected .lora_A/.lora_B/.lora_down/.lora_up/.alpha)",
-        "diffusion_model.transformer_blocks.1.attn2.to_out.0.lora_A.weight": "has no matching up (lora_B)",
+        "diffusion_model.transformer_blocks.0.attn1.to_q.lora_A.weight":
+            "dora_scale [64] is neither (out, 1) nor (1, in) for a [64, 64] weight",
+        "diffusion_model.transformer_blocks.0.attn1.to_q.weight_scale":
+            "not a LoRA tensor (expected lora_A/lora_B, lora_down/lora_up, alpha, dora_scale, diff, diff_b, "
+            "set_weight, lokr_*, hada_*)",
+        "diffusion_model.transformer_blocks.1.attn2.to_out.0.lora_A.weight":
+            "has no matching partner (e.g. lora_A without lora_B)",
     }
-    assert lora.formats == ("AIPRODV_LORA_COMFY_RENAMING_MAP",)
+    assert lora.formats == ("AIPRODV_LORA_COMFY_RENAMING_MAP",) and lora.kinds == ("LoRA",)
 
 
 def test_check_lora_fits_reads_headers_only(tiny_set, tmp_path):
     shallow = check_lora_fits(tiny_set.ic_lora, tiny_set.ltx2)
     full = read_lora(tiny_set.ic_lora)
     assert shallow.reference_downscale_factor == 2
-    assert [(p.target, p.down.shape, p.up.shape) for p in shallow.pairs] == \
-        [(p.target, p.down.shape, p.up.shape) for p in full.pairs]
+    assert [(p.stem, p.down.shape, p.up.shape) for p in shallow.pairs] == \
+        [(p.stem, p.down.shape, p.up.shape) for p in full.pairs]
     assert all(p.down.is_meta and p.up.is_meta for p in shallow.pairs)  # nothing but the header was read
     tensors = {"diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight": torch.zeros(4, 3072),
                "diffusion_model.double_blocks.0.img_attn.qkv.lora_B.weight": torch.zeros(9216, 4)}

@@ -45,7 +45,7 @@ def test_distilled_workflow_on_a_comfy_quant_checkpoint_with_the_old_fp8_option(
     source = demo_models.checkpoint
     target = tmp_path_factory.mktemp("quant") / "aiprod-demo-ltx-2.3-tiny-fp8-comfy-quant.safetensors"
     path, _ = qf.quantize_file(source, target, "float8_e4m3fn")
-    (choice,) = install_model_files(demo_host.base_dir, {"checkpoints/quant": path}).values()
+    (choice,) = install_model_files(demo_host.base_dir, {f"checkpoints/{path.name}": path}).values()
     prompt = _tiny_distilled()
     loaders = [n for n in prompt.values() if n["class_type"] == "AIPRODCheckpointLoader"]
     assert loaders

@@ -274,7 +274,7 @@ def test_loras_apply_to_quantized_layers_in_both_modes(tiny_set, tmp_path, kind)
         path, _ = qf.quantize_file(tiny_set.ltx23, tmp_path / "tiny.safetensors", kind, transformer_only=True)
     check_lora_fits(tiny_set.lora, path)  # header only, quantized weights at their logical shapes
     kept = load_component_with_loras(path, "transformer", [(tiny_set.lora, 0.6)], dtype=torch.float32,
-                                     fp8="keep")  # lora_apply still names the option fp8
+                                     quantized_weights="keep")
     fused = load_component_with_loras(path, "transformer", [(tiny_set.lora, 0.6)], dtype=torch.float32)
     plain = load_component(path, "transformer", dtype=torch.float32).module
     report = kept.lora_report

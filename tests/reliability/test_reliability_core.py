@@ -191,4 +191,5 @@ def test_sampling_out_of_memory_says_how_to_fit():
                dtype=torch.float32)
     message = str(caught.value)
     assert message.startswith("CUDA out of memory. Tried to allocate 3.00 GiB")  # the original stays first
-    assert "2 x 2 x 2 (8 video tokens" in message and "weight_streaming = on" in message and "fp8 = keep" in message
+    assert "2 x 2 x 2 (8 video tokens" in message and "weight_streaming = on" in message
+    assert "quantized_weights = keep" in message
