@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ..sampling import Res2s, Sampler
+import torch
+
+from ..sampling import EulerAncestralStep, Res2s, Sampler
 from ..sampling.schedules import video_token_count
 from ..sampling.steps import DiffusionStep
 from .latents import PromptContexts
@@ -51,6 +53,7 @@ def _two_stage(
     downscale_factor: int = 1,
     skip_stage_2: bool = False,
     step: DiffusionStep | Sampler | None = None,
+    stage_1_step: DiffusionStep | None = None,
 ) -> GenerationResult:
     """Half-size stage 1 (images, references), x2 upsample, refinement by ``models.refiner``; ``step``: both
     stages' sampler. A res_2s run shifts its stage-1 schedule for the stage's token count (the HQ pipeline)."""
@@ -61,7 +64,7 @@ def _two_stage(
         conditionings += reference_conditionings(m.video_encoder, references, half, run.host, downscale_factor)
     tokens = video_token_count(tuple(half.video.shape)) if isinstance(step, Res2s) else None
     latents = run.sample(m.transformer, half, conditionings, stage_1_sigmas(guided, tokens), run.guidance(guided),
-                         step=step)  # fmt: skip
+                         step=stage_1_step or step)  # fmt: skip
     if not skip_stage_2:
         refined = run.refine(latents, m.stage_2_transformer(), keyframes_only=keyframes_only, step=step)
         # ltx-pipelines' HQ refines the video only and keeps stage 1's audio (its stage-2 audio is discarded)
@@ -111,7 +114,22 @@ def distilled(
 ) -> GenerationResult:
     """The distilled model: 8 fixed steps at half size, x2 upsample, 3 fixed steps (``DistilledPipeline``)."""
     models.require(*_TWO_STAGE)
-    return _two_stage(start_run(models, contexts, request, host, PipelineKind.DISTILLED), None)
+    run = start_run(models, contexts, request, host, PipelineKind.DISTILLED)
+    return _two_stage(run, None, stage_1_step=_distilled_stage_1_step(run))
+
+
+DISTILLED_STAGE_1 = ("euler", "euler_ancestral")
+ANCESTRAL_NOISE_SEED_OFFSET = 10000  # ltx-pipelines 1.2.0: the ancestral loop's noise is not the initial noise
+
+
+def _distilled_stage_1_step(run: Run) -> DiffusionStep | None:
+    choice = run.request.distilled_stage_1
+    if choice not in DISTILLED_STAGE_1:
+        raise ValueError(f"distilled_stage_1={choice!r}, expected one of {', '.join(DISTILLED_STAGE_1)}")
+    if choice == "euler":
+        return None
+    generator = torch.Generator(device=run.host.device).manual_seed(run.request.seed + ANCESTRAL_NOISE_SEED_OFFSET)
+    return EulerAncestralStep(generator)
 
 
 def ic_lora(

@@ -45,6 +45,9 @@ class GenerationRequest:
     tiling: TilingConfig | None = None
     callback: Callable[[StepReport], None] | None = field(default=None, compare=False)
     decode_callback: Callable[[int, int], None] | None = field(default=None, compare=False)  # (done, total) frames
+    # The distilled pipeline's stage-1 sampler: "euler", or "euler_ancestral" (LTX-2.5: ltx-pipelines 1.2.0 samples
+    # stage 1 of a model_version >= 2.5 ancestrally, eta 1, its noise seeded seed + 10000).
+    distilled_stage_1: str = "euler"
 
 
 def _default_guider(cfg: float, stg_block: int) -> StreamGuider:

@@ -7,7 +7,7 @@ from .planner import Guidance, Prompt, X0Denoiser
 from .samplers import Res2s, Sampler, StreamSteps
 from .schedules import DISTILLED_SIGMAS, STAGE_2_DISTILLED_SIGMAS, distilled_sigmas, ltx2_sigmas
 from .state import AudioLatentShape, GaussianNoiser, LatentState, VideoLatentShape
-from .steps import EulerStep, GradientEstimationStep
+from .steps import EulerAncestralStep, EulerStep, GradientEstimationStep
 
 __all__ = [
     "CFG",
@@ -17,6 +17,7 @@ __all__ = [
     "AudioLatentShape",
     "AudioLayout",
     "CFGStar",
+    "EulerAncestralStep",
     "EulerStep",
     "GaussianNoiser",
     "GradientEstimationStep",

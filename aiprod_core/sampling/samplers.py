@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .state import LatentState
+from .state import LatentState, keep_clean_tokens
 from .steps import DiffusionStep, EulerStep
 
 __all__ = ["Predict", "Res2s", "Sampler", "StreamSteps", "res2s_coefficients"]
@@ -64,7 +64,9 @@ class StreamSteps:
                 continue
             latent, carries[stream] = self.step(state.latent, x0[stream], sigmas[index], sigmas[index + 1],
                                                 carries[stream])  # fmt: skip
-            moved.append(state.with_latent(latent))
+            if getattr(self.step, "renoises", False) and float(sigmas[index + 1]) != 0:  # noise added: clean back
+                latent = keep_clean_tokens(latent, state)
+            moved.append(state.with_latent(latent.to(state.latent.dtype)))
         return (moved[0], moved[1]), x0, tuple(carries)
 
 
