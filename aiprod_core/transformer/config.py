@@ -69,12 +69,13 @@ class TransformerConfig:
     """Sizes and switches of the audio+video transformer (``config["transformer"]`` of the checkpoint).
 
     Video stream: ``num_attention_heads`` x ``attention_head_dim`` = ``inner_dim``; audio stream likewise
-    (``audio_inner_dim``). ``with_audio=False`` builds the video-only model. LTX-2 ("2.0") projects the caption
-    inside the transformer (``caption_proj_before_connector=False``, sized by ``caption_channels``); LTX-2.3 moves
-    that projection into the text-encoder path and adds gated attention and the cross-attention AdaLN. LTX-2.5
-    drops the video feed-forward biases (``ff_bias``) and adds the learned keyframe marker added to the tokens of
-    single-pixel-frame latents (``use_keyframes_abs_pos_embedding``); ``use_prompt_adaln_single=False`` (a
-    reference option no published file sets) makes the text keys / values independent of the timestep.
+    (``audio_inner_dim``). ``with_audio=False`` builds the video-only model, ``with_video=False`` the audio-only
+    one. LTX-2 ("2.0") projects the caption inside the transformer (``caption_proj_before_connector=False``, sized
+    by ``caption_channels``); LTX-2.3 moves that projection into the text-encoder path and adds gated attention
+    and the cross-attention AdaLN. LTX-2.5 drops the video feed-forward biases (``ff_bias``) and adds the learned
+    keyframe marker added to the tokens of single-pixel-frame latents (``use_keyframes_abs_pos_embedding``);
+    ``use_prompt_adaln_single=False`` (a reference option no published file sets) makes the text keys / values
+    independent of the timestep.
     """
 
     with_audio: bool
@@ -107,6 +108,7 @@ class TransformerConfig:
     audio_ff_bias: bool = True
     use_prompt_adaln_single: bool = True
     use_keyframes_abs_pos_embedding: bool = False
+    with_video: bool = True  # False: the audio-only build (text-to-audio), no video stream modules at all
 
     @property
     def inner_dim(self) -> int:
@@ -142,7 +144,8 @@ class TransformerConfig:
         return max(self.positional_embedding_max_pos[0], self.audio_positional_embedding_max_pos[0])
 
     @classmethod
-    def from_metadata(cls, config: dict[str, Any], *, with_audio: bool = True) -> TransformerConfig:
+    def from_metadata(cls, config: dict[str, Any], *, with_audio: bool = True, with_video: bool = True
+                      ) -> TransformerConfig:
         """Read ``config["transformer"]`` (the checkpoint's ``config`` JSON) with the reference's defaults.
 
         Raises ``ValueError("key=actual, expected expected")`` for any value the model does not support.
@@ -177,6 +180,7 @@ class TransformerConfig:
             audio_ff_bias=section.flag("audio_ff_bias", True),
             use_prompt_adaln_single=section.flag("use_prompt_adaln_single", True),
             use_keyframes_abs_pos_embedding=section.flag("use_keyframes_abs_pos_embedding", False),
+            with_video=with_video,
         )
         result._check_widths()
         return result

@@ -19,6 +19,12 @@ TINY_SETTINGS = {
                 "EmptyImage": {"width": 128, "height": 128, "batch_size": 9}},
     "keyframe_interpolation": {"AIPRODKeyframePipeline": {"width": 64, "height": 64, "frames": 17, "steps": 2},
                                "EmptyImage": {"width": 64, "height": 64}},
+    "two_stage_hq": {"AIPRODTwoStageHQPipeline": {"width": 64, "height": 64, "frames": 9, "steps": 2}},
+    "audio_to_video": {"AIPRODAudioToVideoPipeline": {"width": 64, "height": 64, "frames": 9, "steps": 2}},
+    "text_to_audio": {"AIPRODTextToAudioPipeline": {"frames": 9, "steps": 2}},
+    # the source clip of support.input_media: 17 frames at 24 fps
+    "retake": {"AIPRODRetakePipeline": {"start_time": 0.042, "end_time": 0.375}},
+    "extend": {"AIPRODExtendPipeline": {"extend_frames": 8, "context_frames": 9}},
     "inspect_checkpoint": {},
     "distilled_ltx25": {"AIPRODDistilledPipeline": {"width": 64, "height": 128, "frames": 9}},
     "two_stage_ltx25": {"AIPRODTwoStagePipeline": {"width": 128, "height": 64, "frames": 9, "steps": 2}},
@@ -47,6 +53,7 @@ while (card.parentElement && same(card.parentElement) <= 1) card = card.parentEl
 const images = [...card.querySelectorAll('img')].map(i => [i.src, i.complete ? i.naturalWidth : 0]);
 return images.length && images.every(([, w]) => w > 0) ? {text: card.innerText, images} : null;
 """
+_GRAPH = "return JSON.stringify(app.graph._nodes.map(n => n.type))"
 
 
 def click_text(session, text: str, timeout: float = 30.0) -> None:
@@ -59,9 +66,9 @@ def open_template(session, module: str, title: str) -> dict:
     session.execute_script("document.querySelector(\"button[aria-label='Templates']\").click(); return 1;")
     click_text(session, module)
     card = wait_for(session, _TEMPLATE_CARD, 30.0, 0.5, title)  # the card, once its thumbnail has loaded
-    before = session.execute_script("return app.graph._nodes.length")
+    before = session.execute_script(_GRAPH)  # the graph shown before (two templates may have as many nodes)
     click_text(session, title)
-    wait_for(session, "return app.graph._nodes.length > 0 && app.graph._nodes.length !== arguments[0]"
+    wait_for(session, "return app.graph._nodes.length > 0 && (" + _GRAPH.removeprefix("return ") + ") !== arguments[0]"
                       " && !document.querySelector('.p-dialog-mask .templates-dialog, [aria-label=\"Templates\"]"
                       ".p-dialog')", 60.0, 0.5, before)
     time.sleep(1.5)
@@ -123,10 +130,11 @@ def errors_shown(session) -> list[str]:
 
 
 def previews(session) -> dict[str, list[str]]:
-    """Video sources and text previews on the canvas's nodes."""
+    """Video and audio sources and text previews on the canvas's nodes."""
     return session.execute_script("""return {
   videos: [...document.querySelectorAll('video')]
     .map(v => v.currentSrc || v.src || (v.querySelector('source') || {}).src).filter(Boolean),
+  audios: [...document.querySelectorAll('audio')].map(a => a.currentSrc || a.src).filter(Boolean),
   texts: app.graph._nodes.flatMap(n => (n.widgets || []).filter(w => typeof w.value === 'string'
     && n.type === 'PreviewAny').map(w => w.value)),
 };""")
