@@ -1,4 +1,4 @@
-"""AIPROD: LTX-2 / LTX-2.3 audio+video generation for ComfyUI.
+"""AIPROD: LTX-2 / LTX-2.3 / LTX-2.5 audio+video generation for ComfyUI.
 
 ComfyUI imports this folder as a package. The mappings below are static literals so ComfyUI Manager's
 scanner can read them; node classes are V3 (``comfy_api.latest``) and carry V1 shims.
@@ -23,6 +23,7 @@ from .nodes.loader_nodes import (
     AIPRODVideoVAELoader,
 )
 from .nodes.lora_nodes import AIPRODTextEncoderLoraLoader
+from .nodes.ltx25_nodes import AIPRODDurationHeadLoader, AIPRODPredictFrames, AIPRODTemporalUpsample
 from .nodes.output_nodes import AIPRODAudioDecode, AIPRODSaveVideo, AIPRODVideoDecode
 from .nodes.pipeline_nodes import (
     AIPRODDistilledPipeline,
@@ -57,6 +58,9 @@ NODE_CLASS_MAPPINGS = {
     "AIPRODGuider": AIPRODGuider,
     "AIPRODSampler": AIPRODSampler,
     "AIPRODLatentUpsample": AIPRODLatentUpsample,
+    "AIPRODTemporalUpsample": AIPRODTemporalUpsample,
+    "AIPRODDurationHeadLoader": AIPRODDurationHeadLoader,
+    "AIPRODPredictFrames": AIPRODPredictFrames,
     "AIPRODVideoDecode": AIPRODVideoDecode,
     "AIPRODAudioDecode": AIPRODAudioDecode,
     "AIPRODSaveVideo": AIPRODSaveVideo,
@@ -90,6 +94,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AIPRODGuider": "AIPROD Guider",
     "AIPRODSampler": "AIPROD Sampler",
     "AIPRODLatentUpsample": "AIPROD Latent Upsample",
+    "AIPRODTemporalUpsample": "AIPROD Temporal Upsample",
+    "AIPRODDurationHeadLoader": "AIPROD Duration Head Loader",
+    "AIPRODPredictFrames": "AIPROD Predict Frames",
     "AIPRODVideoDecode": "AIPROD Video Decode",
     "AIPRODAudioDecode": "AIPROD Audio Decode",
     "AIPRODSaveVideo": "AIPROD Save Video",

@@ -22,8 +22,10 @@ ROOT = BENCH.parent
 PYTHON = sys.executable
 logger = logging.getLogger("bench")
 
-TIMED_CASES = ("transformer_forward", "transformer_quant_keep", "vae_decode_tiled", "checkpoint_load",
-               "pipeline_one_stage_guided", "pipeline_distilled")
+TIMED_CASES = ("transformer_forward", "transformer_forward_ltx25", "transformer_quant_keep", "vae_decode_tiled",
+               "checkpoint_load", "pipeline_one_stage_guided", "pipeline_distilled")
+# Cases measured once per variant, reported as "case/variant" ("" is reported under the case name).
+CASE_VARIANTS = {"transformer_forward_ltx25": ("", "kv_on", "kv_off")}
 GROWTH_CASE = "vae_decode_memory_growth"
 QUANT_CASE, QUANT_VARIANTS = "transformer_quant_keep", ("int8", "fp8")  # ours: kept quantized; ref: dense bf16
 # Cases of a few seconds per measurement get more repeats by default: single runs on the shared 2-core machine
@@ -122,15 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         try:
             repeats = args.repeats or (QUICK_REPEATS if case in QUICK_CASES else 5)
             if case == GROWTH_CASE:
-                results[case] = _growth_case(repeats)
+                results[case] = {**_growth_case(repeats), "repeats": repeats}
             elif case == QUANT_CASE:  # one entry per quantized format
                 for variant in QUANT_VARIANTS:
                     results[f"{case}_{variant}"] = {**_timed_case(case, repeats, variant), "repeats": repeats}
                 logger.info("%s: %s", case, json.dumps({v: results[f"{case}_{v}"] for v in QUANT_VARIANTS}))
                 continue
             else:
-                results[case] = _timed_case(case, repeats)
-            results[case]["repeats"] = repeats
+                for variant in CASE_VARIANTS.get(case, ("",)):
+                    name = f"{case}/{variant}" if variant else case
+                    results[name] = {**_timed_case(case, repeats, variant), "repeats": repeats}
+                    logger.info("%s: %s", name, json.dumps(results[name]))
+                continue
         except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as error:
             logger.error("%s: failed: %s", case, error)
             results[case] = {"error": str(error)[-2000:]}

@@ -137,7 +137,7 @@ def _config_of(header: SafetensorsHeader, spec: ComponentSpec, override: dict[st
 _LABELS = {"transformer": "transformer", "video_vae": "video VAE", "audio_vae": "audio VAE", "vocoder": "vocoder",
            "text_projection": "text projection", "lora": "LoRA", "latent_upsampler": "latent upsampler",
            "vae_split": "VAE (split file)", "gemma_language_model": "Gemma text encoder",
-           "gemma_vision_tower": "Gemma vision tower"}
+           "gemma_vision_tower": "Gemma vision tower", "duration_head": "duration head"}
 
 
 def _where_it_belongs(path: str) -> str:

@@ -33,6 +33,7 @@ FOLDER_HINTS: dict[str, str] = {
     "latent_upsampler": "the latent upscale model loader (models/latent_upscale_models)",
     "gemma_language_model": "the text encoder loader (models/text_encoders)",
     "gemma_vision_tower": "the text encoder loader (models/text_encoders)",
+    "duration_head": "the duration head loader (models/model_patches)",
 }
 GEMMA_3_12B_NUM_LAYERS = 48  # used only when the file has no text projection to infer the width from
 
@@ -122,19 +123,44 @@ def gemma_dims(config: dict[str, Any], projection_width: int | None) -> tuple[in
     return hidden, projection_width // hidden - 1
 
 
+def _projection_width(tensors: Mapping[str, TensorInfo]) -> int | None:
+    for name in ("aggregate_embed.weight", "video_aggregate_embed.weight"):
+        info = tensors.get("text_embedding_projection." + name)
+        if info is not None and len(info.shape) == 2:
+            return info.shape[1]
+    return None
+
+
 def _text_embeddings(config: dict[str, Any], tensors: Mapping[str, TensorInfo], dtype: torch.dtype | None,
                      device: str) -> nn.Module:
     from ..aiprod_core.text_encoder import TextEmbeddingsConfig, TextEmbeddingsProcessor
 
-    width = None
-    for name in ("aggregate_embed.weight", "video_aggregate_embed.weight"):
-        info = tensors.get("text_embedding_projection." + name)
-        if info is not None and len(info.shape) == 2:
-            width = info.shape[1]
-            break
-    hidden, layers = gemma_dims(config, width)
+    hidden, layers = gemma_dims(config, _projection_width(tensors))
     return TextEmbeddingsProcessor(TextEmbeddingsConfig.from_metadata(config), hidden, layers,
                                    dtype=dtype, device=device)
+
+
+def _text_projection(config: dict[str, Any], tensors: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                     device: str) -> nn.Module:
+    """The projection alone (LTX-2.5's text encoder file); ``config``: the transformer file's."""
+    from ..aiprod_core.text_encoder import TextEmbeddingsConfig, TextFeatureExtractor
+
+    hidden, layers = gemma_dims(config, _projection_width(tensors))
+    return TextFeatureExtractor(TextEmbeddingsConfig.from_metadata(config), hidden, layers, dtype=dtype, device=device)
+
+
+def _text_connectors(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                     device: str) -> nn.Module:
+    from ..aiprod_core.text_encoder import TextConnectors, TextEmbeddingsConfig
+
+    return TextConnectors(TextEmbeddingsConfig.from_metadata(config), dtype=dtype, device=device)
+
+
+def _duration_head(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                   device: str) -> nn.Module:
+    from ..aiprod_core.duration_head import DurationHead, DurationHeadConfig
+
+    return DurationHead(DurationHeadConfig.from_metadata(config), dtype=dtype, device=device)
 
 
 def _upsampler(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
@@ -167,6 +193,15 @@ COMPONENTS: dict[str, ComponentSpec] = {
         ComponentSpec("vocoder", "vocoder", "vocoder", (km.VOCODER_MAP,), _vocoder, _AUDIO_HINT),
         ComponentSpec("text_embeddings", "text projection and connectors", "transformer",
                       (km.TEXT_EMBEDDINGS_MAP, km.TEXT_EMBEDDINGS_SPLIT_MAP), _text_embeddings, _CHECKPOINT_HINT),
+        # LTX-2.5: the projection in the text encoder file (config: the transformer file's), the connectors in the
+        # transformer file; `loaders.text_embeddings.load_split_text_embeddings` assembles the two.
+        ComponentSpec("text_projection", "text projection", "transformer", (km.TEXT_PROJECTION_FILE_MAP,),
+                      _text_projection, FOLDER_HINTS["gemma_language_model"]),
+        ComponentSpec("text_connectors", "text connectors", "transformer",
+                      (km.CONNECTORS_MAP, km.CONNECTORS_SPLIT_MAP), _text_connectors, _CHECKPOINT_HINT),
+        ComponentSpec("duration_head", "duration head", "transformer",
+                      (km.DURATION_HEAD_MAP, km.DURATION_HEAD_PREFIXED_MAP), _duration_head,
+                      FOLDER_HINTS["duration_head"]),
         ComponentSpec("latent_upsampler", "latent upsampler", None, (km.KeyMap("UPSAMPLER_MAP", (("", ""),),
                       marker="initial_conv."),), _upsampler, FOLDER_HINTS["latent_upsampler"]),
     )

@@ -16,11 +16,13 @@ from .errors import CheckpointFormatError
 from .gguf_file import is_gguf, read_gguf_header
 from .safetensors_header import SafetensorsHeader, read_header
 
-__all__ = ["COMPONENT_PREFIXES", "CheckpointDescription", "ComponentSummary", "describe_file", "format_report"]
+__all__ = ["COMPONENT_PREFIXES", "DIFFUSION_DECODER_KINDS", "CheckpointDescription", "ComponentSummary",
+           "describe_file", "format_report"]
 
 # Official single-file checkpoint layout: (component, key prefixes). The first match wins, so the
 # connectors (stored under the transformer's prefix) come before the transformer itself.
 COMPONENT_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("duration_head", ("duration_head.", "model.diffusion_model.duration_head.")),
     ("video_embeddings_connector", ("model.diffusion_model.video_embeddings_connector.",)),
     ("audio_embeddings_connector", ("model.diffusion_model.audio_embeddings_connector.",)),
     ("embeddings_connector", ("model.diffusion_model.embeddings_connector.",)),
@@ -29,9 +31,11 @@ COMPONENT_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("audio_vae", ("audio_vae.",)),
     ("vocoder", ("vocoder.",)),
     ("text_projection", ("text_embedding_projection.",)),
-    ("gemma_language_model", ("language_model.", "model.language_model.")),
+    # Gemma-3: Hugging Face (language_model. / model.language_model.) and ComfyUI's text-only names (model.*)
+    ("gemma_language_model", ("language_model.", "model.language_model.", "model.embed_tokens.", "model.layers.",
+                              "model.norm.")),
     ("gemma_vision_tower", ("vision_tower.", "model.vision_tower.", "multi_modal_projector.",
-                            "model.multi_modal_projector.")),
+                            "model.multi_modal_projector.", "vision_model.")),
 )
 # Files that hold one component without the single-file prefix (ComfyUI split files, upsamplers).
 UNPREFIXED_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -49,7 +53,15 @@ LORA_MARKERS = (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.
 # Components whose architecture can only be known from the `config` metadata.
 CONFIG_DEPENDENT = {"transformer", "video_vae", "audio_vae", "vocoder", "latent_upsampler", "vae_split"}
 FP8_DTYPES = {"F8_E4M3", "F8_E5M2"}
-GENERATIONS = (("2.5", "LTX-2.5 (22B family)"), ("2.3", "LTX-2.3 (22B family)"), ("2.", "LTX-2 (19B family)"))
+# model_version prefix -> generation. 2.4 was the pre-release stamp of the 2.5 architecture (ltx-core 1.2.0 asks a
+# gemma_source_checkpoint from 2.4.0 on, "below the LTX-2.5 stamp so pre-release builds are covered too", and gives
+# 2.4+ files one parameter set).
+GENERATIONS = (
+    ("2.5", "LTX-2.5 (22B family)"),
+    ("2.4", "LTX-2.5 (22B family, pre-release model_version 2.4)"),
+    ("2.3", "LTX-2.3 (22B family)"),
+    ("2.", "LTX-2 (19B family)"),
+)
 # LTX-2.5 component files whose kind the keys or the config tell apart (checked in order).
 DIFFUSION_DECODER_MARKERS = ("vae.decoder.diff_blocks.", "decoder.diff_blocks.")
 TEMPORAL_UPSAMPLER_KIND = "latent upsampler (temporal x2: twice the frame rate)"
@@ -57,6 +69,7 @@ LTX25_KINDS = (
     ("video_vae only", "video VAE with the LTX-2.5 diffusion decoder"),
     ("VAE (split file)", "video VAE (split file) with the LTX-2.5 diffusion decoder"),
 )
+DIFFUSION_DECODER_KINDS = frozenset(kind for _, kind in LTX25_KINDS)
 # Which AIPROD node takes a file of each kind (the first matching component).
 LOADER_NODES = (
     ("single-file checkpoint", "AIPROD Checkpoint Loader (models/checkpoints)"),
@@ -64,13 +77,16 @@ LOADER_NODES = (
     ("video_vae only", "AIPROD Video VAE Loader (models/vae)"),
     ("VAE (split file)", "AIPROD Video VAE Loader (models/vae)"),
     ("audio_vae only", "AIPROD Audio VAE Loader (models/checkpoints or models/vae)"),
+    ("audio VAE + vocoder", "AIPROD Audio VAE Loader (models/vae)"),
     ("component bundle", "AIPROD Video VAE Loader / AIPROD Audio VAE Loader"),
     ("LoRA", "AIPROD LoRA Loader (models/loras)"),
     ("latent upsampler", "AIPROD Latent Upsampler Loader (models/latent_upscale_models)"),
     ("Gemma text encoder weights", "AIPROD Text Encoder Loader (models/text_encoders)"),
     ("video VAE with the LTX-2.5 diffusion decoder", "AIPROD Video VAE Loader (models/vae)"),
     ("video VAE (split file) with the LTX-2.5 diffusion decoder", "AIPROD Video VAE Loader (models/vae)"),
-    (TEMPORAL_UPSAMPLER_KIND, "AIPROD Latent Upsampler Loader (models/latent_upscale_models)"),
+    (TEMPORAL_UPSAMPLER_KIND, "AIPROD Latent Upsampler Loader (models/latent_upscale_models), then AIPROD Temporal "
+     "Upsample"),
+    ("duration head", "AIPROD Duration Head Loader (models/model_patches)"),
 )
 
 
@@ -146,10 +162,23 @@ def _config_sections(header: SafetensorsHeader) -> tuple[str, ...]:
     return tuple(sorted(config)) if isinstance(config, dict) else ()
 
 
+def _json_metadata(header: SafetensorsHeader, key: str) -> dict[str, object]:
+    try:
+        value = json.loads(header.metadata.get(key, "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _generation(model_version: str, names: set[str], header: SafetensorsHeader) -> str:
     for prefix, label in GENERATIONS:
         if model_version.startswith(prefix):
             return label
+    # LTX-2.5 text encoder files: Gemma 4 (its config in `gemma_config`, with the LTX `gemma_version` stamp)
+    gemma = _json_metadata(header, "gemma_config")
+    stamp = f"{gemma.get('gemma_version', '')} {gemma.get('model_type', '')}".lower()
+    if "gemma4" in stamp:
+        return "LTX-2.5 (22B family, from its Gemma 4 text encoder config)"
     keys = header.tensors.keys()
     if any(k.startswith(DIFFUSION_DECODER_MARKERS) for k in keys):
         return "LTX-2.5 (22B family, from its diffusion decoder keys)"
@@ -172,11 +201,13 @@ def _variant(metadata: dict[str, str]) -> str:
 def _kind(names: set[str]) -> str:
     model_parts = names & {"transformer", "video_vae", "audio_vae", "vocoder"}
     if len(model_parts) > 1:
+        if model_parts == {"audio_vae", "vocoder"}:  # LTX-2.5's ltx-2.5-audio-vae file
+            return "audio VAE + vocoder"
         return "single-file checkpoint" if "transformer" in model_parts else "component bundle"
     if model_parts:
         return f"{next(iter(model_parts))} only"
     for name, kind in (("lora", "LoRA"), ("latent_upsampler", "latent upsampler"), ("vae_split", "VAE (split file)"),
-                       ("gemma_language_model", "Gemma text encoder weights")):
+                       ("gemma_language_model", "Gemma text encoder weights"), ("duration_head", "duration head")):
         if name in names:
             return kind
     if names & {"text_projection", "video_embeddings_connector", "audio_embeddings_connector"}:

@@ -23,7 +23,9 @@ __all__ = [
     "CONNECTORS_MAP",
     "DIFFUSION_VIDEO_DECODER_MAP",
     "DIFFUSION_VIDEO_DECODER_SPLIT_MAP",
+    "DURATION_HEAD_MAP",
     "TEXT_EMBEDDINGS_MAP",
+    "TEXT_PROJECTION_FILE_MAP",
     "TEXT_PROJECTION_MAP",
     "VIDEO_VAE_DECODER_MAP",
     "VIDEO_VAE_ENCODER_MAP",
@@ -33,6 +35,7 @@ __all__ = [
 
 DIFFUSION_MODEL_PREFIX = "model.diffusion_model."
 CONNECTOR_NAMES = ("video_embeddings_connector.", "audio_embeddings_connector.", "embeddings_connector.")
+DURATION_HEAD_PREFIX = "duration_head."  # LTX-2.5's duration head (its own file; ComfyUI also reads it prefixed)
 
 
 @dataclass(frozen=True)
@@ -88,13 +91,14 @@ def _split_of(keymap: KeyMap, strip: str, name: str, marker: str | None = None) 
 AIPRODV_MODEL_COMFY_RENAMING_MAP = KeyMap(
     "AIPRODV_MODEL_COMFY_RENAMING_MAP",
     renames=((DIFFUSION_MODEL_PREFIX, ""),),
-    excludes=tuple(DIFFUSION_MODEL_PREFIX + c for c in CONNECTOR_NAMES),
+    excludes=tuple(DIFFUSION_MODEL_PREFIX + c for c in (*CONNECTOR_NAMES, DURATION_HEAD_PREFIX)),
 )
 # diffusion_models/ file without the prefix: everything except the connectors and other components' keys.
 TRANSFORMER_SPLIT_MAP = KeyMap(
     "TRANSFORMER_SPLIT_MAP",
     renames=(("", ""),),
-    excludes=(*CONNECTOR_NAMES, "vae.", "audio_vae.", "vocoder.", "text_embedding_projection.", "model."),
+    excludes=(*CONNECTOR_NAMES, DURATION_HEAD_PREFIX, "vae.", "audio_vae.", "vocoder.", "text_embedding_projection.",
+              "model."),
     marker="transformer_blocks.",
 )
 
@@ -162,6 +166,17 @@ TEXT_EMBEDDINGS_MAP = KeyMap(
 # Connectors inside an unprefixed diffusion_models/ file (the text projection then travels separately).
 TEXT_EMBEDDINGS_SPLIT_MAP = _split_of(
     TEXT_EMBEDDINGS_MAP, DIFFUSION_MODEL_PREFIX, "TEXT_EMBEDDINGS_SPLIT_MAP", marker="video_embeddings_connector."
+)
+
+# ---- LTX-2.5: the projection lives in the text encoder file, the connectors in the transformer file -------
+# (two modules: `TextFeatureExtractor` and `TextConnectors`, assembled by `loaders.text_embeddings`)
+TEXT_PROJECTION_FILE_MAP = KeyMap("TEXT_PROJECTION_FILE_MAP", renames=(("text_embedding_projection.", ""),))
+CONNECTORS_SPLIT_MAP = _split_of(CONNECTORS_MAP, DIFFUSION_MODEL_PREFIX, "CONNECTORS_SPLIT_MAP")
+
+# ---- LTX-2.5 duration head (model_patches/): Lightricks' own file, or under the transformer prefix ----------
+DURATION_HEAD_MAP = KeyMap("DURATION_HEAD_MAP", renames=((DURATION_HEAD_PREFIX, ""),))
+DURATION_HEAD_PREFIXED_MAP = KeyMap(
+    "DURATION_HEAD_PREFIXED_MAP", renames=((DIFFUSION_MODEL_PREFIX + DURATION_HEAD_PREFIX, ""),)
 )
 
 # ---- LoRA source formats: LoRA key prefix -> path relative to the diffusion model -------------------------

@@ -65,7 +65,7 @@ def image_inputs() -> list:
                      "end). Must lie inside the clip."),
         float_input("strength", 1.0, "1 keeps the image exactly; lower values let the model change it."),
         float_input("crf", DEFAULT_IMAGE_CRF, "H.264 compression applied to the image first, as the model was "
-                    "trained (0 = none).", step=1.0),
+                    "trained (0 = none; LTX-2 / LTX-2.3: 33, LTX-2.5: 18).", step=1.0),
     ]
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from comfy_api.latest import io
 
-from ..aiprod_core.pipelines.validation import check_problems
+from ..aiprod_core.pipelines.validation import check_lora_generation, check_problems
 from ..loaders.component_loader import check_component, load_component
-from ..loaders.detect import describe_file
+from ..loaders.detect import DIFFUSION_DECODER_KINDS, describe_file
 from ..loaders.lora import read_lora
 from ..loaders.lora_apply import check_transformer_lora, load_component_with_loras
 from ..loaders.text_encoder_files import find_gemma_files, load_gemma
@@ -70,6 +70,9 @@ QUANT_MODES = ("upcast", "keep")
 QUANT_INPUT = "quantized_weights"
 LEGACY_QUANT_INPUT = "fp8"  # the option's name before quantized formats other than fp8 were supported
 MAX_LORA_STRENGTH = 10.0
+DECODERS = {"diffusion": "LTX-2.5 diffusion (a few denoising steps, sharper)", "conv": "convolutional"}
+DECODER_CHOICES = ("auto", *DECODERS)
+DECODER_FILES = {"diffusion": "ltx-2.5-video-vae-bf16.safetensors", "conv": "ltx-2.5-video-vae-conv-bf16.safetensors"}
 
 
 def _dtype_input(default: str = "auto") -> io.Combo.Input:
@@ -162,14 +165,37 @@ def make_transformer(path: str, dtype_choice: str, quantized_weights: str, loras
     return TransformerHandle(**{**handle.__dict__, "lazy": LazyModule(load, f"transformer {path}")})
 
 
-def _video_vae(path: str, dtype_choice: str) -> VideoVAE:
+def _video_vae(path: str, dtype_choice: str, decoder: str = "video_decoder") -> VideoVAE:
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
         return LazyModule(lambda: load_component(path, component, dtype=dtype, device=load_device()).module,
                           f"{component} {path}")
 
-    return VideoVAE(part("video_encoder"), part("video_decoder"))
+    return VideoVAE(part("video_encoder"), part(decoder))
+
+
+def _file_decoder(path: str) -> str:
+    """The video decoder a VAE file holds: "diffusion" (LTX-2.5's ltx-2.5-video-vae) or "conv" (every other)."""
+    try:
+        kind = describe_file(path).kind
+    except ValueError:
+        return "conv"  # the content check names the problem
+    return "diffusion" if kind in DIFFUSION_DECODER_KINDS else "conv"
+
+
+def _decoder_component(vae: str, path: str, decoder: str | None) -> str:
+    """The component to load for the ``decoder`` choice; a choice the file cannot serve is refused by name."""
+    held = _file_decoder(path)
+    wanted = held if decoder in (None, "auto") else decoder
+    if wanted not in DECODERS:
+        raise ValueError(f"decoder={decoder!r}, expected one of {', '.join(DECODER_CHOICES)}")
+    if wanted != held:
+        raise ValueError(
+            f"decoder={decoder!r}: vae={vae!r} holds the {DECODERS[held]} video decoder, not the {DECODERS[wanted]} "
+            f"one. LTX-2.5 ships them as two files: {DECODER_FILES['diffusion']} (diffusion) and "
+            f"{DECODER_FILES['conv']} (conv); choose that file, or decoder 'auto'.")
+    return "diffusion_video_decoder" if wanted == "diffusion" else "video_decoder"
 
 
 def _audio_vae(path: str, dtype_choice: str) -> AudioVAE:
@@ -232,7 +258,9 @@ class AIPRODDiffusionModelLoader(io.ComfyNode):
             node_id="AIPRODDiffusionModelLoader",
             display_name="AIPROD Diffusion Model Loader",
             category=CATEGORY,
-            description="Loads the LTX-2 / LTX-2.3 transformer from a transformer-only file in models/diffusion_models "
+            description="Loads the LTX-2 / LTX-2.3 / LTX-2.5 transformer (LTX-2.5: ltx-2.5-22b-dev / -distilled"
+            "-transformer-bf16, or Comfy-Org's int8-convrot repack) from a transformer-only file in "
+            "models/diffusion_models "
             "(or models/unet): safetensors (bf16, fp8, ComfyUI-quantized, NVFP4, MXFP8) or GGUF (Q4_0 ... Q8_0, "
             "K-quants, F16). Every key, shape and format is checked here, before anything is loaded.",
             inputs=[
@@ -275,6 +303,11 @@ class AIPRODVideoVAELoader(io.ComfyNode):
                 _files_input("vae", VAE_FILES,
                              "A video VAE file (models/vae) or a single-file checkpoint."),
                 _dtype_input(),
+                choice_input("decoder", DECODER_CHOICES, default="auto", optional=True,
+                             tooltip="The video decoder. LTX-2.5 has two, in two files: diffusion "
+                             f"({DECODER_FILES['diffusion']}: a few denoising steps with neighborhood attention, "
+                             f"sharper) and conv ({DECODER_FILES['conv']}: one pass, faster). auto: the one the file "
+                             "holds; diffusion / conv: refuse a file that holds the other. LTX-2 / 2.3: conv."),
             ],
             outputs=[VideoVAESocket.Output(display_name="video_vae", tooltip="Video VAE encoder + decoder.")],
         )
@@ -284,10 +317,11 @@ class AIPRODVideoVAELoader(io.ComfyNode):
         return _fingerprint("vae", vae, VAE_FILES)
 
     @classmethod
-    def execute(cls, vae: str, weight_dtype: str) -> io.NodeOutput:
+    def execute(cls, vae: str, weight_dtype: str, decoder: str = "auto") -> io.NodeOutput:
         path = resolve_model_file("vae", vae, VAE_FILES)
-        _check_contents(path, "video_encoder", "video_decoder")
-        return io.NodeOutput(_video_vae(path, weight_dtype))
+        component = _decoder_component(vae, path, decoder)
+        _check_contents(path, "video_encoder", component)
+        return io.NodeOutput(_video_vae(path, weight_dtype, component))
 
 
 class AIPRODAudioVAELoader(io.ComfyNode):
@@ -321,7 +355,7 @@ class AIPRODAudioVAELoader(io.ComfyNode):
 
 
 class AIPRODUpsamplerLoader(io.ComfyNode):
-    """The spatial latent upsampler (x2 or x1.5) from models/latent_upscale_models."""
+    """A latent upsampler (spatial x2 / x1.5, or LTX-2.5's temporal x2) from models/latent_upscale_models."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -330,7 +364,8 @@ class AIPRODUpsamplerLoader(io.ComfyNode):
             node_id="AIPRODUpsamplerLoader",
             display_name="AIPROD Latent Upsampler Loader",
             category=CATEGORY,
-            description="Loads an LTX spatial latent upsampler (x2 or x1.5) from models/latent_upscale_models.",
+            description="Loads an LTX latent upsampler from models/latent_upscale_models: spatial (x2 or x1.5, for "
+            "'AIPROD Latent Upsample') or LTX-2.5's temporal x2 (for 'AIPROD Temporal Upsample').",
             inputs=[
                 _files_input("upsampler", (UPSCALE_FOLDER,),
                              "A latent upsampler file from models/latent_upscale_models."),
@@ -457,10 +492,17 @@ class AIPRODLoraLoader(io.ComfyNode):
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
         if strength != 0:  # a LoRA for another model (or the text encoder) fails here, not after text encoding
+            _check_lora_generation(lora, path, model)
             check_transformer_lora(path, model.path, model.quantized_weights)
         return io.NodeOutput(make_transformer(model.path, _choice_of(model), model.quantized_weights,
                                               (*model.loras, (path, strength)), model.generation,
                                               model.reference_downscale_factor, model.weight_streaming))
+
+
+def _check_lora_generation(lora: str, path: str, model: TransformerHandle) -> None:
+    """A LoRA of another generation (an LTX-2.5 LoRA on an LTX-2.3 model, or the reverse: same 22B shapes, so the
+    key match alone would take it) is refused naming both, from the headers' model_version."""
+    check_lora_generation(_generation(path), model.generation or _generation(model.path), f"lora={lora!r}")
 
 
 def _choice_of(model: TransformerHandle) -> str:
@@ -489,6 +531,8 @@ class AIPRODICLoraLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
         path = resolve_model_file("lora", lora, LORAS)
+        if strength != 0:
+            _check_lora_generation(lora, path, model)
         shallow = (check_transformer_lora(path, model.path, model.quantized_weights) if strength != 0
                    else read_lora(path, shapes_only=True))
         factor = shallow.reference_downscale_factor or 1

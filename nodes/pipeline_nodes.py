@@ -23,7 +23,7 @@ from ..aiprod_core.pipelines import (
     two_stage,
 )
 from ..aiprod_core.pipelines import validation as rules
-from ..aiprod_core.pipelines.preprocess import DEFAULT_IMAGE_CRF
+from ..aiprod_core.pipelines.generations import generation_defaults
 from ..aiprod_core.pipelines.validation import PipelineKind, tiling_config
 from .inputs import TILING, float_input, int_input, reference_frames, seed_input, size_inputs, tiling_inputs
 from .problems import answer, contexts_model_problems, guider_model_problems, input_problems
@@ -79,9 +79,9 @@ def _outputs() -> list:
 
 
 def _guided_inputs() -> list:
-    return [int_input("steps", 30, "Steps of the guided stage (LTX-2.3: 30, LTX-2: 40)."),
+    return [int_input("steps", 30, "Steps of the guided stage (LTX-2.3 / LTX-2.5: 30, LTX-2: 40)."),
             GuiderSocket.Input("guider", optional=True, tooltip="Guidance; default: ltx-pipelines' for the model's "
-                               "generation (STG block 28 for LTX-2.3, 29 for LTX-2).")]
+                               "generation (STG block 28 for LTX-2.3 / LTX-2.5, 29 for LTX-2).")]
 
 
 def _image_inputs() -> list:
@@ -124,15 +124,26 @@ class _Pipeline(io.ComfyNode):
         return []
 
 
-def _images(image: torch.Tensor | None, strength: float) -> tuple[ImageCondition, ...]:
-    return () if image is None else (ImageCondition(image[0].cpu(), 0, strength, DEFAULT_IMAGE_CRF),)
+def _image_crf(values: dict[str, Any]) -> int:
+    """The H.264 CRF the model's generation was trained against (LTX-2 / 2.3: 33, LTX-2.5: 18)."""
+    model = values.get("model")
+    return generation_defaults(model.generation if model is not None else None).image_crf
+
+
+def _images(values: dict[str, Any]) -> tuple[ImageCondition, ...]:
+    image = values.get("image")
+    if image is None:
+        return ()
+    return (ImageCondition(image[0].cpu(), 0, values["image_strength"], _image_crf(values)),)
 
 
 def _request(values: dict[str, Any], images: tuple[ImageCondition, ...], total_steps: int) -> GenerationRequest:
     tiling = tiling_config(*(values[k] for k in TILING))
+    model = values.get("model")
+    stage_1 = generation_defaults(model.generation if model is not None else None).distilled_stage_1
     return GenerationRequest(values["width"], values["height"], values["frames"], values["fps"], values["seed"],
                              images=images, tiling=tiling, callback=StepProgress(total_steps),
-                             decode_callback=DecodeProgress())
+                             decode_callback=DecodeProgress(), distilled_stage_1=stage_1)
 
 
 def _models(values: dict[str, Any], refiner: TransformerHandle | None = None) -> PipelineModels:
@@ -189,7 +200,7 @@ class AIPRODTextToVideoPipeline(_Pipeline):
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        request = _request(values, _images(values.get("image"), values["image_strength"]), values["steps"])
+        request = _request(values, _images(values), values["steps"])
         guided = _guided(values.get("guider"), values["steps"], values["model"])
         return _wrap(_run(text_to_video, _models(values), values["conditioning"], request, guided))
 
@@ -217,7 +228,7 @@ class AIPRODTwoStagePipeline(_Pipeline):
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        request = _request(values, _images(values.get("image"), values["image_strength"]),
+        request = _request(values, _images(values),
                            values["steps"] + REFINE_STEPS)
         guided = _guided(values.get("guider"), values["steps"], values["model"])
         return _wrap(_run(two_stage, _models(values, values["refiner"]), values["conditioning"], request, guided))
@@ -242,7 +253,7 @@ class AIPRODDistilledPipeline(_Pipeline):
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        request = _request(values, _images(values.get("image"), values["image_strength"]),
+        request = _request(values, _images(values),
                            DISTILLED_STEPS + REFINE_STEPS)
         return _wrap(_run(distilled, _models(values), PromptContexts(values["conditioning"].positive), request))
 
@@ -276,7 +287,7 @@ class AIPRODICLoraPipeline(_Pipeline):
     def execute(cls, **values) -> io.NodeOutput:
         pixels = reference_frames(values.get("reference_frames"), values.get("reference_video"))
         references = (ReferenceCondition(pixels, values["reference_strength"]),)
-        request = _request(values, _images(values.get("image"), values["image_strength"]),
+        request = _request(values, _images(values),
                            DISTILLED_STEPS + REFINE_STEPS)
         model: TransformerHandle = values["model"]
         return _wrap(_run(ic_lora, _models(values, values["refiner"]),
@@ -333,7 +344,7 @@ class AIPRODKeyframePipeline(_Pipeline):
     def execute(cls, **values) -> io.NodeOutput:
         images: torch.Tensor = values["images"]
         indices = rules.parse_indices(values["frame_indices"], "frame_indices", _INDICES_EXAMPLE)
-        conditions = tuple(ImageCondition(images[i].cpu(), index, values["strength"], DEFAULT_IMAGE_CRF)
+        conditions = tuple(ImageCondition(images[i].cpu(), index, values["strength"], _image_crf(values))
                            for i, index in enumerate(indices))
         request = _request(values, conditions, values["steps"] + REFINE_STEPS)
         guided = _guided(values.get("guider"), values["steps"], values["model"])

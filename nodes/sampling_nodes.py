@@ -15,7 +15,9 @@ from ..aiprod_core.pipelines import (
     upsample,
 )
 from ..aiprod_core.pipelines import validation as rules
-from ..aiprod_core.sampling import Guidance, Pass, StreamGuider, distilled_sigmas, ltx2_sigmas
+from ..aiprod_core.pipelines.generations import generation_defaults
+from ..aiprod_core.pipelines.pipelines import ANCESTRAL_NOISE_SEED_OFFSET
+from ..aiprod_core.sampling import EulerAncestralStep, Guidance, Pass, StreamGuider, distilled_sigmas, ltx2_sigmas
 from .inputs import choice_input, float_input, int_input, seed_input
 from .problems import contexts_model_problems, guider_model_problems
 from .runtime import ComfyModelHost, StepProgress
@@ -46,7 +48,8 @@ def _stream_inputs(stream: str) -> list:
                     "needs a negative prompt).", step=0.1),
         float_input(f"{stream}_stg", 1.0, f"{stream} spatio-temporal guidance scale (0 = off).", step=0.1),
         io.String.Input(f"{stream}_stg_blocks", default=DEFAULT_STG_BLOCKS,
-                        tooltip="Transformer blocks STG perturbs, comma-separated (LTX-2.3: 28, LTX-2: 29; empty = "
+                        tooltip="Transformer blocks STG perturbs, comma-separated (LTX-2.3 / 2.5: 28, LTX-2: 29; empty "
+                        "= "
                         "STG off). Checked against the model's block count where model and guider meet."),
         float_input(f"{stream}_rescale", 0.7, f"{stream} guidance std rescale (0 = off)."),
         float_input(f"{stream}_modality_scale", 3.0, f"{stream} modality-isolation guidance scale (1 = off).",
@@ -88,7 +91,7 @@ class AIPRODGuider(io.ComfyNode):
             display_name="AIPROD Guider",
             category=CATEGORY,
             description="CFG, STG (on chosen blocks), std rescale, modality isolation and step skipping for the "
-            "video and the audio stream. Defaults are ltx-pipelines' (LTX-2.3).",
+            "video and the audio stream. Defaults are ltx-pipelines' (LTX-2.3 and LTX-2.5 share them).",
             inputs=[*_stream_inputs("video"), *_stream_inputs("audio")],
             outputs=[GuiderSocket.Output(display_name="guider",
                                          tooltip="Guidance for 'AIPROD Sampler' / pipeline nodes.")],
@@ -113,8 +116,8 @@ def _sigmas(schedule: str, steps: int, sigmas: torch.Tensor | None) -> tuple[tor
 
 
 def run_stage(model: TransformerHandle, bundle: LatentBundle, conditioning: PromptContexts, sigmas: torch.Tensor,
-              noise_scale: float, seed: int, guider: GuiderSettings | None, video_vae: VideoVAE | None
-              ) -> LatentBundle:
+              noise_scale: float, seed: int, guider: GuiderSettings | None, video_vae: VideoVAE | None,
+              ancestral: bool = False) -> LatentBundle:
     """Encode the bundle's conditioning at its size and run one sampling stage (`aiprod_core.pipelines.sample`)."""
     host = ComfyModelHost()
     rules.check_problems(guider_model_problems(guider, model))
@@ -135,8 +138,11 @@ def run_stage(model: TransformerHandle, bundle: LatentBundle, conditioning: Prom
         raise ValueError("conditioning: the guider's CFG needs a negative prompt; enable encode_negative or set "
                          "video_cfg / audio_cfg to 1")
     generator = torch.Generator(device=host.device).manual_seed(seed)
+    step = None
+    if ancestral:  # LTX-2.5's distilled stage 1, as the distilled pipeline samples it
+        step = EulerAncestralStep(torch.Generator(device=host.device).manual_seed(seed + ANCESTRAL_NOISE_SEED_OFFSET))
     result = sample(transformer, latents, items, sigmas, guidance, generator, host, dtype=model.dtype,
-                    noise_scale=noise_scale, callback=StepProgress(len(sigmas) - 1))  # fmt: skip
+                    noise_scale=noise_scale, step=step, callback=StepProgress(len(sigmas) - 1))  # fmt: skip
     return bundle.with_latents(result, denoised=True)
 
 
@@ -150,7 +156,8 @@ class AIPRODSampler(io.ComfyNode):
             display_name="AIPROD Sampler",
             category=CATEGORY,
             description="Noises the latents with the seed and denoises them along a schedule: 'ltx2' (steps, with "
-            "a guider for dev models), 'distilled' (8 fixed steps), 'distilled_stage_2' (3 refinement steps on an "
+            "a guider for dev models), 'distilled' (8 fixed steps; LTX-2.5: ancestral Euler, as its distilled "
+            "pipeline), 'distilled_stage_2' (3 refinement steps on an "
             "upsampled latent). A SIGMAS input overrides the schedule (noise scale = its first sigma). Shows "
             "progress and a latent preview; can be interrupted between steps.",
             inputs=[
@@ -188,7 +195,10 @@ class AIPRODSampler(io.ComfyNode):
                 steps: int, seed: int, guider: GuiderSettings | None = None, video_vae: VideoVAE | None = None,
                 sigmas: torch.Tensor | None = None) -> io.NodeOutput:
         values, noise_scale = _sigmas(schedule, steps, sigmas)
-        return io.NodeOutput(run_stage(model, latent, conditioning, values, noise_scale, seed, guider, video_vae))
+        ancestral = schedule == "distilled" and sigmas is None and (
+            generation_defaults(model.generation).distilled_stage_1 == "euler_ancestral")
+        return io.NodeOutput(run_stage(model, latent, conditioning, values, noise_scale, seed, guider, video_vae,
+                                       ancestral))
 
 
 class AIPRODLatentUpsample(io.ComfyNode):
@@ -212,6 +222,11 @@ class AIPRODLatentUpsample(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent: LatentBundle, upsampler, video_vae: VideoVAE) -> io.NodeOutput:
-        result = upsample(latent.latents, upsampler.get(), video_vae.encoder.get(), ComfyModelHost())
+        module = upsampler.get()
+        config = getattr(module, "config", None)
+        if config is not None and config.temporal_upsample and not config.spatial_upsample:
+            raise ValueError("upsampler: LTX-2.5's temporal upscaler (twice the frame rate); use AIPROD Temporal "
+                             "Upsample for it, or load a spatial upscaler (spatial-upscaler-x2) here")
+        result = upsample(latent.latents, module, video_vae.encoder.get(), ComfyModelHost())
         # the references condition stage 1 only (the refinement runs without them, as the IC-LoRA pipeline)
         return io.NodeOutput(replace(latent.with_latents(result, denoised=latent.denoised), references=()))

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from ..conditioning import ConditioningItem
-from ..sampling import Guidance, StepReport, StreamGuider, distilled_sigmas, ltx2_sigmas
+from ..sampling import EulerAncestralStep, Guidance, StepReport, StreamGuider, distilled_sigmas, ltx2_sigmas
+from ..sampling.steps import DiffusionStep
 from ..video_vae import TilingConfig
 from .latents import AVLatents, PromptContexts, empty_latents
 from .models import LocalHost, ModelHost, PipelineModels
@@ -67,6 +68,9 @@ class GenerationRequest:
     tiling: TilingConfig | None = None
     callback: Callable[[StepReport], None] | None = field(default=None, compare=False)
     decode_callback: Callable[[int, int], None] | None = field(default=None, compare=False)  # (done, total) frames
+    # The distilled pipeline's stage-1 sampler: "euler", or "euler_ancestral" (LTX-2.5: ltx-pipelines 1.2.0 samples
+    # stage 1 of a model_version >= 2.5 ancestrally, eta 1, its noise seeded seed + 10000).
+    distilled_stage_1: str = "euler"
 
 
 @dataclass(frozen=True)
@@ -120,10 +124,11 @@ class _Run:
         sigmas: torch.Tensor,
         guidance: Guidance,
         noise_scale: float = 1.0,
+        step: DiffusionStep | None = None,
     ) -> AVLatents:
         return sample(
             transformer, latents, conditionings, sigmas, guidance, self.generator, self.host,
-            dtype=self.models.dtype, noise_scale=noise_scale, callback=self.request.callback,
+            dtype=self.models.dtype, noise_scale=noise_scale, step=step, callback=self.request.callback,
         )  # fmt: skip
 
     def empty(self, downscale: int) -> AVLatents:
@@ -189,13 +194,15 @@ def _two_stage(
     references: Sequence[ReferenceCondition] = (),
     downscale_factor: int = 1,
     skip_stage_2: bool = False,
+    stage_1_step: DiffusionStep | None = None,
 ) -> GenerationResult:
     m = run.models
     half = run.empty(2)
     conditionings = run.images(half, keyframes_only)
     if references:
         conditionings += reference_conditionings(m.video_encoder, references, half, run.host, downscale_factor)
-    latents = run.sample(m.transformer, half, conditionings, _stage_1_sigmas(guided), _guidance(run, guided))
+    latents = run.sample(m.transformer, half, conditionings, _stage_1_sigmas(guided), _guidance(run, guided),
+                         step=stage_1_step)
     if not skip_stage_2:
         latents = _refine(run, latents, m.stage_2_transformer(), keyframes_only)
     return _finish(run, latents)
@@ -243,7 +250,22 @@ def distilled(
 ) -> GenerationResult:
     """The distilled model: 8 fixed steps at half size, x2 upsample, 3 fixed steps (``DistilledPipeline``)."""
     models.require(*_TWO_STAGE)
-    return _two_stage(_start(models, contexts, request, host, PipelineKind.DISTILLED), None)
+    run = _start(models, contexts, request, host, PipelineKind.DISTILLED)
+    return _two_stage(run, None, stage_1_step=_distilled_stage_1_step(run))
+
+
+DISTILLED_STAGE_1 = ("euler", "euler_ancestral")
+ANCESTRAL_NOISE_SEED_OFFSET = 10000  # ltx-pipelines 1.2.0: the ancestral loop's noise is not the initial noise
+
+
+def _distilled_stage_1_step(run: _Run) -> DiffusionStep | None:
+    choice = run.request.distilled_stage_1
+    if choice not in DISTILLED_STAGE_1:
+        raise ValueError(f"distilled_stage_1={choice!r}, expected one of {', '.join(DISTILLED_STAGE_1)}")
+    if choice == "euler":
+        return None
+    generator = torch.Generator(device=run.host.device).manual_seed(run.request.seed + ANCESTRAL_NOISE_SEED_OFFSET)
+    return EulerAncestralStep(generator)
 
 
 def ic_lora(

@@ -26,7 +26,8 @@ from ..sampling import GaussianNoiser, Guidance, Prompt, StepReport, X0Denoiser,
 from ..sampling.state import LatentState
 from ..sampling.steps import DiffusionStep
 from ..upsampler import upsample_latent
-from ..video_vae import TilingConfig, tiled_decode
+from ..video_vae import DiffusionVideoDecoder, TilingConfig, tiled_decode
+from ..video_vae import decode_video as decode_with_either
 from .latents import AVLatents, PromptContexts
 from .models import ModelHost
 from .pixels import reference_mask_to_latent, reference_video_pixels
@@ -237,14 +238,17 @@ def decode_video(
 ) -> torch.Tensor:
     """Video latent (B, 128, F', H', W') -> frames (B, F, H, W, 3) float32 in [0, 1].
 
-    ``generator`` drives the timestep-conditioned (LTX-2) decoder's noise; ``tiling`` bounds memory;
-    ``on_chunk(frames_done, frames_total)`` runs between tiled chunks (progress / interrupt checks).
+    ``decoder``: the conv `VideoDecoder` or LTX-2.5's `DiffusionVideoDecoder` (its file's denoising steps).
+    ``generator`` drives the timestep-conditioned (LTX-2) decoder's and the diffusion decoder's noise; ``tiling``
+    bounds memory; ``on_chunk(frames_done, frames_total)`` runs between tiled chunks (progress / interrupt checks).
     """
     generator = seeded(generator, host.device)
     try:
         with host.use(decoder) as vae:
             latent = latent.to(host.device, _dtype_of(vae))
-            if tiling is None:
+            if isinstance(vae, DiffusionVideoDecoder):  # LTX-2.5's diffusion decoder: its own schedule, tiled alike
+                video = decode_with_either(latent, vae, tiling, generator=generator, on_chunk=on_chunk)
+            elif tiling is None:
                 video = vae(latent, generator=generator)
             else:
                 video = tiled_decode(vae, latent, tiling, generator=generator, on_chunk=on_chunk)

@@ -6,7 +6,7 @@ from .patchify import AudioLayout, VideoLayout
 from .planner import Guidance, Prompt, X0Denoiser
 from .schedules import DISTILLED_SIGMAS, STAGE_2_DISTILLED_SIGMAS, distilled_sigmas, ltx2_sigmas
 from .state import AudioLatentShape, GaussianNoiser, LatentState, VideoLatentShape
-from .steps import EulerStep, GradientEstimationStep
+from .steps import EulerAncestralStep, EulerStep, GradientEstimationStep
 
 __all__ = [
     "CFG",
@@ -16,6 +16,7 @@ __all__ = [
     "AudioLatentShape",
     "AudioLayout",
     "CFGStar",
+    "EulerAncestralStep",
     "EulerStep",
     "GaussianNoiser",
     "GradientEstimationStep",

@@ -66,6 +66,9 @@ def denoise(
                 raise ValueError(f"no prediction for stream {stream} at step {index}")
             blended[stream] = keep_clean_tokens(x0, state)
             latent, carries[stream] = step(state.latent, blended[stream], sigma, sigma_next, carries[stream])
+            if getattr(step, "renoises", False) and float(sigma_next) != 0:  # noise added: clean tokens back
+                latent = keep_clean_tokens(latent, state)
+            latent = latent.to(state.latent.dtype)
             states[stream] = state.with_latent(latent)
         logger.debug("step %d/%d sigma %.6f -> %.6f", index + 1, total, float(sigma), float(sigma_next))
         if callback is not None:

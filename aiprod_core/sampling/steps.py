@@ -11,7 +11,7 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["DiffusionStep", "EulerStep", "GradientEstimationStep", "to_velocity", "to_x0"]
+__all__ = ["DiffusionStep", "EulerAncestralStep", "EulerStep", "GradientEstimationStep", "to_velocity", "to_x0"]
 
 CALC_DTYPE = torch.float32
 
@@ -58,6 +58,45 @@ class EulerStep:
     ) -> tuple[torch.Tensor, None]:
         velocity = to_velocity(sample, x0, sigma)
         return (sample.to(CALC_DTYPE) + velocity.to(CALC_DTYPE) * (sigma_next - sigma)).to(sample.dtype), None
+
+
+class EulerAncestralStep:
+    """Ancestral (SDE) Euler in the rectified-flow parameterisation (alpha = 1 - sigma), LTX-2.5's distilled stage 1
+    (ltx-core 1.2.0 ``EulerAncestralDiffusionStep``): an Euler step down to sigma_down = sigma_next (1 + (sigma_next
+    / sigma - 1) eta), then renoised back up to sigma_next with the signal scaled by alpha_next / alpha_down; the
+    last step (sigma_next = 0) returns x0. Noise: one ``randn`` of the sample's shape and dtype per call from
+    ``generator`` (the loop calls video first, then audio, as the reference draws). The next sample is returned in
+    float32: ``renoises`` tells the loop to re-apply the conditioning's clean tokens, then cast, as the reference.
+    """
+
+    renoises = True
+
+    def __init__(self, generator: torch.Generator, eta: float = 1.0, s_noise: float = 1.0) -> None:
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta={eta!r}, expected 0 <= eta <= 1")
+        self.generator, self.eta, self.s_noise = generator, eta, s_noise
+
+    def __call__(
+        self,
+        sample: torch.Tensor,
+        x0: torch.Tensor,
+        sigma: torch.Tensor,
+        sigma_next: torch.Tensor,
+        carry: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
+        sigma_t = torch.as_tensor(sigma, dtype=CALC_DTYPE)
+        next_t = torch.as_tensor(sigma_next, dtype=CALC_DTYPE)
+        if float(next_t) == 0:
+            return x0.to(sample.dtype), None
+        down = next_t * (1.0 + (next_t / sigma_t - 1.0) * self.eta)
+        ratio = down / sigma_t
+        x_next = ratio * sample.to(CALC_DTYPE) + (1.0 - ratio) * x0.to(CALC_DTYPE)
+        if self.eta > 0:
+            alpha_next, alpha_down = 1.0 - next_t, 1.0 - down
+            renoise = (next_t**2 - down**2 * alpha_next**2 / alpha_down**2).clamp(min=0) ** 0.5
+            noise = torch.randn(sample.shape, generator=self.generator, dtype=sample.dtype, device=sample.device)
+            x_next = (alpha_next / alpha_down) * x_next + noise.to(CALC_DTYPE) * (self.s_noise * renoise)
+        return x_next, None
 
 
 @dataclass(frozen=True)

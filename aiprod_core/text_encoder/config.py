@@ -3,7 +3,9 @@
 Both are read from the single-file checkpoint's ``config["transformer"]`` section, with the reference's defaults.
 LTX-2 ("2.0", 19B) projects the stacked Gemma hidden states back to the Gemma width (``aggregate_embed``) and the
 transformer holds the caption projection; LTX-2.3 (22B) has ``caption_proj_before_connector`` and projects to the
-video / audio widths (``video_aggregate_embed`` / ``audio_aggregate_embed``) before the connectors.
+video / audio widths (``video_aggregate_embed`` / ``audio_aggregate_embed``) before the connectors. LTX-2.5 keeps
+2.3's text path (its Gemma 4 has Gemma 3's width and depth) with the projection saved in the text encoder file and
+the connectors in the transformer file.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ConnectorConfig:
     rope_max_pos: int
     gated_attention: bool
     rope_theta: float = CONNECTOR_ROPE_THETA
+    ff_bias: bool = True  # ``connector_ff_bias`` (the reference's option; every published file has the biases)
 
     @property
     def inner_dim(self) -> int:
@@ -87,7 +90,11 @@ class TextEmbeddingsConfig:
         registers = section.get("connector_num_learnable_registers", CONNECTOR_NUM_REGISTERS)
         if registers != CONNECTOR_NUM_REGISTERS:  # the reference always builds 128 registers
             _reject("connector_num_learnable_registers", registers, CONNECTOR_NUM_REGISTERS)
+        ff_bias = section.get("connector_ff_bias", True)
+        if not isinstance(ff_bias, bool):
+            _reject("connector_ff_bias", ff_bias, "true or false")
         shared = {
+            "ff_bias": ff_bias,
             "num_registers": registers,
             "rope_type": rope_type,
             "double_precision_rope": section.get("frequencies_precision", False) == "float64",
@@ -147,6 +154,7 @@ def _feature_extractor_kind(section: dict[str, Any]) -> FeatureExtractorKind:
         if section[key] != _V2_PROJECTION_KEYS[key]:
             _reject(key, section[key], _V2_PROJECTION_KEYS[key])
     norm_type = section.get("text_encoder_norm_type", _V2_NORM_TYPE)
-    if norm_type != _V2_NORM_TYPE:
+    # LTX-2.5 files spell it "PER_TOKEN_RMS" (the reference does not read the key at all)
+    if not isinstance(norm_type, str) or norm_type.lower() != _V2_NORM_TYPE:
         _reject("text_encoder_norm_type", norm_type, _V2_NORM_TYPE)
     return FeatureExtractorKind.DUAL

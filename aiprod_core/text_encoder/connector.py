@@ -105,9 +105,11 @@ class ConnectorAttention(nn.Module):
 
 
 class _GeluTanhProjection(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int, dtype: torch.dtype | None, device: torch.device | str | None):
+    def __init__(
+        self, dim_in: int, dim_out: int, bias: bool, dtype: torch.dtype | None, device: torch.device | str | None
+    ):
         super().__init__()
-        self.proj = Linear(dim_in, dim_out, dtype=dtype, device=device)
+        self.proj = Linear(dim_in, dim_out, bias=bias, dtype=dtype, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.gelu(self.proj(x), approximate="tanh")
@@ -116,13 +118,15 @@ class _GeluTanhProjection(nn.Module):
 class FeedForward(nn.Module):
     """Linear -> GELU(tanh) -> Linear with 4x hidden width: (B, T, C) -> (B, T, C)."""
 
-    def __init__(self, dim: int, dtype: torch.dtype | None, device: torch.device | str | None):
+    def __init__(
+        self, dim: int, dtype: torch.dtype | None, device: torch.device | str | None, bias: bool = True
+    ) -> None:
         super().__init__()
         hidden = dim * FF_MULT
         self.net = nn.Sequential(
-            _GeluTanhProjection(dim, hidden, dtype, device),
+            _GeluTanhProjection(dim, hidden, bias, dtype, device),
             nn.Identity(),
-            Linear(hidden, dim, dtype=dtype, device=device),
+            Linear(hidden, dim, bias=bias, dtype=dtype, device=device),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +139,7 @@ class ConnectorBlock(nn.Module):
     def __init__(self, config: ConnectorConfig, dtype: torch.dtype | None, device: torch.device | str | None):
         super().__init__()
         self.attn1 = ConnectorAttention(config, dtype, device)
-        self.ff = FeedForward(config.inner_dim, dtype, device)
+        self.ff = FeedForward(config.inner_dim, dtype, device, bias=config.ff_bias)
 
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None

@@ -12,7 +12,7 @@ from .config import TextEmbeddingsConfig
 from .connector import EmbeddingsConnector
 from .features import TextFeatureExtractor
 
-__all__ = ["CHECKPOINT_PREFIXES", "TextEmbeddings", "TextEmbeddingsProcessor"]
+__all__ = ["CHECKPOINT_PREFIXES", "TextConnectors", "TextEmbeddings", "TextEmbeddingsProcessor"]
 
 # checkpoint key prefix -> module key prefix (single-file LTX-2 / LTX-2.3 checkpoints)
 CHECKPOINT_PREFIXES: dict[str, str] = {
@@ -28,6 +28,19 @@ class TextEmbeddings(NamedTuple):
     video: torch.Tensor
     audio: torch.Tensor
     mask: torch.Tensor
+
+
+class TextConnectors(nn.Module):
+    """The video and audio connectors alone (LTX-2.5 keeps them in the transformer file, the projection in the text
+    encoder file): module keys ``video_connector.*`` / ``audio_connector.*``."""
+
+    def __init__(
+        self, config: TextEmbeddingsConfig, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.video_connector = EmbeddingsConnector(config.video_connector, dtype, device)
+        self.audio_connector = EmbeddingsConnector(config.audio_connector, dtype, device)
 
 
 class TextEmbeddingsProcessor(nn.Module):
@@ -49,6 +62,24 @@ class TextEmbeddingsProcessor(nn.Module):
         self.feature_extractor = TextFeatureExtractor(config, gemma_hidden_size, gemma_num_layers, dtype, device)
         self.video_connector = EmbeddingsConnector(config.video_connector, dtype, device)
         self.audio_connector = EmbeddingsConnector(config.audio_connector, dtype, device)
+
+    @classmethod
+    def from_parts(cls, feature_extractor: TextFeatureExtractor, connectors: TextConnectors) -> TextEmbeddingsProcessor:
+        """Assemble from a loaded text projection and loaded connectors (two files); nothing is copied."""
+        config = connectors.config
+        if feature_extractor.kind is not config.kind:
+            raise ValueError(f"text projection kind={feature_extractor.kind.value!r}, expected {config.kind.value!r} "
+                             "(the connectors' config)")
+        widths = (feature_extractor.output_widths, (config.video_features_dim, config.audio_features_dim))
+        if widths[0] != widths[1]:
+            raise ValueError(f"text projection output widths={widths[0]!r}, expected {widths[1]!r} (the connectors)")
+        processor = cls.__new__(cls)
+        nn.Module.__init__(processor)
+        processor.config = config
+        processor.feature_extractor = feature_extractor
+        processor.video_connector = connectors.video_connector
+        processor.audio_connector = connectors.audio_connector
+        return processor
 
     def forward(self, hidden_states: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor) -> TextEmbeddings:
         video_features, audio_features = self.feature_extractor(hidden_states, mask)

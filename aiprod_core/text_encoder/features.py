@@ -80,6 +80,13 @@ class TextFeatureExtractor(nn.Module):
             self.video_aggregate_embed = Linear(flat, config.video_dim, bias=True, **factory)
             self.audio_aggregate_embed = Linear(flat, config.audio_dim, bias=True, **factory)
 
+    @property
+    def output_widths(self) -> tuple[int, int]:
+        """(video, audio) feature widths."""
+        if self.kind is FeatureExtractorKind.AGGREGATE:
+            return self.aggregate_embed.out_features, self.aggregate_embed.out_features
+        return self.video_aggregate_embed.out_features, self.audio_aggregate_embed.out_features
+
     def forward(
         self, hidden_states: Sequence[torch.Tensor] | torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""LTX-2 / LTX-2.3 audio+video diffusion transformer (our own implementation, checkpoint-compatible keys)."""
+"""LTX-2 / LTX-2.3 / LTX-2.5 audio+video diffusion transformer (our own implementation, checkpoint-compatible keys)."""
 
 from .config import TransformerConfig
 from .inputs import ModalityInput, TransformerOutput

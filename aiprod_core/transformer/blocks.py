@@ -11,6 +11,7 @@ from torch import nn
 
 from .attention import Attention, FeedForward
 from .perturbations import Perturbations, Skip
+from .prompt_kv import PromptKV
 from .rope import HeadRotation, RotaryTables
 
 __all__ = ["AVTransformerBlock", "StreamArgs", "StreamDims"]
@@ -37,7 +38,8 @@ class StreamArgs:
 
     timestep (B, T', rows * D) AdaLN input; embedded_timestep (B, T', D) for the output modulation; context
     (B, S, D); context_mask (B, 1, 1, S) and self_mask (B, 1, T, T) additive biases; prompt_timestep (B, 1, 2 D)
-    (LTX-2.3); cross_scale_shift (B, 1, 4 D) and cross_gate (B, 1, D) from the other stream's sigma.
+    (LTX-2.3, LTX-2.5); cross_scale_shift (B, 1, 4 D) and cross_gate (B, 1, D) from the other stream's sigma;
+    prompt: the distinct prompt rows whose text keys / values the blocks compute once (None: per row, as given).
     """
 
     timestep: torch.Tensor
@@ -51,6 +53,7 @@ class StreamArgs:
     cross_rope: RotaryTables | HeadRotation | None = None
     cross_scale_shift: torch.Tensor | None = None
     cross_gate: torch.Tensor | None = None
+    prompt: PromptKV | None = None
 
 
 class _StreamModules(NamedTuple):
@@ -86,6 +89,7 @@ class AVTransformerBlock(nn.Module):
     """Block ``index`` of the transformer: video x (B, T_v, D_v) and audio x (B, T_a, D_a) -> same shapes.
 
     Either stream may be absent (``video``/``audio`` dims None at construction: the video-only model).
+    ``ff_bias``: whether the (video, audio) feed-forward layers have biases (LTX-2.5: video without).
     """
 
     def __init__(
@@ -98,6 +102,7 @@ class AVTransformerBlock(nn.Module):
         gated: bool,
         cross_attention_adaln: bool,
         norm_eps: float,
+        ff_bias: tuple[bool, bool] = (True, True),
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ):
@@ -106,12 +111,12 @@ class AVTransformerBlock(nn.Module):
         factory = {"dtype": dtype, "device": device}
         options = {"rope_type": rope_type, "gated": gated, "norm_eps": norm_eps, **factory}
         rows = 9 if cross_attention_adaln else 6
-        for prefix, dims in (("", video), ("audio_", audio)):
+        for prefix, dims, bias in (("", video, ff_bias[0]), ("audio_", audio, ff_bias[1])):
             if dims is None:
                 continue
             setattr(self, f"{prefix}attn1", Attention(dims.dim, dims.heads, dims.head_dim, **options))
             setattr(self, f"{prefix}attn2", Attention(dims.dim, dims.heads, dims.head_dim, **options))
-            setattr(self, f"{prefix}ff", FeedForward(dims.dim, **factory))
+            setattr(self, f"{prefix}ff", FeedForward(dims.dim, bias=bias, **factory))
             setattr(self, f"{prefix}scale_shift_table", nn.Parameter(torch.empty(rows, dims.dim, **factory)))
             if cross_attention_adaln:
                 setattr(self, f"{prefix}prompt_scale_shift_table", nn.Parameter(torch.empty(2, dims.dim, **factory)))
@@ -179,14 +184,27 @@ class AVTransformerBlock(nn.Module):
 
     def _text_attention(self, x: torch.Tensor, args: StreamArgs, modules: _StreamModules) -> torch.Tensor:
         """x (B, T, D) plus its (gated) text cross-attention."""
+        kv = None if args.prompt is None else self._prompt_kv(args.prompt, modules)
+        context = args.context if kv is None else None
         if modules.prompt_table is None:
-            return x + modules.text_attention(self._norm(x), args.context, mask=args.context_mask)
-        # LTX-2.3: the query is AdaLN-modulated and gated, the context modulated by the prompt (sigma) AdaLN.
+            return x + modules.text_attention(self._norm(x), context, mask=args.context_mask, kv=kv)
+        # LTX-2.3 / 2.5: the query is AdaLN-modulated and gated, the context modulated by the prompt table (plus the
+        # sigma's prompt AdaLN where the model has it).
         shift_q, scale_q, gate = _modulation(modules.table, args.timestep, TEXT_ATTENTION_ROWS)
-        shift_kv, scale_kv = _modulation(modules.prompt_table, args.prompt_timestep, slice(None))
         queries = _modulate(self._norm(x), shift_q, scale_q)
-        context = _modulate(args.context, shift_kv, scale_kv)
-        return torch.addcmul(x, modules.text_attention(queries, context, mask=args.context_mask), gate)
+        if kv is None:
+            context = _modulate(args.context, *_prompt_modulation(modules.prompt_table, args.prompt_timestep, x))
+        return torch.addcmul(x, modules.text_attention(queries, context, mask=args.context_mask, kv=kv), gate)
+
+    def _prompt_kv(self, prompt: PromptKV, modules: _StreamModules) -> tuple[torch.Tensor, torch.Tensor]:
+        """This block's text keys / values for the call's rows, computed once per distinct prompt row."""
+
+        def project(context: torch.Tensor, timestep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            if modules.prompt_table is not None:
+                context = _modulate(context, *_prompt_modulation(modules.prompt_table, timestep, context))
+            return modules.text_attention.project_kv(context)
+
+        return prompt.keys_values(self.index, project)
 
     def _feed_forward(self, x: torch.Tensor, args: StreamArgs, modules: _StreamModules) -> torch.Tensor:
         shift, scale, gate = _modulation(modules.table, args.timestep, FEED_FORWARD_ROWS)
@@ -232,6 +250,18 @@ class AVTransformerBlock(nn.Module):
                 skip=perturbations.flags(Skip.VIDEO_TO_AUDIO, self.index),
             )
         return new_video_x, audio_x
+
+
+def _prompt_modulation(
+    table: torch.Tensor, timestep: torch.Tensor | None, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) of the text context from the prompt table (2, D): plus the prompt AdaLN rows
+    ``timestep`` (B, 1, 2 D) -> (B, 1, D) each, or the table alone (1, 1, D) without the prompt AdaLN MLP."""
+    if timestep is not None:
+        shift, scale = _modulation(table, timestep, slice(None))
+        return shift, scale
+    learned = table.to(device=like.device, dtype=like.dtype)[None, None]  # (1, 1, 2, D)
+    return learned[:, :, 0], learned[:, :, 1]
 
 
 def _av_modulation(table: torch.Tensor, args: StreamArgs, rows: slice) -> tuple[torch.Tensor, ...]:

@@ -1,4 +1,5 @@
-"""Configuration of the LTX-2 / LTX-2.3 audio+video transformer, read from the checkpoint's ``config`` metadata."""
+"""Configuration of the LTX-2 / LTX-2.3 / LTX-2.5 audio+video transformer, read from the checkpoint's ``config``
+metadata."""
 
 from __future__ import annotations
 
@@ -55,6 +56,13 @@ def _max_positions(section: dict[str, Any], key: str, default: list[int], dims: 
     return tuple(value)
 
 
+def _flag(section: dict[str, Any], key: str, default: bool) -> bool:
+    value = section.get(key, default)
+    if not isinstance(value, bool):
+        raise _reject(key, value, "true or false")
+    return value
+
+
 def _choice(section: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
     value = section.get(key, default)
     if value not in allowed:
@@ -69,7 +77,10 @@ class TransformerConfig:
     Video stream: ``num_attention_heads`` x ``attention_head_dim`` = ``inner_dim``; audio stream likewise
     (``audio_inner_dim``). ``with_audio=False`` builds the video-only model. LTX-2 ("2.0") projects the caption
     inside the transformer (``caption_proj_before_connector=False``, sized by ``caption_channels``); LTX-2.3 moves
-    that projection into the text-encoder path and adds gated attention and the cross-attention AdaLN.
+    that projection into the text-encoder path and adds gated attention and the cross-attention AdaLN. LTX-2.5
+    drops the video feed-forward biases (``ff_bias``) and adds the learned keyframe marker added to the tokens of
+    single-pixel-frame latents (``use_keyframes_abs_pos_embedding``); ``use_prompt_adaln_single=False`` (a
+    reference option no published file sets) makes the text keys / values independent of the timestep.
     """
 
     with_audio: bool
@@ -98,6 +109,10 @@ class TransformerConfig:
     caption_proj_before_connector: bool
     caption_channels: int | None
     attention_type: str = "default"
+    ff_bias: bool = True
+    audio_ff_bias: bool = True
+    use_prompt_adaln_single: bool = True
+    use_keyframes_abs_pos_embedding: bool = False
 
     @property
     def inner_dim(self) -> int:
@@ -111,6 +126,17 @@ class TransformerConfig:
     def adaln_params(self) -> int:
         """AdaLN rows per block: shift/scale/gate for self-attention and FF, plus 3 for the text cross-attention."""
         return 9 if self.cross_attention_adaln else 6
+
+    @property
+    def prompt_adaln(self) -> bool:
+        """Whether the text keys / values are modulated by the sigma (the ``prompt_adaln_single`` MLPs)."""
+        return self.cross_attention_adaln and self.use_prompt_adaln_single
+
+    @property
+    def timestep_free_prompt_kv(self) -> bool:
+        """Whether the text cross-attention keys / values depend on the prompt alone (not on the timestep), so
+        they can be computed once per prompt and reused across denoising steps."""
+        return not self.prompt_adaln
 
     @property
     def caption_projection_in_transformer(self) -> bool:
@@ -167,6 +193,10 @@ class TransformerConfig:
             caption_proj_before_connector=before_connector,
             caption_channels=caption_channels,
             attention_type=attention_type,
+            ff_bias=_flag(section, "ff_bias", True),
+            audio_ff_bias=_flag(section, "audio_ff_bias", True),
+            use_prompt_adaln_single=_flag(section, "use_prompt_adaln_single", True),
+            use_keyframes_abs_pos_embedding=_flag(section, "use_keyframes_abs_pos_embedding", False),
         )
         result._check_widths()
         return result

@@ -25,6 +25,10 @@ class ModalityInput:
     context_mask: optional (B, S) bool / 0-1 integer mask of the context tokens (True / 1 = attend).
     attention_mask: optional (B, T, T) self-attention strengths in [0, 1] (1 = full, 0 = none).
     enabled: False leaves this stream's tokens untouched by the blocks (it still feeds the other stream).
+    keyframes_mask: optional (B, T) or (B, T, 1) marker (> 0) of the video tokens whose latent holds a single
+        pixel frame; they get the model's learned keyframe embedding (LTX-2.5; ignored by models without it).
+        The reference (ltx-core 1.2.0) marks the target's first latent frame (the causal VAE gives it one pixel
+        frame) and every generated keyframe slot token, never guide / reference tokens.
     """
 
     latent: torch.Tensor
@@ -35,6 +39,7 @@ class ModalityInput:
     context_mask: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     enabled: bool = True
+    keyframes_mask: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -55,3 +60,4 @@ class TransformerOutput(NamedTuple):
 
     video: torch.Tensor | None
     audio: torch.Tensor | None
+

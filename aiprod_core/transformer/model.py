@@ -1,4 +1,4 @@
-"""The LTX-2 / LTX-2.3 audio+video diffusion transformer (velocity prediction)."""
+"""The LTX-2 / LTX-2.3 / LTX-2.5 audio+video diffusion transformer (velocity prediction)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .config import TransformerConfig
 from .embeddings import AdaLNSingle, CaptionProjection
 from .inputs import ModalityInput, TransformerOutput
 from .perturbations import Perturbations
+from .prompt_kv import PromptKV, PromptKVCache, distinct_rows
 from .rope import HeadRotation, RotaryTables, head_rotation, rotary_tables
 from .sharing import SharingPlan, run_blocks
 
@@ -50,6 +51,10 @@ class AVTransformer(nn.Module):
     stream has ``inner_dim`` channels, the audio stream ``audio_inner_dim``; ``config.with_audio=False`` builds
     the video-only model. State-dict keys are those of the checkpoint under ``model.diffusion_model.`` (without
     the text connectors).
+
+    ``reuse_prompt_kv`` (default True): the text keys / values are computed once per distinct prompt row of a
+    call and, where they do not depend on the timestep, kept between calls while the prompt contexts stay the
+    same (`prompt_kv`); `clear_prompt_kv` releases what is kept (moving or reloading the weights does it).
     """
 
     def __init__(
@@ -63,6 +68,8 @@ class AVTransformer(nn.Module):
         self.config = config
         # Last rotary tables per stream / kind: (positions, dtype, rotation). Not state: never saved or loaded.
         self._rope_cache: dict[str, tuple[torch.Tensor, torch.dtype, Rotation]] = {}
+        self.reuse_prompt_kv = True
+        self._prompt_cache = PromptKVCache()
         factory = {"dtype": dtype, "device": device}
         video = StreamDims(config.inner_dim, config.num_attention_heads, config.attention_head_dim)
         audio = StreamDims(config.audio_inner_dim, config.audio_num_attention_heads, config.audio_attention_head_dim)
@@ -83,10 +90,26 @@ class AVTransformer(nn.Module):
                 gated=config.apply_gated_attention,
                 cross_attention_adaln=config.cross_attention_adaln,
                 norm_eps=config.norm_eps,
+                ff_bias=(config.ff_bias, config.audio_ff_bias),
                 **factory,
             )
             for index in range(config.num_layers)
         )
+        if config.use_keyframes_abs_pos_embedding:
+            # (1, D) learned marker of the video tokens whose latent holds a single pixel frame (LTX-2.5).
+            self.keyframes_abs_pos_embedding = nn.Parameter(torch.empty(1, video.dim, **factory))
+
+    def clear_prompt_kv(self) -> None:
+        """Drop the text keys / values kept between calls (they are found again only for equal prompts)."""
+        self._prompt_cache.clear()
+
+    def _apply(self, fn: Any, recurse: bool = True) -> AVTransformer:
+        self.clear_prompt_kv()  # .to() / .half() / .cuda(): the kept keys / values belong to the old weights
+        return super()._apply(fn, recurse)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        self.clear_prompt_kv()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def _add_stream(self, prefix: str, in_channels: int, out_channels: int, dim: int, factory: dict[str, Any]) -> None:
         config = self.config
@@ -95,7 +118,7 @@ class AVTransformer(nn.Module):
             projection = CaptionProjection(config.caption_channels, dim, **factory)
             setattr(self, f"{prefix}caption_projection", projection)
         setattr(self, f"{prefix}adaln_single", AdaLNSingle(dim, config.adaln_params, **factory))
-        if config.cross_attention_adaln:
+        if config.prompt_adaln:
             setattr(self, f"{prefix}prompt_adaln_single", AdaLNSingle(dim, 2, **factory))
         setattr(self, f"{prefix}scale_shift_table", nn.Parameter(torch.empty(2, dim, **factory)))
         setattr(self, f"{prefix}proj_out", Linear(dim, out_channels, **factory))
@@ -188,18 +211,16 @@ class AVTransformer(nn.Module):
         dtype, batch = stream.latent.dtype, stream.batch_size
         multiplier = config.timestep_scale_multiplier
         x = getattr(self, f"{prefix}patchify_proj")(stream.latent)  # (B, T, D)
+        if not is_audio:
+            x = self._mark_keyframes(x, stream.keyframes_mask)
         timestep, embedded = self._embed(
             getattr(self, f"{prefix}adaln_single"), stream.timesteps * multiplier, batch, dtype
         )
         prompt_timestep = None
-        if config.cross_attention_adaln:
+        if config.prompt_adaln:
             prompt_adaln = getattr(self, f"{prefix}prompt_adaln_single")
             prompt_timestep = self._embed(prompt_adaln, stream.sigma_per_sample() * multiplier, batch, dtype)[0]
-        context = stream.context
-        if config.caption_projection_in_transformer:
-            context = getattr(self, f"{prefix}caption_projection")(context)
-        if context.ndim != 3 or context.shape[0] != batch or context.shape[-1] != dim:
-            raise ValueError(f"{prefix}context shape {tuple(stream.context.shape)} does not give (B={batch}, S, {dim})")
+        context, prompt = self._prompt(prefix, stream, prompt_timestep, dim)
         rope = self._rotation(
             f"{prefix}self",
             stream.positions,
@@ -219,10 +240,58 @@ class AVTransformer(nn.Module):
             context_mask=_context_bias(stream.context_mask, dtype),
             self_mask=_self_attention_bias(stream.attention_mask, dtype),
             prompt_timestep=prompt_timestep,
+            prompt=prompt,
         )
         if other is not None:
             args = self._with_cross_modal(prefix, stream, other, args)
         return x, args
+
+    def _mark_keyframes(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B, T, D) plus the learned keyframe marker on the tokens where ``mask`` (B, T[, 1]) is > 0."""
+        embedding = getattr(self, "keyframes_abs_pos_embedding", None)
+        if mask is None or embedding is None:
+            return x  # models without the marker ignore the mask, as the reference does
+        if mask.shape[0] not in (1, x.shape[0]) or mask.shape[1] != x.shape[1] or mask[0, 0].numel() != 1:
+            raise ValueError(f"keyframes_mask shape {tuple(mask.shape)}, expected (B, {x.shape[1]}) or (B, T, 1)")
+        marker = (mask.reshape(mask.shape[0], -1, 1) > 0).to(x.dtype)  # (B, T, 1)
+        return x + marker * embedding.to(device=x.device, dtype=x.dtype)
+
+    def _project_context(self, prefix: str, context: torch.Tensor, dim: int) -> torch.Tensor:
+        """The stream's text context (B, S, C) at its inner width D (LTX-2 projects it here)."""
+        raw_shape = tuple(context.shape)
+        if self.config.caption_projection_in_transformer and context.ndim == 3:
+            context = getattr(self, f"{prefix}caption_projection")(context)
+        if context.ndim != 3 or context.shape[-1] != dim:
+            raise ValueError(f"{prefix}context shape {raw_shape} does not give (B, S, {dim})")
+        return context
+
+    def _trains(self, context: torch.Tensor) -> bool:
+        """Whether autograd tracks the text keys / values (kept ones would hold on to graphs): never cached then."""
+        blocks = self.transformer_blocks
+        return context.requires_grad or (len(blocks) > 0 and blocks[0].attn2.to_k.weight.requires_grad)
+
+    def _prompt(
+        self, prefix: str, stream: ModalityInput, prompt_timestep: torch.Tensor | None, dim: int
+    ) -> tuple[torch.Tensor, PromptKV | None]:
+        """The context (B, S, D) and, with ``reuse_prompt_kv``, its distinct rows for the text keys / values."""
+        raw, batch = stream.context, stream.batch_size
+        if raw.ndim != 3 or raw.shape[0] != batch:
+            raise ValueError(f"{prefix}context shape {tuple(raw.shape)} does not give (B={batch}, S, {dim})")
+        if not self.reuse_prompt_kv:
+            return self._project_context(prefix, raw, dim), None
+        ids, firsts = distinct_rows(raw, stream.sigma_per_sample() if self.config.prompt_adaln else None)
+        index = list(firsts)
+        distinct = raw if firsts == tuple(range(batch)) else raw[index]  # (U, S, C)
+        timestep = None if prompt_timestep is None else prompt_timestep[index]  # (U, 1, 2 D)
+        cacheable = self.config.timestep_free_prompt_kv and not (torch.is_grad_enabled() and self._trains(raw))
+        cached = self._prompt_cache.find(prefix, distinct) if cacheable else None
+        if cached is not None:
+            prompt = PromptKV(ids, cached.context, None, cached.kv)
+        else:
+            prompt = PromptKV(ids, self._project_context(prefix, distinct, dim), timestep)
+            if cacheable:
+                self._prompt_cache.add(prefix, distinct, prompt)
+        return prompt.gather(prompt.context), prompt
 
     def _with_cross_modal(
         self, prefix: str, stream: ModalityInput, other: ModalityInput, args: StreamArgs

@@ -20,7 +20,7 @@ from .perturbations import Perturbations, SamplePerturbation, Skip
 
 __all__ = ["SharingPlan", "run_blocks"]
 
-_ROW_FIELDS = ("latent", "timesteps", "positions", "context", "context_mask", "attention_mask")
+_ROW_FIELDS = ("latent", "timesteps", "positions", "context", "context_mask", "attention_mask", "keyframes_mask")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _first_difference(a: SamplePerturbation, b: SamplePerturbation, num_blocks: 
 def _take(value: object, index: torch.Tensor, batch: int) -> object:
     if isinstance(value, torch.Tensor):
         return value[index] if value.ndim and value.shape[0] == batch and batch > 1 else value
-    if isinstance(value, tuple) and hasattr(value, "rows"):  # rotary tables: leading batch, or 1 (shared)
+    if hasattr(value, "rows"):  # rotary tables (leading batch, or 1: shared), the prompt rows
         return value.rows(index)
     return value
 

@@ -191,6 +191,7 @@ class BlockStreamer:
             yield model
         finally:
             self._detach()
+            _drop_kept_keys_values(model)
 
     # ---------------------------------------------------------------------------------------------------------
     # Attach / detach
@@ -273,6 +274,14 @@ class BlockStreamer:
         if self._session is None:
             raise RuntimeError("a streamed block ran while its BlockStreamer is detached")
         return self._session
+
+
+def _drop_kept_keys_values(model: nn.Module) -> None:
+    """Text keys / values a model kept between its calls (`AVTransformer.clear_prompt_kv`) were computed on the
+    streaming device: free them with the stream, as moving a whole model does."""
+    clear = getattr(model, "clear_prompt_kv", None)
+    if callable(clear):
+        clear()
 
 
 def _upcoming(order: list[int], index: int, count: int) -> list[int]:

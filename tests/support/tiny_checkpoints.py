@@ -162,15 +162,23 @@ def _fan_in(module: torch.nn.Module, weight: torch.Tensor) -> float:
     return float(weight[0].numel())
 
 
+# Other parameters drawn normal(0, std): LTX-2.5's keyframe offset and duration-head tags / queries / q-k-v bias.
+_NORMAL_STDS = {"keyframes_abs_pos_embedding": 0.02, "query_tokens": 0.1, "in_proj_bias": 0.02}
+
+
 def _raw_parameter_value(name: str, param: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Parameters that are not the weight/bias of a Linear/Conv/Norm layer."""
     if name == "learnable_registers":  # the reference draws them uniform in [-1, 1)
         return torch.rand(param.shape, generator=gen) * 2.0 - 1.0
     if name == "timestep_scale_multiplier":  # a learned scalar (1000 at construction); keep it off 1000
         return torch.rand(param.shape, generator=gen) * 80.0 + 1010.0  # bf16 steps by 8 here
-    if "scale_shift_table" in name or name in ("alpha", "beta"):
+    if name == "in_proj_weight":  # the duration head's nn.MultiheadAttention-layout q/k/v
+        return normal(param.shape, 1.0 / math.sqrt(param.shape[1]), gen)
+    if "scale_shift_table" in name or name in ("alpha", "beta") or name.endswith("_modality_emb"):
         # AdaLN tables (gates included) and log-scale Snake/SnakeBeta parameters (exp(N(0, .1)) ~ 1).
         return normal(param.shape, 0.1, gen)
+    if name in _NORMAL_STDS:
+        return normal(param.shape, _NORMAL_STDS[name], gen)
     raise ValueError(f"no initialisation rule for parameter {name!r} {tuple(param.shape)}")
 
 
