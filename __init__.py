@@ -4,6 +4,22 @@ ComfyUI imports this folder as a package. The mappings below are static literals
 scanner can read them; node classes are V3 (``comfy_api.latest``) and carry V1 shims.
 """
 
+from .nodes.audio_nodes import (
+    AIPRODAudioOnlyModel,
+    AIPRODAudioToVideoPipeline,
+    AIPRODEmptyAudioLatent,
+    AIPRODEncodeAudio,
+    AIPRODSaveAudio,
+    AIPRODTextToAudioPipeline,
+)
+from .nodes.edit_nodes import (
+    AIPRODAppendContinuation,
+    AIPRODEncodeClip,
+    AIPRODExtendPipeline,
+    AIPRODRetakePipeline,
+    AIPRODRetakeWindow,
+)
+from .nodes.hq_nodes import AIPRODTwoStageHQPipeline
 from .nodes.inspect_nodes import AIPRODCheckpointInspect
 from .nodes.latent_nodes import (
     AIPRODEmptyLatent,
@@ -69,6 +85,18 @@ NODE_CLASS_MAPPINGS = {
     "AIPRODDistilledPipeline": AIPRODDistilledPipeline,
     "AIPRODICLoraPipeline": AIPRODICLoraPipeline,
     "AIPRODKeyframePipeline": AIPRODKeyframePipeline,
+    "AIPRODTwoStageHQPipeline": AIPRODTwoStageHQPipeline,
+    "AIPRODAudioToVideoPipeline": AIPRODAudioToVideoPipeline,
+    "AIPRODTextToAudioPipeline": AIPRODTextToAudioPipeline,
+    "AIPRODRetakePipeline": AIPRODRetakePipeline,
+    "AIPRODExtendPipeline": AIPRODExtendPipeline,
+    "AIPRODAudioOnlyModel": AIPRODAudioOnlyModel,
+    "AIPRODEncodeAudio": AIPRODEncodeAudio,
+    "AIPRODEmptyAudioLatent": AIPRODEmptyAudioLatent,
+    "AIPRODSaveAudio": AIPRODSaveAudio,
+    "AIPRODEncodeClip": AIPRODEncodeClip,
+    "AIPRODRetakeWindow": AIPRODRetakeWindow,
+    "AIPRODAppendContinuation": AIPRODAppendContinuation,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -105,6 +133,18 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AIPRODDistilledPipeline": "AIPROD Distilled Pipeline",
     "AIPRODICLoraPipeline": "AIPROD IC-LoRA Pipeline",
     "AIPRODKeyframePipeline": "AIPROD Keyframe Interpolation Pipeline",
+    "AIPRODTwoStageHQPipeline": "AIPROD Two-Stage HQ Pipeline (res_2s)",
+    "AIPRODAudioToVideoPipeline": "AIPROD Audio to Video (two stages)",
+    "AIPRODTextToAudioPipeline": "AIPROD Text to Audio",
+    "AIPRODRetakePipeline": "AIPROD Retake (regenerate a time window)",
+    "AIPRODExtendPipeline": "AIPROD Extend Video (continue a clip)",
+    "AIPRODAudioOnlyModel": "AIPROD Audio-Only Model",
+    "AIPRODEncodeAudio": "AIPROD Encode Audio (freeze)",
+    "AIPRODEmptyAudioLatent": "AIPROD Empty Audio Latent",
+    "AIPRODSaveAudio": "AIPROD Save Audio (WAV / FLAC)",
+    "AIPRODEncodeClip": "AIPROD Encode Clip",
+    "AIPRODRetakeWindow": "AIPROD Retake Window",
+    "AIPRODAppendContinuation": "AIPROD Append Continuation",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,4 +1,5 @@
-"""Write generated clips to disk: MP4 (H.264 + AAC) for sharing, MOV (ProRes 422 HQ + PCM) for editing.
+"""Write generated clips to disk: MP4 (H.264 + AAC) for sharing, MOV (ProRes 422 HQ + PCM) for editing, and audio
+alone as WAV (16-bit PCM) or FLAC (16-bit, lossless).
 
 Frames are ``(F, H, W, 3)`` floats in [0, 1] (ComfyUI's IMAGE layout); audio is ``(C, S)`` at its own sample
 rate. The audio track is fitted to exactly the video's duration (``round(F * sample_rate / fps)`` samples,
@@ -19,7 +20,18 @@ import av
 import numpy as np
 import torch
 
-__all__ = ["VIDEO_FORMATS", "VideoFormat", "audio_samples_for", "fit_audio", "frame_rate", "write_video_file"]
+__all__ = [
+    "AUDIO_FORMATS",
+    "VIDEO_FORMATS",
+    "AudioFormat",
+    "VideoFormat",
+    "audio_samples_for",
+    "fit_audio",
+    "frame_rate",
+    "read_audio_file",
+    "write_audio_file",
+    "write_video_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -189,3 +201,86 @@ def write_video_file(path: str | os.PathLike[str], frames: torch.Tensor, fps: fl
     logger.info("wrote %s (%d frames at %s fps%s)", target, frames.shape[0], rate,
                 f", audio {waveform.shape[-1]} samples at {sample_rate} Hz" if waveform is not None else "")
     return target
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """An audio-only container and its encoder (sample format, bits kept)."""
+
+    container: str
+    suffix: str
+    codec: str
+    sample_format: str
+
+
+AUDIO_FORMATS: dict[str, AudioFormat] = {
+    "wav": AudioFormat("wav", ".wav", "pcm_s16le", "s16"),
+    "flac": AudioFormat("flac", ".flac", "flac", "s16"),
+}
+
+
+def _check_audio(waveform: torch.Tensor, sample_rate: int, fmt: str, target: Path) -> AudioFormat:
+    if fmt not in AUDIO_FORMATS:
+        raise ValueError(f"format={fmt!r}: expected one of {', '.join(AUDIO_FORMATS)}")
+    spec = AUDIO_FORMATS[fmt]
+    if waveform.ndim != 2 or not 1 <= waveform.shape[0] <= 2 or waveform.shape[1] < 1:
+        raise ValueError(f"audio waveform shape {tuple(waveform.shape)}: expected (C, S) with C = 1 or 2, S >= 1")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
+        raise ValueError(f"sample_rate={sample_rate!r}: must be an integer in [1000, 384000] Hz")
+    if not torch.isfinite(waveform).all():
+        raise ValueError("audio waveform contains NaN or infinite values")
+    if "\x00" in str(target):
+        raise ValueError(f"path={str(target)!r}: a file name cannot contain a NUL byte")
+    if target.suffix.lower() != spec.suffix:
+        raise ValueError(f"path={str(target)!r}: a {fmt} file must end in {spec.suffix}")
+    return spec
+
+
+def write_audio_file(path: str | os.PathLike[str], waveform: torch.Tensor, sample_rate: int,
+                     fmt: str = "wav") -> Path:
+    """Encode ``waveform`` (C, S) in [-1, 1] (clipped) at ``sample_rate`` into ``path`` (WAV or FLAC), atomically:
+    bad inputs raise ``ValueError`` before anything is written; any encoding or disk error removes the temporary
+    file and leaves ``path`` untouched."""
+    target = Path(path)
+    spec = _check_audio(waveform, sample_rate, fmt, target)
+    channels = waveform.shape[0]
+    layout = "stereo" if channels == 2 else "mono"
+    samples = (waveform.detach().float().clamp(-1, 1).cpu().numpy() * 32767).round().astype(np.int16)
+    interleaved = np.ascontiguousarray(samples.T.reshape(1, -1))  # packed s16: (1, S * C)
+    temp = target.with_name(f".{target.stem}.partial{spec.suffix}")
+    try:
+        with av.open(str(temp), mode="w", format=spec.container) as container:
+            stream = container.add_stream(spec.codec, rate=sample_rate)
+            stream.layout = layout
+            for start in range(0, samples.shape[1], AUDIO_CHUNK_SAMPLES):
+                chunk = interleaved[:, start * channels : (start + AUDIO_CHUNK_SAMPLES) * channels]
+                frame = av.AudioFrame.from_ndarray(chunk, format=spec.sample_format, layout=layout)
+                frame.sample_rate, frame.pts = sample_rate, start
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        os.replace(temp, target)
+    except OSError as exc:
+        _discard(temp)
+        raise OSError(exc.errno, f"cannot write {target}: {exc.strerror or exc}; nothing was saved (free disk "
+                      "space or pick a writable output folder)") from exc
+    except BaseException:
+        _discard(temp)
+        raise
+    logger.info("wrote %s (%d samples at %d Hz, %d channel(s))", target, samples.shape[1], sample_rate, channels)
+    return target
+
+
+def read_audio_file(path: str | os.PathLike[str]) -> tuple[torch.Tensor, int]:
+    """(waveform (C, S) float32 in [-1, 1], sample rate) of an audio file's first audio stream, decoded whole."""
+    with av.open(str(path)) as container:
+        stream = next((s for s in container.streams if s.type == "audio"), None)
+        if stream is None:
+            raise ValueError(f"{path}: no audio stream")
+        chunks = [frame.to_ndarray().astype(np.float32, copy=False).reshape(stream.channels, -1)
+                  if frame.format.is_planar else frame.to_ndarray().reshape(-1, stream.channels).T
+                  for frame in container.decode(stream)]  # fmt: skip
+        rate = stream.rate
+    data = np.concatenate(chunks, axis=-1)
+    if np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), int(rate)

@@ -57,6 +57,13 @@ def _transformer(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: tor
     return AVTransformer(TransformerConfig.from_metadata(config, with_audio=True), dtype=dtype, device=device)
 
 
+def _audio_transformer(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
+                       device: str) -> nn.Module:
+    from ..aiprod_core.transformer import AVTransformer, TransformerConfig
+
+    return AVTransformer(TransformerConfig.from_metadata(config, with_video=False), dtype=dtype, device=device)
+
+
 def _video_encoder(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch.dtype | None,
                    device: str) -> nn.Module:
     from ..aiprod_core.video_vae import VideoEncoder, video_encoder_config
@@ -177,6 +184,8 @@ COMPONENTS: dict[str, ComponentSpec] = {
     for spec in (
         ComponentSpec("transformer", "transformer", "transformer",
                       (km.AIPRODV_MODEL_COMFY_RENAMING_MAP, km.TRANSFORMER_SPLIT_MAP), _transformer, _CHECKPOINT_HINT),
+        ComponentSpec("audio_transformer", "audio-only transformer", "transformer",
+                      (km.AUDIO_ONLY_MODEL_MAP, km.AUDIO_ONLY_SPLIT_MAP), _audio_transformer, _CHECKPOINT_HINT),
         ComponentSpec("video_encoder", "video VAE encoder", "vae",
                       (km.VIDEO_VAE_ENCODER_MAP, km.VIDEO_VAE_ENCODER_SPLIT_MAP), _video_encoder,
                       FOLDER_HINTS["video_vae"]),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 __all__ = [
     "AIPRODV_LORA_COMFY_RENAMING_MAP",
     "AIPRODV_MODEL_COMFY_RENAMING_MAP",
+    "AUDIO_ONLY_MODEL_MAP",
     "AUDIO_VAE_DECODER_MAP",
     "AUDIO_VAE_ENCODER_MAP",
     "CONNECTORS_MAP",
@@ -46,10 +47,13 @@ class KeyMap:
     renames: tuple[tuple[str, str], ...]
     excludes: tuple[str, ...] = ()
     marker: str | None = None  # defaults to the first rename's file prefix
+    only: tuple[str, ...] = ()  # when given, a file key is taken only if it contains one of these
 
     def to_module_key(self, file_key: str) -> str | None:
         """The module key of ``file_key``, or None when the key is not part of this layout."""
         if self.excludes and file_key.startswith(self.excludes):
+            return None
+        if self.only and not any(part in file_key for part in self.only):
             return None
         for file_prefix, module_prefix in self.renames:
             if file_key.startswith(file_prefix):
@@ -100,6 +104,22 @@ TRANSFORMER_SPLIT_MAP = KeyMap(
     excludes=(*CONNECTOR_NAMES, DURATION_HEAD_PREFIX, "vae.", "audio_vae.", "vocoder.", "text_embedding_projection.",
               "model."),
     marker="transformer_blocks.",
+)
+
+# The audio stream's modules (top level and in every block): the audio-only transformer takes these alone, so
+# the video weights of the file are never read. LTX-2 also projects the audio caption inside the transformer.
+AUDIO_STREAM_PARTS = (
+    ".audio_attn1.", ".audio_attn2.", ".audio_ff.", ".audio_scale_shift_table", ".audio_prompt_scale_shift_table",
+    "audio_patchify_proj.", "audio_proj_out.", "audio_adaln_single.", "audio_prompt_adaln_single.",
+    "audio_scale_shift_table", "audio_caption_projection.",
+)
+AUDIO_ONLY_MODEL_MAP = KeyMap(
+    "AUDIO_ONLY_MODEL_MAP", AIPRODV_MODEL_COMFY_RENAMING_MAP.renames, AIPRODV_MODEL_COMFY_RENAMING_MAP.excludes,
+    only=AUDIO_STREAM_PARTS,
+)
+AUDIO_ONLY_SPLIT_MAP = KeyMap(
+    "AUDIO_ONLY_SPLIT_MAP", TRANSFORMER_SPLIT_MAP.renames, TRANSFORMER_SPLIT_MAP.excludes, marker="transformer_blocks.",
+    only=AUDIO_STREAM_PARTS,
 )
 
 # ---- video VAE (statistics shared by encoder and decoder) ----------------------------------------------

@@ -205,7 +205,7 @@ def _audio_vae(path: str, dtype_choice: str) -> AudioVAE:
         return LazyModule(lambda: load_component(path, component, dtype=dtype, device=load_device()).module,
                           f"{component} {path}")
 
-    return AudioVAE(part("audio_decoder"), part("vocoder"))
+    return AudioVAE(part("audio_decoder"), part("vocoder"), part("audio_encoder"))
 
 
 class AIPRODCheckpointLoader(io.ComfyNode):

@@ -17,7 +17,15 @@ from ..aiprod_core.pipelines import (
 from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.pipelines.generations import generation_defaults
 from ..aiprod_core.pipelines.pipelines import ANCESTRAL_NOISE_SEED_OFFSET
-from ..aiprod_core.sampling import EulerAncestralStep, Guidance, Pass, StreamGuider, distilled_sigmas, ltx2_sigmas
+from ..aiprod_core.sampling import (
+    EulerAncestralStep,
+    Guidance,
+    Pass,
+    Res2s,
+    StreamGuider,
+    distilled_sigmas,
+    ltx2_sigmas,
+)
 from .inputs import choice_input, float_input, int_input, seed_input
 from .problems import contexts_model_problems, guider_model_problems
 from .runtime import ComfyModelHost, StepProgress
@@ -34,10 +42,11 @@ from .types import (
     VideoVAESocket,
 )
 
-__all__ = ["AIPRODGuider", "AIPRODLatentUpsample", "AIPRODSampler", "guider_settings", "run_stage"]
+__all__ = ["AIPRODGuider", "AIPRODLatentUpsample", "AIPRODSampler", "guider_settings", "run_stage", "sampler_step"]
 
 CATEGORY = "AIPROD/sampling"
 SCHEDULES = ("ltx2", "distilled", "distilled_stage_2")
+SAMPLERS = ("euler", "res_2s")  # first-order Euler; res_2s: 2-stage exponential Runge-Kutta (HQ pipeline)
 STREAM_DEFAULTS = {"video": 3.0, "audio": 7.0}  # ltx-pipelines' CFG per stream
 DEFAULT_STG_BLOCKS = "28"  # LTX-2.3's (ltx-pipelines utils/constants.py); LTX-2: 29
 
@@ -115,9 +124,16 @@ def _sigmas(schedule: str, steps: int, sigmas: torch.Tensor | None) -> tuple[tor
     return values, float(values[0])
 
 
+def sampler_step(name: str) -> Res2s | None:
+    """The core's sampler for a `SAMPLERS` choice (None: the loop's default Euler)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler={name!r}: expected one of {list(SAMPLERS)!r}")
+    return Res2s() if name == "res_2s" else None
+
+
 def run_stage(model: TransformerHandle, bundle: LatentBundle, conditioning: PromptContexts, sigmas: torch.Tensor,
               noise_scale: float, seed: int, guider: GuiderSettings | None, video_vae: VideoVAE | None,
-              ancestral: bool = False) -> LatentBundle:
+              sampler: str = "euler", ancestral: bool = False) -> LatentBundle:
     """Encode the bundle's conditioning at its size and run one sampling stage (`aiprod_core.pipelines.sample`)."""
     host = ComfyModelHost()
     rules.check_problems(guider_model_problems(guider, model))
@@ -138,11 +154,12 @@ def run_stage(model: TransformerHandle, bundle: LatentBundle, conditioning: Prom
         raise ValueError("conditioning: the guider's CFG needs a negative prompt; enable encode_negative or set "
                          "video_cfg / audio_cfg to 1")
     generator = torch.Generator(device=host.device).manual_seed(seed)
-    step = None
-    if ancestral:  # LTX-2.5's distilled stage 1, as the distilled pipeline samples it
+    step = sampler_step(sampler)
+    if ancestral and step is None:  # LTX-2.5's distilled stage 1, as the distilled pipeline samples it
         step = EulerAncestralStep(torch.Generator(device=host.device).manual_seed(seed + ANCESTRAL_NOISE_SEED_OFFSET))
-    result = sample(transformer, latents, items, sigmas, guidance, generator, host, dtype=model.dtype,
-                    noise_scale=noise_scale, step=step, callback=StepProgress(len(sigmas) - 1))  # fmt: skip
+    result = sample(transformer, latents, [*items, *bundle.video_items], sigmas, guidance, generator, host,
+                    dtype=model.dtype, noise_scale=noise_scale, callback=StepProgress(len(sigmas) - 1),
+                    step=step, audio_conditionings=bundle.audio_items)  # fmt: skip
     return bundle.with_latents(result, denoised=True)
 
 
@@ -158,8 +175,10 @@ class AIPRODSampler(io.ComfyNode):
             description="Noises the latents with the seed and denoises them along a schedule: 'ltx2' (steps, with "
             "a guider for dev models), 'distilled' (8 fixed steps; LTX-2.5: ancestral Euler, as its distilled "
             "pipeline), 'distilled_stage_2' (3 refinement steps on an "
-            "upsampled latent). A SIGMAS input overrides the schedule (noise scale = its first sigma). Shows "
-            "progress and a latent preview; can be interrupted between steps.",
+            "upsampled latent). A SIGMAS input overrides the schedule (noise scale = its first sigma). The sampler: "
+            "euler or res_2s (second order). Honours the latent's retake / extension windows and frozen audio; a "
+            "latent without video (Empty Audio Latent) samples audio alone. Shows progress and a latent preview; "
+            "can be interrupted between steps.",
             inputs=[
                 ModelSocket.Input("model", tooltip="The transformer."),
                 LatentSocket.Input("latent", tooltip="Latents to sample (empty, conditioned or upsampled)."),
@@ -174,6 +193,9 @@ class AIPRODSampler(io.ComfyNode):
                 VideoVAESocket.Input("video_vae", optional=True,
                                      tooltip="Needed when the latent carries image or reference conditioning."),
                 io.Sigmas.Input("sigmas", optional=True, tooltip="Custom sigmas (override the schedule)."),
+                choice_input("sampler", SAMPLERS, "euler: first-order (one model call per step). res_2s: the "
+                             "second-order sampler of the HQ pipeline (two calls per step, fewer steps; LTX-2.3 HQ: "
+                             "15).", default="euler", optional=True),
             ],
             outputs=[LatentSocket.Output(display_name="latent", tooltip="The denoised latents.")],
         )
@@ -193,12 +215,12 @@ class AIPRODSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model: TransformerHandle, latent: LatentBundle, conditioning: PromptContexts, schedule: str,
                 steps: int, seed: int, guider: GuiderSettings | None = None, video_vae: VideoVAE | None = None,
-                sigmas: torch.Tensor | None = None) -> io.NodeOutput:
+                sigmas: torch.Tensor | None = None, sampler: str = "euler") -> io.NodeOutput:
         values, noise_scale = _sigmas(schedule, steps, sigmas)
         ancestral = schedule == "distilled" and sigmas is None and (
             generation_defaults(model.generation).distilled_stage_1 == "euler_ancestral")
         return io.NodeOutput(run_stage(model, latent, conditioning, values, noise_scale, seed, guider, video_vae,
-                                       ancestral))
+                                       sampler, ancestral))
 
 
 class AIPRODLatentUpsample(io.ComfyNode):

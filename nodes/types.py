@@ -119,10 +119,12 @@ class VideoVAE:
 
 @dataclass(frozen=True)
 class AudioVAE:
-    """Audio latent -> mel decoder and mel -> waveform vocoder."""
+    """Audio latent -> mel decoder and mel -> waveform vocoder; the encoder (waveform -> latent) when the file has
+    one (loaded only by the nodes that encode audio: retake, extension, audio-to-video)."""
 
     decoder: LazyModule
     vocoder: LazyModule
+    encoder: LazyModule | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class LatentBundle:
 
     keyframes_only: every image is an appended keyframe (keyframe interpolation), frame 0 included.
     references: IC-LoRA reference videos, at 1 / ``downscale_factor`` of the latents' resolution.
+    video_items / audio_items: which tokens each stream generates (retake windows, extension canvases, frozen
+    audio); a video latent without tokens is an audio-only clip (text-to-audio).
     """
 
     latents: AVLatents
@@ -156,6 +160,8 @@ class LatentBundle:
     references: tuple[ReferenceCondition, ...] = ()
     downscale_factor: int = 1
     denoised: bool = False
+    video_items: tuple[Any, ...] = ()  # conditioning items of the video stream (region masks, `Frozen`)
+    audio_items: tuple[Any, ...] = ()  # and of the audio stream: kept in time, so they survive an upsample
 
     def with_latents(self, latents: AVLatents, *, denoised: bool) -> LatentBundle:
         return replace(self, latents=latents, denoised=denoised)

@@ -64,6 +64,23 @@ TEMPLATES = {
     "keyframe_interpolation": (DEV, (GEMMA, UPSCALER, DISTILLED_LORA), "Keyframe interpolation: each image of the "
                                "batch is a keyframe at its frame index ('0, -1' = first and last frame); replace "
                                "the two Empty Images with your keyframes."),
+    "two_stage_hq": (DEV, (GEMMA, UPSCALER, DISTILLED_LORA), "HQ two-stage pipeline: the res_2s second-order "
+                     "sampler in both stages (two model calls per step, 15 steps), the dev model with the distilled "
+                     "LoRA at 0.25 for stage 1 and at 0.5 for the refinement; default guidance the HQ preset."),
+    "audio_to_video": (DEV, (GEMMA, UPSCALER, DISTILLED_LORA), "Audio to video: your track drives the video (pick "
+                       "it in 'Load Audio'; any sample rate, mono or stereo, at least frames / fps seconds from "
+                       "start_time). The audio is encoded and kept fixed; the video is generated at half size, "
+                       "upsampled x2 and refined; the saved audio is your track itself."),
+    "text_to_audio": (DEV, (GEMMA,), "Text to audio: sound alone from the prompt, frames / fps seconds. 'AIPROD "
+                      "Audio-Only Model' loads only the audio branch (the video weights are never read); the result "
+                      "is saved as WAV (or FLAC)."),
+    "retake": (DISTILLED, (GEMMA,), "Retake: regenerate one time window of a clip (pick it in 'Load Video': frames "
+               "8k+1, width and height multiples of 32) from the prompt and keep the rest. start_time / end_time "
+               "sit on latent-frame boundaries (0, 1/fps, 9/fps, 17/fps, ...); regenerate_video / regenerate_audio "
+               "choose the streams."),
+    "extend": (DISTILLED, (GEMMA,), "Extend a video: continue a clip (pick it in 'Load Video': frames 8k+1, width "
+               "and height multiples of 32) by extend_frames frames with its audio; the continuation sees the last "
+               "context_frames frames and is appended to the untouched source."),
     "inspect_checkpoint": (DEV, (), "Inspect a model file: which LTX generation, which components, tensor count "
                            "and dtypes, read from its header (nothing is loaded). Pick any file and press Run; the "
                            "report shows in 'Preview as Text'."),
@@ -203,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/templates.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="a running ComfyUI with the pack (and the demo models) installed")
+    parser.add_argument("names", nargs="*", help=f"templates to lay out (default: all): {', '.join(TEMPLATES)}")
     args = parser.parse_args(argv)
+    if unknown := sorted(set(args.names) - TEMPLATES.keys()):
+        parser.error(f"unknown template(s) {', '.join(unknown)}; choose from {', '.join(TEMPLATES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     object_info = ComfyClient(args.url).object_info()
     with chromium() as session:
@@ -211,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         session.execute_script("document.querySelectorAll('.p-dialog-close-button').forEach(b => b.click())")
         wait_for(session, "return !!app.canvas")
         session.set_window_size(2600, 1800)  # every node inside the drawn viewport at the thumbnails' scale
-        for name in TEMPLATES:
+        for name in args.names or TEMPLATES:
             path = EXAMPLES / f"{TEMPLATE_NAMES[name]}.json"
             workflow = json.loads(path.read_text())
             set_model_files(name, workflow)

@@ -1,4 +1,5 @@
-"""Video conditioning: image replacement, keyframes, IC-LoRA reference videos, attention strengths."""
+"""Conditioning: image replacement, keyframes, IC-LoRA reference videos, attention strengths (video); temporal
+region masks and frozen streams (video or audio)."""
 
 from .items import (
     AttentionStrength,
@@ -9,13 +10,16 @@ from .items import (
     ReferenceVideo,
     apply_conditionings,
 )
+from .regions import Frozen, TemporalRegionMask
 
 __all__ = [
     "AttentionStrength",
     "ConditioningError",
     "ConditioningItem",
+    "Frozen",
     "ImageAtLatentIndex",
     "Keyframe",
     "ReferenceVideo",
+    "TemporalRegionMask",
     "apply_conditionings",
 ]

@@ -91,6 +91,9 @@ class AVLatents:
     def with_video(self, video: torch.Tensor) -> AVLatents:
         return replace(self, video=video)
 
+    def with_audio(self, audio: torch.Tensor) -> AVLatents:
+        return replace(self, audio=audio)
+
 
 def audio_latent_frames(frames: int, fps: float, cover_duration: bool = False) -> int:
     """Audio latent frames for a ``frames``-frame video at ``fps``.

@@ -101,6 +101,7 @@ class PipelineModels:
         for IC-LoRA the base model without the IC-LoRA); None: ``transformer`` refines too.
     video_encoder / video_decoder: the video VAE halves (the encoder's statistics also drive the upsampler).
     audio_decoder / vocoder: latent -> mel -> waveform.
+    audio_encoder: waveform -> audio latent (the edit and audio-to-video pipelines encode existing audio).
     upsampler: the x2 spatial latent upsampler (two-stage pipelines).
     dtype: the dtype latent states are kept in (the transformer's compute dtype).
     """
@@ -112,6 +113,7 @@ class PipelineModels:
     vocoder: nn.Module | None = None
     upsampler: nn.Module | None = None
     refiner: nn.Module | None = None
+    audio_encoder: nn.Module | None = None
     dtype: torch.dtype = torch.bfloat16
 
     def require(self, *names: str) -> None:

@@ -1,4 +1,4 @@
-"""The five generation pipelines, each a short composition of the shared stages.
+"""The text/image-to-video pipelines, each a short composition of the shared stages (`run`, `stages`).
 
 - `text_to_video`: one guided stage at the target size (text/image-to-video).
 - `two_stage`: guided stage at half size -> x2 latent upsample -> 3-step refinement by ``models.refiner``.
@@ -7,36 +7,28 @@
   the base model (``models.refiner``).
 - `keyframe_interpolation`: like `two_stage`, every image appended as a keyframe (frame 0 included).
 
-Noise, conditioning, schedules and the decode follow ltx-pipelines 1.0.0: one generator seeded once draws the
-stage-1 noise (video, then audio), the stage-2 noise and the decoder's noise, in that order.
+- `two_stage_hq`: `two_stage` with the res_2s second-order sampler, its own step count and guidance.
+
+Noise, conditioning, schedules and the decode follow ltx-pipelines 1.0.0 (1.2.0 for the HQ flow): one generator
+seeded once draws the stage-1 noise (video, then audio), the stage-2 noise and the decoder's noise, in that order.
+The audio-driven, audio-only and edit pipelines are in `audio_pipelines` and `edits`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
-from ..conditioning import ConditioningItem
-from ..sampling import EulerAncestralStep, Guidance, StepReport, StreamGuider, distilled_sigmas, ltx2_sigmas
+from ..sampling import EulerAncestralStep, Res2s, Sampler
+from ..sampling.schedules import video_token_count
 from ..sampling.steps import DiffusionStep
-from ..video_vae import TilingConfig
-from .latents import AVLatents, PromptContexts, empty_latents
-from .models import LocalHost, ModelHost, PipelineModels
-from .stages import (
-    ImageCondition,
-    ReferenceCondition,
-    decode_audio,
-    decode_video,
-    image_conditionings,
-    reference_conditionings,
-    sample,
-    upsample,
-)
-from .validation import PipelineKind, check_request
+from .latents import PromptContexts
+from .models import ModelHost, PipelineModels
+from .run import GenerationRequest, GenerationResult, GuidedSampling, Run, stage_1_sigmas, start_run
+from .stages import ReferenceCondition, reference_conditionings
+from .validation import PipelineKind
 
 __all__ = [
     "GenerationRequest",
@@ -47,165 +39,38 @@ __all__ = [
     "keyframe_interpolation",
     "text_to_video",
     "two_stage",
+    "two_stage_hq",
 ]
 
 logger = logging.getLogger(__name__)
 
-LTX2_STG_BLOCK, LTX23_STG_BLOCK = 29, 28  # ltx-pipelines' default STG blocks (utils/constants.py)
-
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """What to generate: size, length, frame rate, seed, conditioning images and decode options."""
-
-    width: int
-    height: int
-    frames: int
-    fps: float
-    seed: int
-    images: tuple[ImageCondition, ...] = ()
-    tiling: TilingConfig | None = None
-    callback: Callable[[StepReport], None] | None = field(default=None, compare=False)
-    decode_callback: Callable[[int, int], None] | None = field(default=None, compare=False)  # (done, total) frames
-    # The distilled pipeline's stage-1 sampler: "euler", or "euler_ancestral" (LTX-2.5: ltx-pipelines 1.2.0 samples
-    # stage 1 of a model_version >= 2.5 ancestrally, eta 1, its noise seeded seed + 10000).
-    distilled_stage_1: str = "euler"
-
-
-@dataclass(frozen=True)
-class GuidedSampling:
-    """A guided stage: ``steps`` of the LTX-2 schedule and one multimodal guider per stream."""
-
-    steps: int
-    video: StreamGuider = field(default_factory=lambda: _default_guider(3.0, LTX2_STG_BLOCK))
-    audio: StreamGuider = field(default_factory=lambda: _default_guider(7.0, LTX2_STG_BLOCK))
-
-    @classmethod
-    def defaults(cls, ltx23: bool) -> GuidedSampling:
-        """ltx-pipelines' defaults: 40 steps (LTX-2) / 30 (LTX-2.3), CFG 3 video / 7 audio, STG 1 on block 29 / 28,
-        rescale 0.7, modality 3."""
-        block = LTX23_STG_BLOCK if ltx23 else LTX2_STG_BLOCK
-        return cls(30 if ltx23 else 40, _default_guider(3.0, block), _default_guider(7.0, block))
-
-
-def _default_guider(cfg: float, stg_block: int) -> StreamGuider:
-    return StreamGuider.multimodal(cfg_scale=cfg, stg_scale=1.0, stg_blocks=(stg_block,), rescale_scale=0.7,
-                                   modality_scale=3.0)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    """Frames (F, H, W, 3) float32 in [0, 1], waveform (C, S) float32 at ``sample_rate`` covering F / fps seconds,
-    and the final latents: video (B, 128, F', H', W'), audio (B, 8, T, 16)."""
-
-    frames: torch.Tensor
-    waveform: torch.Tensor
-    sample_rate: int
-    fps: float
-    latents: AVLatents
-
-
-@dataclass(frozen=True)
-class _Run:
-    """The per-call context every stage of a pipeline shares."""
-
-    models: PipelineModels
-    contexts: PromptContexts
-    request: GenerationRequest
-    host: ModelHost
-    generator: torch.Generator
-
-    def sample(
-        self,
-        transformer: torch.nn.Module,
-        latents: AVLatents,
-        conditionings: Sequence[ConditioningItem],
-        sigmas: torch.Tensor,
-        guidance: Guidance,
-        noise_scale: float = 1.0,
-        step: DiffusionStep | None = None,
-    ) -> AVLatents:
-        return sample(
-            transformer, latents, conditionings, sigmas, guidance, self.generator, self.host,
-            dtype=self.models.dtype, noise_scale=noise_scale, step=step, callback=self.request.callback,
-        )  # fmt: skip
-
-    def empty(self, downscale: int) -> AVLatents:
-        r = self.request
-        width, height = r.width // downscale, r.height // downscale
-        return empty_latents(width, height, r.frames, r.fps, dtype=self.models.dtype, device=self.host.device)
-
-    def images(self, latents: AVLatents, keyframes_only: bool = False) -> list[ConditioningItem]:
-        if not self.request.images:
-            return []
-        return image_conditionings(
-            self.models.video_encoder, self.request.images, latents, self.host, keyframes_only=keyframes_only
-        )
-
-
-def _start(
-    models: PipelineModels,
-    contexts: PromptContexts,
-    request: GenerationRequest,
-    host: ModelHost | None,
-    kind: PipelineKind,
-    **rules: Any,
-) -> _Run:
-    """Validates the request (before any model work) and seeds the run's one generator."""
-    host = LocalHost() if host is None else host
-    model_config = getattr(models.transformer, "config", None)
-    request = check_request(request, contexts, kind, model_config=model_config, **rules)
-    generator = torch.Generator(device=host.device).manual_seed(request.seed)
-    return _Run(models, contexts.to(host.device, models.dtype), request, host, generator)
-
-
-def _guidance(run: _Run, guided: GuidedSampling | None) -> Guidance:
-    if guided is None:
-        return Guidance(run.contexts.positive)
-    return Guidance(run.contexts.positive, run.contexts.negative, guided.video, guided.audio)
-
-
-def _stage_1_sigmas(guided: GuidedSampling | None) -> torch.Tensor:
-    return distilled_sigmas() if guided is None else ltx2_sigmas(guided.steps)
-
-
-def _refine(run: _Run, stage_1: AVLatents, transformer: torch.nn.Module, keyframes_only: bool) -> AVLatents:
-    """x2 upsample of the stage-1 video, full-size image conditioning, 3 positive-only distilled steps."""
-    upsampled = upsample(stage_1, run.models.upsampler, run.models.video_encoder, run.host)
-    conditionings = run.images(upsampled, keyframes_only)
-    sigmas = distilled_sigmas(stage_2=True)
-    return run.sample(transformer, upsampled, conditionings, sigmas, _guidance(run, None), float(sigmas[0]))
-
-
-def _finish(run: _Run, latents: AVLatents) -> GenerationResult:
-    """Decode video (with the run's generator, after every sampling draw) and audio of exactly the clip's length."""
-    m, r = run.models, run.request
-    frames = decode_video(m.video_decoder, latents.video, run.host, generator=run.generator, tiling=r.tiling,
-                          on_chunk=r.decode_callback)
-    waveform, rate = decode_audio(m.audio_decoder, m.vocoder, latents.audio, run.host, duration=latents.duration)
-    return GenerationResult(frames[0], waveform[0], rate, latents.fps, latents)
-
 
 def _two_stage(
-    run: _Run,
+    run: Run,
     guided: GuidedSampling | None,
     keyframes_only: bool = False,
     references: Sequence[ReferenceCondition] = (),
     downscale_factor: int = 1,
     skip_stage_2: bool = False,
+    step: DiffusionStep | Sampler | None = None,
     stage_1_step: DiffusionStep | None = None,
 ) -> GenerationResult:
+    """Half-size stage 1 (images, references), x2 upsample, refinement by ``models.refiner``; ``step``: both
+    stages' sampler (``stage_1_step``, when given, stage 1's). A res_2s run shifts its stage-1 schedule for the
+    stage's token count (the HQ pipeline)."""
     m = run.models
     half = run.empty(2)
     conditionings = run.images(half, keyframes_only)
     if references:
         conditionings += reference_conditionings(m.video_encoder, references, half, run.host, downscale_factor)
-    latents = run.sample(m.transformer, half, conditionings, _stage_1_sigmas(guided), _guidance(run, guided),
-                         step=stage_1_step)
+    tokens = video_token_count(tuple(half.video.shape)) if isinstance(step, Res2s) else None
+    latents = run.sample(m.transformer, half, conditionings, stage_1_sigmas(guided, tokens), run.guidance(guided),
+                         step=step if stage_1_step is None else stage_1_step)  # fmt: skip
     if not skip_stage_2:
-        latents = _refine(run, latents, m.stage_2_transformer(), keyframes_only)
-    return _finish(run, latents)
+        refined = run.refine(latents, m.stage_2_transformer(), keyframes_only=keyframes_only, step=step)
+        # ltx-pipelines' HQ refines the video only and keeps stage 1's audio (its stage-2 audio is discarded)
+        latents = refined.with_audio(latents.audio) if isinstance(step, Res2s) else refined
+    return run.finish(latents)
 
 
 _DECODE = ("video_decoder", "audio_decoder", "vocoder")
@@ -221,11 +86,11 @@ def text_to_video(
 ) -> GenerationResult:
     """Text/image-to-video in one guided stage at the target size (ltx-pipelines ``TI2VidOneStagePipeline``)."""
     models.require("transformer", *_DECODE, *(("video_encoder",) if request.images else ()))
-    run = _start(models, contexts, request, host, PipelineKind.ONE_STAGE, guided=guided)
+    run = start_run(models, contexts, request, host, PipelineKind.ONE_STAGE, guided=guided)
     latents = run.empty(1)
     conditionings = run.images(latents)
-    latents = run.sample(models.transformer, latents, conditionings, ltx2_sigmas(guided.steps), _guidance(run, guided))
-    return _finish(run, latents)
+    latents = run.sample(models.transformer, latents, conditionings, stage_1_sigmas(guided), run.guidance(guided))
+    return run.finish(latents)
 
 
 def two_stage(
@@ -238,7 +103,7 @@ def two_stage(
     """Guided half-size stage, x2 upsample, distilled-LoRA refinement by ``models.refiner``
     (ltx-pipelines ``TI2VidTwoStagesPipeline``)."""
     models.require(*_TWO_STAGE, "refiner")
-    run = _start(models, contexts, request, host, PipelineKind.TWO_STAGES, guided=guided)
+    run = start_run(models, contexts, request, host, PipelineKind.TWO_STAGES, guided=guided)
     return _two_stage(run, guided)
 
 
@@ -250,7 +115,7 @@ def distilled(
 ) -> GenerationResult:
     """The distilled model: 8 fixed steps at half size, x2 upsample, 3 fixed steps (``DistilledPipeline``)."""
     models.require(*_TWO_STAGE)
-    run = _start(models, contexts, request, host, PipelineKind.DISTILLED)
+    run = start_run(models, contexts, request, host, PipelineKind.DISTILLED)
     return _two_stage(run, None, stage_1_step=_distilled_stage_1_step(run))
 
 
@@ -258,7 +123,7 @@ DISTILLED_STAGE_1 = ("euler", "euler_ancestral")
 ANCESTRAL_NOISE_SEED_OFFSET = 10000  # ltx-pipelines 1.2.0: the ancestral loop's noise is not the initial noise
 
 
-def _distilled_stage_1_step(run: _Run) -> DiffusionStep | None:
+def _distilled_stage_1_step(run: Run) -> DiffusionStep | None:
     choice = run.request.distilled_stage_1
     if choice not in DISTILLED_STAGE_1:
         raise ValueError(f"distilled_stage_1={choice!r}, expected one of {', '.join(DISTILLED_STAGE_1)}")
@@ -280,7 +145,7 @@ def ic_lora(
     """IC-LoRA: stage 1 by ``models.transformer`` (IC-LoRA fused) with the reference videos at 1 /
     ``downscale_factor`` resolution, stage 2 by ``models.refiner`` (the base model) (``ICLoraPipeline``)."""
     models.require(*(("transformer", "video_encoder", *_DECODE) if skip_stage_2 else (*_TWO_STAGE, "refiner")))
-    run = _start(
+    run = start_run(
         models, contexts, request, host, PipelineKind.IC_LORA, references=references,
         downscale_factor=downscale_factor,
     )  # fmt: skip
@@ -299,5 +164,23 @@ def keyframe_interpolation(
     """Keyframes (every image appended as a guiding latent) through the two-stage flow
     (``KeyframeInterpolationPipeline``)."""
     models.require(*_TWO_STAGE, "refiner")
-    run = _start(models, contexts, request, host, PipelineKind.KEYFRAME_INTERPOLATION, guided=guided)
+    run = start_run(models, contexts, request, host, PipelineKind.KEYFRAME_INTERPOLATION, guided=guided)
     return _two_stage(run, guided, keyframes_only=True)
+
+
+def two_stage_hq(
+    models: PipelineModels,
+    contexts: PromptContexts,
+    request: GenerationRequest,
+    guided: GuidedSampling | None = None,
+    host: ModelHost | None = None,
+    sampler: Res2s | None = None,
+) -> GenerationResult:
+    """The two-stage flow with the res_2s sampler in both stages (ltx-pipelines ``TI2VidTwoStagesHQPipeline``):
+    ``models.transformer`` is the base model with the distilled LoRA at 0.25, ``models.refiner`` with it at 0.5;
+    ``guided`` defaults to `GuidedSampling.hq_defaults` (15 steps, STG off). The stage-1 schedule is shifted for
+    the half-size latent's token count; the audio is stage 1's (stage 2 refines the video only)."""
+    models.require(*_TWO_STAGE, "refiner")
+    guided = GuidedSampling.hq_defaults() if guided is None else guided
+    run = start_run(models, contexts, request, host, PipelineKind.TWO_STAGES_HQ, guided=guided)
+    return _two_stage(run, guided, step=Res2s() if sampler is None else sampler)

@@ -23,6 +23,7 @@ from ..conditioning import (
     apply_conditionings,
 )
 from ..sampling import GaussianNoiser, Guidance, Prompt, StepReport, X0Denoiser, denoise
+from ..sampling.samplers import Sampler
 from ..sampling.state import LatentState
 from ..sampling.steps import DiffusionStep
 from ..upsampler import upsample_latent
@@ -182,22 +183,29 @@ def sample(
     *,
     dtype: torch.dtype,
     noise_scale: float = 1.0,
-    step: DiffusionStep | None = None,
+    step: DiffusionStep | Sampler | None = None,
     callback: Callable[[StepReport], None] | None = None,
+    audio_conditionings: Sequence[ConditioningItem] = (),
 ) -> AVLatents:
     """One sampling stage: condition and noise the latents (video draw, then audio), denoise along ``sigmas``.
 
     ``latents`` are the starting point (zeros for a fresh clip, an upsampled stage-1 result for a refinement
-    with ``noise_scale`` = sigmas[0]); ``generator``: a seed, or a generator a pipeline keeps drawing from.
-    Returns the denoised latents without the appended conditioning tokens.
+    with ``noise_scale`` = sigmas[0], a source clip's encoding for an edit); ``conditionings`` act on the video
+    stream, ``audio_conditionings`` on the audio stream (region masks, `Frozen`), both before the noise, so a kept
+    token is never noised. A video latent without tokens (height or width 0) means no video stream: the
+    transformer runs audio-only and never touches its video branch. ``generator``: a seed, or a generator a
+    pipeline keeps drawing from; ``step``: the sampler (default Euler). Returns the denoised latents without the
+    appended conditioning tokens.
     """
     device = host.device
     video_layout, audio_layout = latents.video_layout(), latents.audio_layout()
-    video = video_layout.initial_state(device, dtype, latents.video.to(device, dtype))
-    video = apply_conditionings(video, list(conditionings), video_layout)
-    audio = audio_layout.initial_state(device, dtype, latents.audio.to(device, dtype))
     noiser = GaussianNoiser(seeded(generator, device))
-    video, audio = noiser(video, noise_scale), noiser(audio, noise_scale)
+    video = None
+    if video_layout.tokens > 0:
+        video = video_layout.initial_state(device, dtype, latents.video.to(device, dtype))
+        video = noiser(apply_conditionings(video, list(conditionings), video_layout), noise_scale)
+    audio = audio_layout.initial_state(device, dtype, latents.audio.to(device, dtype))
+    audio = noiser(apply_conditionings(audio, list(audio_conditionings), audio_layout), noise_scale)  # type: ignore[arg-type]
     try:
         with host.use(transformer) as model:
             video, audio = denoise(
@@ -205,10 +213,10 @@ def sample(
             )
     except torch.OutOfMemoryError as exc:  # same type, so hosts still free memory on it; the message says what to do
         raise torch.OutOfMemoryError(sample_oom_message(exc, latents, video)) from exc
-    if video is None or audio is None:
+    if audio is None or (video is None and video_layout.tokens > 0):
         raise RuntimeError("denoise dropped a stream")
     return AVLatents(
-        video=video_layout.unpatchify(video.latent),
+        video=latents.video if video is None else video_layout.unpatchify(video.latent),
         audio=audio_layout.unpatchify(audio.latent),
         frames=latents.frames,
         fps=latents.fps,

@@ -73,6 +73,8 @@ MAX_SCALE = 100.0  # guidance scales: the reference uses 1 .. 7; far larger valu
 MAX_SKIP_STEP = 100
 MAX_DOWNSCALE = 8
 MAX_TILE = 8192
+MAX_SECONDS = MAX_FRAMES / MIN_FPS  # the longest clip at the lowest frame rate
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 STREAMS = ("video", "audio")
 
 
@@ -163,6 +165,14 @@ RULES: dict[str, Rule] = {
     "spatial_overlap": Rule(0, MAX_TILE, True, LATENT_PIXELS, why="pixels, less than spatial_tile"),
     "temporal_tile": Rule(MIN_TEMPORAL_TILE, MAX_TILE, True, LATENT_FRAMES, off=0, why="frames"),
     "temporal_overlap": Rule(0, MAX_TILE, True, LATENT_FRAMES, why="frames, less than temporal_tile"),
+    # The edit and audio-driven pipelines (their cross-field rules: `clip_rules`).
+    "start_time": Rule(0.0, MAX_SECONDS, why="seconds"),
+    "end_time": Rule(0.0, MAX_SECONDS, why="seconds"),
+    "max_duration": Rule(0.0, MAX_SECONDS, off=0, why="seconds; 0 = the clip's duration"),
+    "extend_frames": Rule(LATENT_FRAMES, MAX_FRAMES - 1, True, LATENT_FRAMES, why="frames added after the source"),
+    "context_frames": Rule(1, MAX_FRAMES, True, LATENT_FRAMES, 1, off=0,
+                           why="last source frames the continuation sees; 0 = the whole source"),
+    "sample_rate": Rule(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, True, why="Hz"),
 }
 
 
@@ -185,6 +195,11 @@ class PipelineKind(str, Enum):
     DISTILLED = "distilled"
     IC_LORA = "ic_lora"
     KEYFRAME_INTERPOLATION = "keyframe_interpolation"
+    TWO_STAGES_HQ = "two_stages_hq"
+    AUDIO_TO_VIDEO = "audio_to_video"
+    RETAKE = "retake"
+    EXTEND = "extend"
+    TEXT_TO_AUDIO = "text_to_audio"
 
     @property
     def rules(self) -> PipelineRules:
@@ -206,6 +221,11 @@ PIPELINES: dict[PipelineKind, PipelineRules] = {
     PipelineKind.DISTILLED: PipelineRules(_HALF, 2, guided=False),
     PipelineKind.IC_LORA: PipelineRules(_HALF, 2, guided=False, reference_video=True),
     PipelineKind.KEYFRAME_INTERPOLATION: PipelineRules(_HALF, 2),
+    PipelineKind.TWO_STAGES_HQ: PipelineRules(_HALF, 2),
+    PipelineKind.AUDIO_TO_VIDEO: PipelineRules(_HALF, 2),
+    PipelineKind.RETAKE: PipelineRules(LATENT_PIXELS),  # the source's own size, guided or distilled
+    PipelineKind.EXTEND: PipelineRules(LATENT_PIXELS),
+    PipelineKind.TEXT_TO_AUDIO: PipelineRules(LATENT_PIXELS),  # no video: only frames and fps (the duration)
 }
 
 

@@ -4,6 +4,7 @@ from .guidance import CFG, STG, CFGStar, ModalityIsolation, Pass, SigmaBinnedGui
 from .loop import StepReport, denoise
 from .patchify import AudioLayout, VideoLayout
 from .planner import Guidance, Prompt, X0Denoiser
+from .samplers import Res2s, Sampler, StreamSteps
 from .schedules import DISTILLED_SIGMAS, STAGE_2_DISTILLED_SIGMAS, distilled_sigmas, ltx2_sigmas
 from .state import AudioLatentShape, GaussianNoiser, LatentState, VideoLatentShape
 from .steps import EulerAncestralStep, EulerStep, GradientEstimationStep
@@ -25,9 +26,12 @@ __all__ = [
     "ModalityIsolation",
     "Pass",
     "Prompt",
+    "Res2s",
+    "Sampler",
     "SigmaBinnedGuider",
     "StepReport",
     "StreamGuider",
+    "StreamSteps",
     "VideoLatentShape",
     "VideoLayout",
     "X0Denoiser",

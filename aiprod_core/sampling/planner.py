@@ -219,6 +219,7 @@ def _batched_input(
         raise ValueError("a prompt has no context for a stream being denoised")
     copies = len(contexts)
     batch = state.latent.shape[0]
+    sigma = torch.zeros_like(sigma) if state.frozen else sigma  # a frozen stream is clean: sigma 0 everywhere
     return ModalityInput(
         latent=_repeat(state.latent, copies),
         sigma=sigma.reshape(1).to(torch.float32).expand(batch * copies),

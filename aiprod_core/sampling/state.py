@@ -122,6 +122,8 @@ class LatentState:
     positions: (B, n_dims, T, 2) [start, end) coordinates (video: seconds, y px, x px; audio: seconds).
     clean_latent: (B, T, C) values the conditioning holds (the blend target where the mask is < 1).
     attention_mask: optional (B, T, T) self-attention strengths in [0, 1] (None = full attention).
+    frozen: the stream is held fixed (every denoise strength 0): samplers leave its tokens untouched and the
+        transformer sees it at sigma 0 (its prompt AdaLN and the other stream's cross-attention modulation too).
     """
 
     latent: torch.Tensor
@@ -129,6 +131,7 @@ class LatentState:
     positions: torch.Tensor
     clean_latent: torch.Tensor
     attention_mask: torch.Tensor | None = None
+    frozen: bool = False
 
     @property
     def tokens(self) -> int:

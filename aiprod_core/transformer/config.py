@@ -75,7 +75,8 @@ class TransformerConfig:
     """Sizes and switches of the audio+video transformer (``config["transformer"]`` of the checkpoint).
 
     Video stream: ``num_attention_heads`` x ``attention_head_dim`` = ``inner_dim``; audio stream likewise
-    (``audio_inner_dim``). ``with_audio=False`` builds the video-only model. LTX-2 ("2.0") projects the caption
+    (``audio_inner_dim``). ``with_audio=False`` builds the video-only model, ``with_video=False`` the audio-only
+    one. LTX-2 ("2.0") projects the caption
     inside the transformer (``caption_proj_before_connector=False``, sized by ``caption_channels``); LTX-2.3 moves
     that projection into the text-encoder path and adds gated attention and the cross-attention AdaLN. LTX-2.5
     drops the video feed-forward biases (``ff_bias``) and adds the learned keyframe marker added to the tokens of
@@ -113,6 +114,7 @@ class TransformerConfig:
     audio_ff_bias: bool = True
     use_prompt_adaln_single: bool = True
     use_keyframes_abs_pos_embedding: bool = False
+    with_video: bool = True  # False: the audio-only build (text-to-audio), no video stream modules at all
 
     @property
     def inner_dim(self) -> int:
@@ -148,7 +150,8 @@ class TransformerConfig:
         return max(self.positional_embedding_max_pos[0], self.audio_positional_embedding_max_pos[0])
 
     @classmethod
-    def from_metadata(cls, config: dict[str, Any], *, with_audio: bool = True) -> TransformerConfig:
+    def from_metadata(cls, config: dict[str, Any], *, with_audio: bool = True, with_video: bool = True
+                      ) -> TransformerConfig:
         """Read ``config["transformer"]`` (the checkpoint's ``config`` JSON) with the reference's defaults.
 
         Raises ``ValueError("key=actual, expected expected")`` for any value the model does not support.
@@ -197,6 +200,7 @@ class TransformerConfig:
             audio_ff_bias=_flag(section, "audio_ff_bias", True),
             use_prompt_adaln_single=_flag(section, "use_prompt_adaln_single", True),
             use_keyframes_abs_pos_embedding=_flag(section, "use_keyframes_abs_pos_embedding", False),
+            with_video=with_video,
         )
         result._check_widths()
         return result

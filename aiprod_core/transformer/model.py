@@ -49,8 +49,8 @@ class AVTransformer(nn.Module):
     Inputs are ``ModalityInput`` (latent (B, T, C), positions (B, n_dims, T, 2), context (B, S, D) ...); the
     output is ``TransformerOutput(video (B, T_v, out_channels), audio (B, T_a, audio_out_channels))``. The video
     stream has ``inner_dim`` channels, the audio stream ``audio_inner_dim``; ``config.with_audio=False`` builds
-    the video-only model. State-dict keys are those of the checkpoint under ``model.diffusion_model.`` (without
-    the text connectors).
+    the video-only model, ``config.with_video=False`` the audio-only one (no video weights). State-dict keys are
+    those of the checkpoint under ``model.diffusion_model.`` (without the text connectors).
 
     ``reuse_prompt_kv`` (default True): the text keys / values are computed once per distinct prompt row of a
     call and, where they do not depend on the timestep, kept between calls while the prompt contexts stay the
@@ -73,9 +73,11 @@ class AVTransformer(nn.Module):
         factory = {"dtype": dtype, "device": device}
         video = StreamDims(config.inner_dim, config.num_attention_heads, config.attention_head_dim)
         audio = StreamDims(config.audio_inner_dim, config.audio_num_attention_heads, config.audio_attention_head_dim)
-        self._add_stream(VIDEO, config.in_channels, config.out_channels, video.dim, factory)
+        if config.with_video:
+            self._add_stream(VIDEO, config.in_channels, config.out_channels, video.dim, factory)
         if config.with_audio:
             self._add_stream(AUDIO, config.audio_in_channels, config.audio_out_channels, audio.dim, factory)
+        if config.with_audio and config.with_video:
             # AdaLNs of the audio<->video attention, driven by the other stream's sigma.
             self.av_ca_video_scale_shift_adaln_single = AdaLNSingle(video.dim, AV_SCALE_SHIFT_ROWS, **factory)
             self.av_ca_audio_scale_shift_adaln_single = AdaLNSingle(audio.dim, AV_SCALE_SHIFT_ROWS, **factory)
@@ -84,7 +86,7 @@ class AVTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList(
             AVTransformerBlock(
                 index,
-                video,
+                video if config.with_video else None,
                 audio if config.with_audio else None,
                 rope_type=config.rope_type,
                 gated=config.apply_gated_attention,
@@ -95,7 +97,7 @@ class AVTransformer(nn.Module):
             )
             for index in range(config.num_layers)
         )
-        if config.use_keyframes_abs_pos_embedding:
+        if config.use_keyframes_abs_pos_embedding and config.with_video:
             # (1, D) learned marker of the video tokens whose latent holds a single pixel frame (LTX-2.5).
             self.keyframes_abs_pos_embedding = nn.Parameter(torch.empty(1, video.dim, **factory))
 
@@ -153,6 +155,8 @@ class AVTransformer(nn.Module):
             raise ValueError("video=None and audio=None, expected at least one stream")
         if audio is not None and not self.config.with_audio:
             raise ValueError("audio input given to a video-only transformer")
+        if video is not None and not self.config.with_video:
+            raise ValueError("video input given to an audio-only transformer")
         if video is not None and audio is not None and video.batch_size != audio.batch_size:
             raise ValueError(f"video batch {video.batch_size} != audio batch {audio.batch_size}")
         return (video if video is not None else audio).batch_size

@@ -19,6 +19,12 @@ TINY_SETTINGS = {
                 "EmptyImage": {"width": 128, "height": 128, "batch_size": 9}},
     "keyframe_interpolation": {"AIPRODKeyframePipeline": {"width": 64, "height": 64, "frames": 17, "steps": 2},
                                "EmptyImage": {"width": 64, "height": 64}},
+    "two_stage_hq": {"AIPRODTwoStageHQPipeline": {"width": 64, "height": 64, "frames": 9, "steps": 2}},
+    "audio_to_video": {"AIPRODAudioToVideoPipeline": {"width": 64, "height": 64, "frames": 9, "steps": 2}},
+    "text_to_audio": {"AIPRODTextToAudioPipeline": {"frames": 9, "steps": 2}},
+    # the source clip of support.input_media: 17 frames at 24 fps
+    "retake": {"AIPRODRetakePipeline": {"start_time": 0.042, "end_time": 0.375}},
+    "extend": {"AIPRODExtendPipeline": {"extend_frames": 8, "context_frames": 9}},
     "inspect_checkpoint": {},
 }
 
@@ -121,10 +127,11 @@ def errors_shown(session) -> list[str]:
 
 
 def previews(session) -> dict[str, list[str]]:
-    """Video sources and text previews on the canvas's nodes."""
+    """Video and audio sources and text previews on the canvas's nodes."""
     return session.execute_script("""return {
   videos: [...document.querySelectorAll('video')]
     .map(v => v.currentSrc || v.src || (v.querySelector('source') || {}).src).filter(Boolean),
+  audios: [...document.querySelectorAll('audio')].map(a => a.currentSrc || a.src).filter(Boolean),
   texts: app.graph._nodes.flatMap(n => (n.widgets || []).filter(w => typeof w.value === 'string'
     && n.type === 'PreviewAny').map(w => w.value)),
 };""")

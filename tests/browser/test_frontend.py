@@ -30,6 +30,7 @@ from browser.frontend import (
     wait_idle,
 )
 from support.comfy_host import PACK_FOLDER_NAME, PromptRejected
+from support.input_media import write_input_media
 from support.workflows import TEMPLATE_NAMES, ui_templates, ui_to_api
 
 pytestmark = pytest.mark.host
@@ -49,6 +50,7 @@ def _browser_problem() -> str | None:
 
 @pytest.fixture(scope="module")
 def page(demo_host):
+    write_input_media(demo_host.base_dir / "input")  # the clip and track the edit / audio templates load
     problem = _browser_problem()
     if problem:
         pytest.skip(f"no browser on this machine: {problem}; test_templates_through_json_endpoints checks the same")
@@ -67,6 +69,11 @@ def _output_prefix(template: str) -> str | None:
     return save[0]["widgets_values"][1].rpartition("/")[2] if save else None
 
 
+def _plays_audio(template: str) -> bool:
+    """The text-to-audio template: its result plays in the core 'Preview Audio' node (and is saved as WAV)."""
+    return any(n["type"] == "PreviewAudio" for n in ui_templates()[template]["nodes"])
+
+
 @pytest.mark.parametrize("template", list(TEMPLATE_NAMES))
 def test_template_opens_from_the_sidebar_and_runs(page, template):
     console_errors(page)  # what loading the page logged is not this template's
@@ -83,7 +90,9 @@ def test_template_opens_from_the_sidebar_and_runs(page, template):
     assert node_errors(page) == {} and errors_shown(page) == [], dialogs(page)
     shown = previews(page)
     prefix = _output_prefix(template)
-    if prefix is None:  # the Inspect template: its report in 'Preview as Text'
+    if _plays_audio(template):
+        assert any("type=temp" in src for src in shown["audios"]), shown
+    elif prefix is None:  # the Inspect template: its report in 'Preview as Text'
         assert any("Generation: LTX-2.3" in text for text in shown["texts"]), shown
     else:
         assert any(f"filename={prefix}_" in src and ".mp4" in src for src in shown["videos"]), shown
@@ -118,6 +127,7 @@ def test_templates_through_json_endpoints(demo_host, demo_client):
     if _browser_problem() is None:
         pytest.skip("the browser tests ran these checks in the frontend itself")
     url = demo_host.url
+    write_input_media(demo_host.base_dir / "input")
     listed = requests.get(f"{url}/api/workflow_templates", timeout=30).json()[PACK_FOLDER_NAME]
     assert sorted(listed) == sorted(TEMPLATE_NAMES.values())
     object_info = demo_client.object_info()

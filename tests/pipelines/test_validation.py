@@ -57,7 +57,7 @@ def test_resolution_rule_agrees_with_reference_assert(kind: PipelineKind) -> Non
 
 def test_every_pipeline_declares_its_rules_as_data() -> None:
     assert set(PIPELINES) == set(PipelineKind)
-    assert [k.size_multiple for k in KINDS] == [32, 64, 64, 64, 64]
+    assert [k.size_multiple for k in KINDS] == [32, 64, 64, 64, 64, 64, 64, 32, 32, 32]
     assert rule("width", "two_stages").low == 64 and rule("width").low == 32
     assert rule("video_cfg") is RULES["cfg"] and rule("audio_skip_step") is RULES["skip_step"]
     with pytest.raises(KeyError, match="not a request field"):

@@ -22,6 +22,11 @@ TEMPLATE_NAMES = {
     "distilled": "LTX-2.3 Distilled Fast Text to Video",
     "ic_lora": "LTX-2.3 IC-LoRA Control Video",
     "keyframe_interpolation": "LTX-2.3 Keyframe Interpolation",
+    "two_stage_hq": "LTX-2.3 HQ Two-Stage Text to Video",
+    "audio_to_video": "LTX-2.3 Audio to Video",
+    "text_to_audio": "LTX-2.3 Text to Audio",
+    "retake": "LTX-2.3 Retake a Time Window of a Video",
+    "extend": "LTX-2.3 Extend a Video",
     "inspect_checkpoint": "Inspect an LTX Model File",
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}

@@ -1,0 +1,69 @@
+"""The HQ two-stage pipeline node: the two-stage flow with the res_2s second-order sampler (its stage nodes are
+the usual ones with 'AIPROD Sampler' set to sampler res_2s)."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..aiprod_core.pipelines import GuidedSampling, two_stage_hq
+from ..aiprod_core.pipelines.validation import PipelineKind
+from .inputs import int_input
+from .pipeline_nodes import (
+    CATEGORY,
+    REFINE_STEPS,
+    _common_inputs,
+    _image_inputs,
+    _images,
+    _models,
+    _outputs,
+    _Pipeline,
+    _request,
+    _run,
+    _wrap,
+    tiling_inputs,
+)
+from .types import GuiderSettings, GuiderSocket, ModelSocket
+
+__all__ = ["AIPRODTwoStageHQPipeline"]
+
+HQ_STEPS = 15  # ltx-pipelines' LTX_2_3_HQ_PARAMS
+
+
+def _hq_guided(guider: GuiderSettings | None, steps: int) -> GuidedSampling:
+    """The guider's settings, or ltx-pipelines' HQ preset (CFG 3 / 7, STG off, rescale 0.45 / 1.0, modality 3)."""
+    if guider is None:
+        preset = GuidedSampling.hq_defaults()
+        return GuidedSampling(steps, preset.video, preset.audio)
+    return GuidedSampling(steps, guider.video, guider.audio)
+
+
+class AIPRODTwoStageHQPipeline(_Pipeline):
+    """Two stages with res_2s: guided half-size stage, x2 upsample, refinement, both stages second order."""
+
+    KIND = PipelineKind.TWO_STAGES_HQ
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AIPRODTwoStageHQPipeline",
+            display_name="AIPROD Two-Stage HQ Pipeline (res_2s)",
+            category=CATEGORY,
+            description="The two-stage flow with the res_2s second-order sampler in both stages (ltx-pipelines "
+            "TI2VidTwoStagesHQPipeline): 'model' = the dev model with the distilled LoRA at 0.25, 'refiner' = with "
+            "it at 0.5; 15 steps; default guidance the HQ preset (STG off). Two transformer calls per step. Width "
+            "and height: multiples of 64; frames 8k+1.",
+            inputs=[*_common_inputs(cls.KIND),
+                    ModelSocket.Input("refiner", tooltip="Stage-2 transformer (dev model + distilled LoRA at 0.5)."),
+                    int_input("steps", HQ_STEPS, "res_2s steps of stage 1 (ltx-pipelines' HQ: 15)."),
+                    GuiderSocket.Input("guider", optional=True, tooltip="Guidance; default: ltx-pipelines' HQ "
+                                       "preset (CFG 3 video / 7 audio, STG off, rescale 0.45 / 1.0)."),
+                    *_image_inputs(), *tiling_inputs()],
+            outputs=_outputs(),
+        )
+
+    @classmethod
+    def execute(cls, **values) -> io.NodeOutput:
+        steps = values["steps"]
+        request = _request(values, _images(values.get("image"), values["image_strength"]), steps + REFINE_STEPS)
+        guided = _hq_guided(values.get("guider"), steps)
+        return _wrap(_run(two_stage_hq, _models(values, values["refiner"]), values["conditioning"], request, guided))
