@@ -241,7 +241,6 @@ def _finish(run: Run, video: torch.Tensor, frames: int, fps: float, audio: torch
     m, r = run.models, run.request
     pixels = decode_video(m.video_decoder, video, run.host, generator=run.generator, tiling=r.tiling,
                           on_chunk=r.decode_callback)  # fmt: skip
-    waveform, rate = decode_audio(m.audio_decoder, m.vocoder, audio, run.host)
-    samples = min(waveform.shape[-1], round(frames / fps * rate))
-    return DFRResult(pixels[0], waveform[0, :, :samples], rate, fps, AVLatents(video, audio, frames, fps),
+    waveform, rate = decode_audio(m.audio_decoder, m.vocoder, audio, run.host, duration=frames / fps)  # cut / padded
+    return DFRResult(pixels[0], waveform[0], rate, fps, AVLatents(video, audio, frames, fps),
                      {p: k for p, k in keyframes.items() if p < frames})

@@ -25,6 +25,7 @@ from aiprod.aiprod_core.transformer import AVTransformer, TransformerConfig
 from aiprod.aiprod_core.upsampler import LatentUpsampler, LatentUpsamplerConfig
 
 FPS = 24.0
+SIZE = 128  # half size 64: a 2 x 2 latent (the upsampler's group norms need more than one cell)
 
 
 # ---------------------------------------------------------------------------------------------- layout vs diffusers
@@ -191,12 +192,12 @@ def test_dfr_frame_count_and_keyframes(frames: int, rounds: int) -> None:
     spy = _Spy(_models().transformer)
     models = PipelineModels(**{**_models().__dict__, "transformer": spy})
     upsampler = _temporal_upsampler() if rounds else None
-    result = dfr(models, _contexts(), GenerationRequest(64, 64, frames, FPS, 7), temporal_rounds=rounds,
+    result = dfr(models, _contexts(), GenerationRequest(SIZE, SIZE, frames, FPS, 7), temporal_rounds=rounds,
                  temporal_upsampler=upsampler, generation="2.5.0")  # fmt: skip
 
     expected = dfr_output_frames(frames, rounds)
     assert expected == (frames - 1) * 2**rounds + 1
-    assert tuple(result.frames.shape) == (expected, 64, 64, 3)
+    assert tuple(result.frames.shape) == (expected, SIZE, SIZE, 3)
     assert result.fps == FPS * 2**rounds
     assert result.latents.video.shape[2] == (expected - 1) // 8 + 1
     assert result.waveform.shape[-1] == round(expected / result.fps * result.sample_rate)
@@ -205,15 +206,16 @@ def test_dfr_frame_count_and_keyframes(frames: int, rounds: int) -> None:
     # Stage 1 (the first call): the canvas' slots, marked with the first latent frame, one pixel frame each.
     canvas = resolve_canvas(frames)
     marker, positions, tokens = spy.calls[0]
-    per_frame = 1  # 32 x 32 pixels at half of 64 x 64: one latent cell per frame
-    base_tokens = (canvas.frames - 1) // 8 + 1
+    per_frame = 4  # 64 x 64 pixels at half size: 2 x 2 latent cells per frame
+    base_tokens = ((canvas.frames - 1) // 8 + 1) * per_frame
     assert tokens == base_tokens + len(canvas.slots) * per_frame
     expected_marker = torch.zeros(tokens)
     expected_marker[:per_frame] = 1
     expected_marker[base_tokens:] = 1
     torch.testing.assert_close(marker[0, :, 0], expected_marker)
     slot_times = positions[0, 0, base_tokens:].float()
-    torch.testing.assert_close(slot_times, torch.tensor([[p / FPS, (p + 1) / FPS] for p in canvas.slots]))
+    torch.testing.assert_close(slot_times, torch.tensor([[p / FPS, (p + 1) / FPS] for p in canvas.slots
+                                                         for _ in range(per_frame)]))
 
     # The keyframes that survive are exactly the layout's, inside the clip, and hold generated content.
     seams, count = set(canvas.slots), canvas.frames
@@ -223,7 +225,7 @@ def test_dfr_frame_count_and_keyframes(frames: int, rounds: int) -> None:
         seams |= {s for tile in temporal_tiles(sorted(seams), count, 2**index) for s in tile.slots}
     assert sorted(result.keyframes) == sorted(p for p in seams if p < expected)
     for latent in result.keyframes.values():
-        assert latent.shape == (1, 128, 1, 2, 2) and latent.abs().sum() > 0
+        assert latent.shape == (1, 128, 1, 4, 4) and latent.abs().sum() > 0
 
 
 @torch.no_grad()
@@ -232,16 +234,16 @@ def test_dfr_temporal_round_pins_the_carried_keyframes() -> None:
     unmarked one-frame keyframe and a new slot is generated at 24, marked."""
     spy = _Spy(_models().transformer)
     models = PipelineModels(**{**_models().__dict__, "transformer": spy})
-    dfr(models, _contexts(), GenerationRequest(64, 64, 25, FPS, 7), temporal_rounds=1,
+    dfr(models, _contexts(), GenerationRequest(SIZE, SIZE, 25, FPS, 7), temporal_rounds=1,
         temporal_upsampler=_temporal_upsampler())  # fmt: skip
     marker, positions, tokens = spy.calls[-1]  # the temporal round's last step (60 fps positions)
-    base = 7 * 4  # 49 frames -> 7 latent frames of 2 x 2
-    assert tokens == base + 4 + 4
+    base = 7 * 16  # 49 frames -> 7 latent frames of 4 x 4
+    assert tokens == base + 16 + 16
     times = positions[0, 0].float()
-    torch.testing.assert_close(times[base : base + 4], torch.tensor([[48 / 60, 49 / 60]] * 4))
-    torch.testing.assert_close(times[base + 4 :], torch.tensor([[24 / 60, 25 / 60]] * 4))
-    assert marker[0, :4, 0].tolist() == [1] * 4 and marker[0, 4:base + 4, 0].sum() == 0
-    assert marker[0, base + 4 :, 0].tolist() == [1] * 4
+    torch.testing.assert_close(times[base : base + 16], torch.tensor([[48 / 60, 49 / 60]] * 16))
+    torch.testing.assert_close(times[base + 16 :], torch.tensor([[24 / 60, 25 / 60]] * 16))
+    assert marker[0, :16, 0].tolist() == [1] * 16 and marker[0, 16 : base + 16, 0].sum() == 0
+    assert marker[0, base + 16 :, 0].tolist() == [1] * 16
 
 
 @pytest.mark.parametrize(
@@ -263,7 +265,7 @@ def test_dfr_refuses_before_model_work(change: dict, message: str) -> None:
     upsampler = change.get("upsampler", _temporal_upsampler())
     if upsampler == "spatial":
         upsampler = models.upsampler
-    request = GenerationRequest(change.get("width", 64), 64, change.get("frames", 25), FPS, 7)
+    request = GenerationRequest(change.get("width", SIZE), SIZE, change.get("frames", 25), FPS, 7)
     with pytest.raises(ValueError, match=message):
         dfr(models, _contexts(), request, temporal_rounds=change.get("rounds", 0), temporal_upsampler=upsampler,
             generation=change.get("generation"))  # fmt: skip
