@@ -21,6 +21,7 @@ __all__ = [
     "choose_segment",
     "pixel_to_latent",
     "resolve_canvas",
+    "round_tiles",
     "split_at_seams",
     "temporal_tiles",
 ]
@@ -109,4 +110,17 @@ def temporal_tiles(seams: Sequence[int], frames: int, tiles: int, time_scale: in
         marks = [first, *(s for s in seams if first < s <= last)]
         slots = tuple((a + b) // 2 for a, b in itertools.pairwise(marks))
         result.append(TemporalTile(interval, first, last, anchors, slots))
+    return result
+
+
+def round_tiles(frames: int, rounds: int, time_scale: int = 8) -> list[list[TemporalTile]]:
+    """The tiles of each of ``rounds`` temporal rounds after a request of ``frames``: each round doubles the
+    canvas, its seams are the previous seams doubled and the slots every tile generated."""
+    canvas = resolve_canvas(frames, time_scale)
+    seams, count, result = list(canvas.slots), canvas.frames, []
+    for index in range(1, rounds + 1):
+        count, seams = 2 * (count - 1) + 1, [2 * s for s in seams]
+        tiles = temporal_tiles(seams, count, 2**index, time_scale)
+        result.append(tiles)
+        seams = sorted({*seams, *(s for tile in tiles for s in tile.slots)})
     return result
