@@ -15,7 +15,9 @@ from ..loaders.component_loader import check_component, load_component
 from ..loaders.detect import DIFFUSION_DECODER_KINDS, describe_file
 from ..loaders.lora import read_lora
 from ..loaders.lora_apply import check_transformer_lora, load_component_with_loras
+from ..loaders.text_embeddings import load_split_text_embeddings
 from ..loaders.text_encoder_files import find_gemma_files, load_gemma
+from ..loaders.text_encoder_generation import check_text_encoder_generation, load_text_encoder, text_encoder_kind
 from .inputs import choice_input
 from .model_files import (
     UPSCALE_FOLDER,
@@ -63,6 +65,7 @@ __all__ = [
 CATEGORY = "AIPROD/loaders"
 CHECKPOINTS = ("checkpoints",)
 DIFFUSION = ("diffusion_models",)
+TEXT_CHECKPOINTS = ("checkpoints", "diffusion_models")  # LTX-2.5's connectors are in its transformer file
 VAE_FILES = ("vae", "checkpoints")
 AUDIO_FILES = ("checkpoints", "vae")
 LORAS = ("loras",)
@@ -409,8 +412,10 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
                 choice_input("gemma", text_encoder_options(),
                              "The Gemma-3 text encoder: a folder in models/text_encoders holding the "
                                "weights, config and tokenizer files (or a single .safetensors file)."),
-                _files_input("checkpoint", CHECKPOINTS,
-                             "The LTX checkpoint whose text projection and connectors match the model."),
+                _files_input("checkpoint", TEXT_CHECKPOINTS,
+                             "The LTX checkpoint whose text projection and connectors match the model (LTX-2.5: "
+                             "the transformer file in models/diffusion_models; the projection is in the Gemma 4 "
+                             "file)."),
                 _dtype_input(),
             ],
             outputs=[TextEncoderSocket.Output(display_name="text_encoder",
@@ -419,9 +424,11 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, gemma: str, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
+        if _is_gemma4(gemma):
+            return io.NodeOutput(_gemma4_text_encoder(gemma, checkpoint, _text_dtype(weight_dtype)))
         gemma_path, path = _all_checked(  # both inputs' file problems in one message, no weights read
             lambda: _gemma_folder(gemma),
-            lambda: _checked_file("checkpoint", checkpoint, CHECKPOINTS, "text_embeddings"))
+            lambda: _checked_file("checkpoint", checkpoint, TEXT_CHECKPOINTS, "text_embeddings"))
         dtype = _text_dtype(weight_dtype)
 
         def gemma_with(transform=None):  # a text-encoder LoRA node passes its fusing transform
@@ -432,6 +439,27 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             lambda: load_component(path, "text_embeddings", dtype=dtype, device=load_device()).module,
             f"text projection {path}")  # fmt: skip
         return io.NodeOutput(TextEncoder(loaded, processor, gemma, gemma_path=gemma_path, load_gemma=gemma_with))
+
+
+def _is_gemma4(gemma: str) -> bool:
+    """A listed Gemma 4 (LTX-2.5) text encoder file; anything else takes the Gemma-3 path (and its checks)."""
+    try:
+        return text_encoder_kind(resolve_text_encoder("gemma", gemma)).family == "gemma4"
+    except (ValueError, OSError):
+        return False
+
+
+def _gemma4_text_encoder(gemma: str, checkpoint: str, dtype) -> TextEncoder:
+    """LTX-2.5: the Gemma 4 bundle (backbone + text projection) and the transformer file's connectors, the two
+    generations checked from the headers before any weights are read."""
+    gemma_path = resolve_text_encoder("gemma", gemma)
+    path = resolve_model_file("checkpoint", checkpoint, TEXT_CHECKPOINTS)
+    check_text_encoder_generation(gemma_path, path)
+    loaded = LazyModule(lambda: load_text_encoder(gemma_path, dtype=dtype, device=load_device()), f"gemma {gemma}")
+    processor = LazyModule(lambda: load_split_text_embeddings(gemma_path, path, dtype=dtype,
+                                                              device=load_device()).module,
+                           f"text projection {gemma_path} + connectors {path}")  # fmt: skip
+    return TextEncoder(loaded, processor, gemma, gemma_path=gemma_path)
 
 
 def _gemma_folder(gemma: str) -> str:

@@ -100,3 +100,53 @@ def test_dfr_node_refuses_before_encoding(nodes, files25, demo_models, change: d
     values.pop("conditioning")
     with pytest.raises(ValueError, match=message):
         dfr_nodes.AIPRODDFRPipeline.check_lazy_status(conditioning=None, **values)
+
+
+@pytest.fixture(scope="module")
+def demo25(tmp_path_factory):
+    """The tiny LTX-2.5 demo set under the official names (scripts/demo_models_ltx25.py)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "demo_models_ltx25.py"
+    spec = importlib.util.spec_from_file_location("aiprod_demo_models_ltx25", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.write_ltx25_demo_models(tmp_path_factory.mktemp("demo25-dfr"))
+
+
+def test_dfr_graph_on_the_25_demo_set_with_the_gemma4_text_encoder_loader(demo_folders, demo25) -> None:
+    """The template's graph in-process: the Text Encoder Loader takes the Gemma 4 bundle with the transformer
+    file's connectors, DFR x2 to an MP4 with sound at twice the frame rate."""
+    from pathlib import Path
+
+    import av
+
+    for folder in {Path(rel).parts[0] for rel in demo25.install_map()}:
+        entry = demo_folders.folder_names_and_paths.get(folder, ([], set()))
+        demo_folders.folder_names_and_paths[folder] = ([str(demo25.root / folder), *entry[0]],
+                                                       set(demo_folders.supported_pt_extensions))
+    demo_folders.filename_list_cache.clear()
+    from aiprod.nodes import dfr_nodes, loader_nodes, output_nodes, text_nodes
+
+    name = {key: demo25.paths[key].name for key in demo25.paths}
+    (encoder,) = loader_nodes.AIPRODTextEncoderLoader.execute(name["text_encoder"], f"{name['distilled']} "
+                                                              "(diffusion_models)", "fp32").args  # fmt: skip
+    (conditioning,) = text_nodes.AIPRODTextEncode.execute(encoder, "a red fox in the snow", "", False).args
+    (model,) = loader_nodes.AIPRODDiffusionModelLoader.execute(name["distilled"], "fp32", "upcast").args
+    (video_vae,) = loader_nodes.AIPRODVideoVAELoader.execute(f"{name['video_vae_conv']} (vae)", "fp32", "auto").args
+    (audio_vae,) = loader_nodes.AIPRODAudioVAELoader.execute(f"{name['audio_vae']} (vae)", "fp32").args
+    (upsampler,) = loader_nodes.AIPRODUpsamplerLoader.execute(name["spatial_upscaler"], "fp32").args
+    (temporal,) = loader_nodes.AIPRODUpsamplerLoader.execute(name["temporal_upscaler"], "fp32").args
+    images, audio, fps, _ = dfr_nodes.AIPRODDFRPipeline.execute(
+        model=model, video_vae=video_vae, audio_vae=audio_vae, conditioning=conditioning, upsampler=upsampler,
+        temporal_upsampler=temporal, width=SIZE, height=SIZE, frames=FRAMES, fps=FPS, seed=SEED, temporal_rounds=1,
+        image_strength=1.0, **TILING).args  # fmt: skip
+    output_nodes.AIPRODSaveVideo.execute(images, fps, "aiprod/dfr", "mp4 (H.264 + AAC)", 19, audio)
+    (saved,) = Path(demo_folders.get_output_directory()).glob("aiprod/dfr*.mp4")
+    with av.open(str(saved)) as container:
+        frames = sum(1 for _ in container.decode(video=0))
+        assert float(container.streams.video[0].average_rate) == 2 * FPS and container.streams.audio
+    assert frames == (FRAMES - 1) * 2 + 1
