@@ -65,7 +65,7 @@ __all__ = [
 CATEGORY = "AIPROD/loaders"
 CHECKPOINTS = ("checkpoints",)
 DIFFUSION = ("diffusion_models",)
-TEXT_CHECKPOINTS = ("checkpoints", "diffusion_models")  # LTX-2.5's connectors are in its transformer file
+DIFFUSION_SUFFIX = " (diffusion_models)"  # LTX-2.5's connectors are in its transformer file (models/diffusion_models)
 VAE_FILES = ("vae", "checkpoints")
 AUDIO_FILES = ("checkpoints", "vae")
 LORAS = ("loras",)
@@ -412,7 +412,7 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
                 choice_input("gemma", text_encoder_options(),
                              "The Gemma-3 text encoder: a folder in models/text_encoders holding the "
                                "weights, config and tokenizer files (or a single .safetensors file)."),
-                _files_input("checkpoint", TEXT_CHECKPOINTS,
+                choice_input("checkpoint", _text_checkpoint_options(),
                              "The LTX checkpoint whose text projection and connectors match the model (LTX-2.5: "
                              "the transformer file in models/diffusion_models; the projection is in the Gemma 4 "
                              "file)."),
@@ -428,7 +428,7 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             return io.NodeOutput(_gemma4_text_encoder(gemma, checkpoint, _text_dtype(weight_dtype)))
         gemma_path, path = _all_checked(  # both inputs' file problems in one message, no weights read
             lambda: _gemma_folder(gemma),
-            lambda: _checked_file("checkpoint", checkpoint, TEXT_CHECKPOINTS, "text_embeddings"))
+            lambda: _checked_file("checkpoint", checkpoint, CHECKPOINTS, "text_embeddings"))
         dtype = _text_dtype(weight_dtype)
 
         def gemma_with(transform=None):  # a text-encoder LoRA node passes its fusing transform
@@ -439,6 +439,11 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             lambda: load_component(path, "text_embeddings", dtype=dtype, device=load_device()).module,
             f"text projection {path}")  # fmt: skip
         return io.NodeOutput(TextEncoder(loaded, processor, gemma, gemma_path=gemma_path, load_gemma=gemma_with))
+
+
+def _text_checkpoint_options() -> list[str]:
+    """The checkpoints (plain names, as saved workflows hold them), then the diffusion models marked as such."""
+    return [*model_file_options(CHECKPOINTS), *(f"{n}{DIFFUSION_SUFFIX}" for n in model_file_options(DIFFUSION))]
 
 
 def _is_gemma4(gemma: str) -> bool:
@@ -453,7 +458,9 @@ def _gemma4_text_encoder(gemma: str, checkpoint: str, dtype) -> TextEncoder:
     """LTX-2.5: the Gemma 4 bundle (backbone + text projection) and the transformer file's connectors, the two
     generations checked from the headers before any weights are read."""
     gemma_path = resolve_text_encoder("gemma", gemma)
-    path = resolve_model_file("checkpoint", checkpoint, TEXT_CHECKPOINTS)
+    name, suffix = checkpoint.removesuffix(DIFFUSION_SUFFIX), checkpoint.endswith(DIFFUSION_SUFFIX)
+    path = resolve_model_file("checkpoint", name, DIFFUSION) if suffix else resolve_model_file(
+        "checkpoint", checkpoint, CHECKPOINTS)
     check_text_encoder_generation(gemma_path, path)
     loaded = LazyModule(lambda: load_text_encoder(gemma_path, dtype=dtype, device=load_device()), f"gemma {gemma}")
     processor = LazyModule(lambda: load_split_text_embeddings(gemma_path, path, dtype=dtype,

@@ -24,10 +24,11 @@ TINY = {
     "audio_to_video": {"width": 64, "height": 64, "frames": 9, "fps": 24.0, "steps": 2},
     "two_stage_hq": {"width": 64, "height": 64, "frames": 9, "fps": 25.0, "steps": 2},
     "text_to_audio": {"frames": 9, "fps": 24.0, "steps": 2},
+    "dfr": {"width": 128, "height": 128, "frames": 9, "fps": 24.0},  # 1 temporal round as shipped: 17 frames, 48 fps
 }
 PIPELINES = {"retake": "AIPRODRetakePipeline", "extend": "AIPRODExtendPipeline",
              "audio_to_video": "AIPRODAudioToVideoPipeline", "two_stage_hq": "AIPRODTwoStageHQPipeline",
-             "text_to_audio": "AIPRODTextToAudioPipeline"}
+             "text_to_audio": "AIPRODTextToAudioPipeline", "dfr": "AIPRODDFRPipeline"}
 
 
 @pytest.fixture(scope="module")
@@ -143,4 +144,40 @@ def test_bad_value_fails_at_the_pipeline_before_the_prompt_is_encoded(client, na
     result = client.run(prompt, timeout=1200)
     assert result.status == "error" and result.error["node_type"] == PIPELINES[name], result.error
     assert phrase in result.error["exception_message"], result.error["exception_message"]
+    assert encode not in _executed(result)
+
+
+@pytest.fixture(scope="module")
+def ltx25_host(media_host, tmp_path_factory):
+    """The host with the tiny LTX-2.5 demo set installed under the official 2.5 names (the DFR template's)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from support.comfy_host import install_model_files
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "demo_models_ltx25.py"
+    spec = importlib.util.spec_from_file_location("aiprod_demo_models_ltx25", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    install_model_files(media_host.base_dir, module.write_ltx25_demo_models(tmp_path_factory.mktemp("demo25"))
+                        .install_map())  # fmt: skip
+    return media_host
+
+
+def test_dfr_template_makes_the_clip_at_twice_the_frame_rate(client, ltx25_host):
+    """LTX-2.5 DFR with one temporal round: (9 - 1) x 2 + 1 = 17 frames at 48 fps, audio as long."""
+    _check_clip(saved(client, client.run(tiny("dfr"), timeout=1200), "images"), 17, (128, 128), 48.0)
+
+
+def test_dfr_template_refuses_a_missing_temporal_upscaler_before_encoding(client, ltx25_host):
+    prompt = tiny("dfr")
+    pipeline = next(k for k, v in prompt.items() if v["class_type"] == PIPELINES["dfr"])
+    del prompt[pipeline]["inputs"]["temporal_upsampler"]
+    encode = next(k for k, v in prompt.items() if v["class_type"] == "AIPRODTextEncode")
+    prompt[encode]["inputs"]["prompt"] += " (dfr, no temporal upscaler)"
+    result = client.run(prompt, timeout=1200)
+    assert result.status == "error" and result.error["node_type"] == PIPELINES["dfr"], result.error
+    assert "temporal_upsampler: not connected; temporal_rounds=1" in result.error["exception_message"]
     assert encode not in _executed(result)
