@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -194,10 +195,17 @@ def test_configs_are_the_tiny_ltx23_configs_with_the_blocks_the_templates_name(d
 def test_example_workflows_name_official_files_the_demo_set_stands_in_for(demo_models, dm) -> None:
     """The templates and their API twins name the official LTX-2.3 files; make demo and the tests install the demo
     set under those names (`OFFICIAL_FILES`), so every model file a workflow names is installed."""
+    import importlib.util
+
     from support.workflows import api_workflows, ui_templates
 
-    installed = {rel.partition("/")[2] for rel in demo_models.install_map()}
-    installed |= {f"{rel.partition('/')[2]} ({rel.partition('/')[0]})" for rel in demo_models.install_map()}
+    spec = importlib.util.spec_from_file_location("aiprod_demo25_names", dm.REPO_ROOT / "scripts" /
+                                                  "demo_models_ltx25.py")  # the LTX-2.5 demo set's official names
+    demo25 = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(demo25)
+    official = [*demo_models.install_map(), *demo25.FILES.values()]
+    installed = {rel.partition("/")[2] for rel in official}
+    installed |= {f"{rel.partition('/')[2]} ({rel.partition('/')[0]})" for rel in official}
     model_inputs = ("checkpoint", "gemma", "upsampler", "lora", "model_file", "vae", "audio_vae")
     named = {f"{name}:{node_id}.{key}": value for name, prompt in api_workflows().items()
              for node_id, node in prompt.items() for key, value in node["inputs"].items()
@@ -206,6 +214,7 @@ def test_example_workflows_name_official_files_the_demo_set_stands_in_for(demo_m
     assert not any("aiprod-demo" in value for value in named.values())  # the official names, not the demo's
     notes = [node["widgets_values"][0] for template in ui_templates().values() for node in template["nodes"]
              if node["type"] == "Note"]
-    assert len(notes) == len(ui_templates()) and all("models/checkpoints/" in note for note in notes)
+    assert len(notes) == len(ui_templates())
+    assert all("models/checkpoints/" in note or "models/diffusion_models/" in note for note in notes)
     for rel in demo_models.install_map().values():
         assert rel.exists(), rel

@@ -1,8 +1,9 @@
-"""The retake, extension, audio-to-video, HQ two-stage and text-to-audio templates' API twins through the real
-ComfyUI server on the tiny demo models (installed under the official file names), with the input media the
-templates' 'Load Video' / 'Load Audio' nodes name installed in the host's input folder: each yields an MP4 (a WAV
-for text-to-audio) of the stated length, the extension keeps the source frames, audio-to-video saves the input
-track; a bad value fails at its pipeline node naming the parameter, before the prompt is encoded."""
+"""The retake, extension, audio-to-video, HQ two-stage, text-to-audio and DFR (LTX-2.5) templates' API twins
+through the real ComfyUI server on the tiny demo models (LTX-2.3 and LTX-2.5 sets, installed under the official
+file names), with the input media the templates' 'Load Video' / 'Load Audio' nodes name installed in the host's
+input folder: each yields an MP4 (a WAV for text-to-audio) of the stated length, the extension keeps the source
+frames, audio-to-video saves the input track, DFR doubles the frame rate; a bad value fails at its pipeline node
+naming the parameter, before the prompt is encoded."""
 
 from __future__ import annotations
 
@@ -147,31 +148,12 @@ def test_bad_value_fails_at_the_pipeline_before_the_prompt_is_encoded(client, na
     assert encode not in _executed(result)
 
 
-@pytest.fixture(scope="module")
-def ltx25_host(media_host, tmp_path_factory):
-    """The host with the tiny LTX-2.5 demo set installed under the official 2.5 names (the DFR template's)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    from support.comfy_host import install_model_files
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "demo_models_ltx25.py"
-    spec = importlib.util.spec_from_file_location("aiprod_demo_models_ltx25", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    install_model_files(media_host.base_dir, module.write_ltx25_demo_models(tmp_path_factory.mktemp("demo25"))
-                        .install_map())  # fmt: skip
-    return media_host
-
-
-def test_dfr_template_makes_the_clip_at_twice_the_frame_rate(client, ltx25_host):
+def test_dfr_template_makes_the_clip_at_twice_the_frame_rate(client):
     """LTX-2.5 DFR with one temporal round: (9 - 1) x 2 + 1 = 17 frames at 48 fps, audio as long."""
     _check_clip(saved(client, client.run(tiny("dfr"), timeout=1200), "images"), 17, (128, 128), 48.0)
 
 
-def test_dfr_template_refuses_a_missing_temporal_upscaler_before_encoding(client, ltx25_host):
+def test_dfr_template_refuses_a_missing_temporal_upscaler_before_encoding(client):
     prompt = tiny("dfr")
     pipeline = next(k for k, v in prompt.items() if v["class_type"] == PIPELINES["dfr"])
     del prompt[pipeline]["inputs"]["temporal_upsampler"]

@@ -13,9 +13,24 @@ MODEL_FOLDERS = ("checkpoints", "diffusion_models", "vae", "text_encoders", "lor
 
 
 @pytest.fixture(scope="session")
-def demo_host(comfy_host, demo_models):
-    """The session's ComfyUI server with the demo models installed under the names the example workflows use."""
+def demo25_models(tmp_path_factory):
+    """The tiny LTX-2.5 demo set (``scripts/demo_models_ltx25.py``) under the official 2.5 file names."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "demo_models_ltx25.py"
+    spec = importlib.util.spec_from_file_location("aiprod_demo_models_ltx25", path)
+    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)
+    return module.write_ltx25_demo_models(tmp_path_factory.mktemp("demo25"))
+
+
+@pytest.fixture(scope="session")
+def demo_host(comfy_host, demo_models, demo25_models):
+    """The session's ComfyUI server with the demo models (LTX-2.3 and LTX-2.5) installed under the names the
+    example workflows use."""
     install_model_files(comfy_host.base_dir, demo_models.install_map())
+    install_model_files(comfy_host.base_dir, demo25_models.install_map())
     return comfy_host
 
 
