@@ -227,7 +227,8 @@ class AIPRODAudioOnlyModel(io.ComfyNode):
     def execute(cls, model: TransformerHandle) -> io.NodeOutput:
         def load():
             module = load_component_with_loras(model.path, "audio_transformer", list(model.loras), dtype=model.dtype,
-                                               device=load_device(), fp8=model.fp8).module  # fmt: skip
+                                               device=load_device(),
+                                               quantized_weights=model.quantized_weights).module  # fmt: skip
             return mark_weight_streaming(module, model.weight_streaming)
 
         lazy = LazyModule(load, f"audio-only transformer {model.path}")

@@ -52,6 +52,7 @@ while (card.parentElement && same(card.parentElement) <= 1) card = card.parentEl
 const images = [...card.querySelectorAll('img')].map(i => [i.src, i.complete ? i.naturalWidth : 0]);
 return images.length && images.every(([, w]) => w > 0) ? {text: card.innerText, images} : null;
 """
+_GRAPH = "return JSON.stringify(app.graph._nodes.map(n => n.type))"
 
 
 def click_text(session, text: str, timeout: float = 30.0) -> None:
@@ -64,9 +65,9 @@ def open_template(session, module: str, title: str) -> dict:
     session.execute_script("document.querySelector(\"button[aria-label='Templates']\").click(); return 1;")
     click_text(session, module)
     card = wait_for(session, _TEMPLATE_CARD, 30.0, 0.5, title)  # the card, once its thumbnail has loaded
-    before = session.execute_script("return app.graph._nodes.length")
+    before = session.execute_script(_GRAPH)  # the graph shown before (two templates may have as many nodes)
     click_text(session, title)
-    wait_for(session, "return app.graph._nodes.length > 0 && app.graph._nodes.length !== arguments[0]"
+    wait_for(session, "return app.graph._nodes.length > 0 && (" + _GRAPH.removeprefix("return ") + ") !== arguments[0]"
                       " && !document.querySelector('.p-dialog-mask .templates-dialog, [aria-label=\"Templates\"]"
                       ".p-dialog')", 60.0, 0.5, before)
     time.sleep(1.5)
