@@ -127,7 +127,7 @@ class AIPRODAudioToVideoPipeline(_Pipeline):
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        request = _request(values, _images(values.get("image"), values["image_strength"]),
+        request = _request(values, _images(values),
                            values["steps"] + REFINE_STEPS)  # fmt: skip
         audio_vae: AudioVAE = values["audio_vae"]
         models = replace(_models(values, values["refiner"]), audio_encoder=_encoder(audio_vae))

@@ -64,6 +64,6 @@ class AIPRODTwoStageHQPipeline(_Pipeline):
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
         steps = values["steps"]
-        request = _request(values, _images(values.get("image"), values["image_strength"]), steps + REFINE_STEPS)
+        request = _request(values, _images(values), steps + REFINE_STEPS)
         guided = _hq_guided(values.get("guider"), steps)
         return _wrap(_run(two_stage_hq, _models(values, values["refiner"]), values["conditioning"], request, guided))
