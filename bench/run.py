@@ -1,8 +1,8 @@
 """Run every benchmark case, ours and the reference interleaved, each measurement in a fresh subprocess.
 
 Writes ``bench/results.json``: per case ``{"ours_s", "ref_s", "ratio", "ours_peak_mb", "ref_peak_mb"}`` (medians
-over ``--repeats`` runs; ``ratio`` = ours_s / ref_s, or for ``vae_decode_memory_growth`` our peak at 4x the frames
-over our peak at 1x). See bench/README.md for the method and sizes.
+over ``--repeats`` runs; ``ratio`` = ours_s / ref_s, or for the ``*_memory_growth`` cases our peak at 4x the
+frames over our peak at 1x). See bench/README.md for the method and sizes.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ TIMED_CASES = ("transformer_forward", "transformer_forward_ltx25", "transformer_
 # Cases measured once per variant, reported as "case/variant" ("" is reported under the case name).
 CASE_VARIANTS = {"transformer_forward_ltx25": ("", "kv_on", "kv_off")}
 GROWTH_CASE = "vae_decode_memory_growth"
+GROWTH_CASES = (GROWTH_CASE, "diffusion_decode_memory_growth")  # variants 1x / 4x the frames; ratio = peak 4x / 1x
 QUANT_CASE, QUANT_VARIANTS = "transformer_quant_keep", ("int8", "fp8")  # ours: kept quantized; ref: dense bf16
 # Cases of a few seconds per measurement get more repeats by default: single runs on the shared 2-core machine
 # swing by +-15 %, and their bars sit closest to the measured ratios.
@@ -75,13 +76,13 @@ def _timed_case(case: str, repeats: int, variant: str = "") -> dict[str, object]
     }
 
 
-def _growth_case(repeats: int) -> dict[str, object]:
+def _growth_case(repeats: int, case: str = GROWTH_CASE) -> dict[str, object]:
     runs: dict[str, list[dict[str, float]]] = {"1x": [], "4x": []}
     ref_runs: dict[str, list[dict[str, float]]] = {"1x": [], "4x": []}
     for _ in range(repeats):
         for variant in ("1x", "4x"):
-            runs[variant].append(_measure(GROWTH_CASE, "ours", variant))
-            ref_runs[variant].append(_measure(GROWTH_CASE, "ref", variant))
+            runs[variant].append(_measure(case, "ours", variant))
+            ref_runs[variant].append(_measure(case, "ref", variant))
 
     def peak(samples: list[dict[str, float]]) -> float:
         return statistics.median(s["peak_mb"] for s in samples)
@@ -109,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=None,
                         help=f"repeats per case (default: {QUICK_REPEATS} for {', '.join(QUICK_CASES)}, else 5)")
-    parser.add_argument("--cases", nargs="*", choices=[*TIMED_CASES, GROWTH_CASE], help="only these cases")
+    parser.add_argument("--cases", nargs="*", choices=[*TIMED_CASES, *GROWTH_CASES], help="only these cases")
     parser.add_argument("--out", default=str(BENCH / "results.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     results: dict[str, object] = {}
     started = time.perf_counter()
-    wanted = [*TIMED_CASES, GROWTH_CASE]
+    wanted = [*TIMED_CASES, *GROWTH_CASES]
     order = [c for c in wanted if not args.cases or c in args.cases]
     # The pipeline cases depend on the most code still in flux: they run last.
     order.sort(key=lambda c: c.startswith("pipeline_"))
@@ -123,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             repeats = args.repeats or (QUICK_REPEATS if case in QUICK_CASES else 5)
-            if case == GROWTH_CASE:
-                results[case] = {**_growth_case(repeats), "repeats": repeats}
+            if case in GROWTH_CASES:
+                results[case] = {**_growth_case(repeats, case), "repeats": repeats}
             elif case == QUANT_CASE:  # one entry per quantized format
                 for variant in QUANT_VARIANTS:
                     results[f"{case}_{variant}"] = {**_timed_case(case, repeats, variant), "repeats": repeats}

@@ -1,23 +1,22 @@
 """Strict loading of one component from a safetensors or GGUF file into our module.
 
-config (``config`` metadata) -> our module on the meta device -> every key and shape checked against the file
-header, quantized layers included (nothing read yet) -> tensors read in file order from one private memory mapping
-(`MappedFile`), each cast to the requested dtype, de-quantised or fused with LoRA deltas ->
-``load_state_dict(strict=True, assign=True)``. `check_component` runs every check of a load without reading a
-tensor (loader nodes call it, so a wrong file fails at the node, not at the first sampler).
+config (``config`` metadata, checked against the header: `config_check`) -> our module on the meta device -> every
+key and shape checked against the file header, quantized layers included (nothing read yet) -> tensors read in file
+order (`MappedFile`: each into memory of its own), each cast to the requested dtype, de-quantised or fused with
+LoRA deltas -> ``load_state_dict(strict=True, assign=True)``. `check_component` runs every check of a load without
+reading a tensor (loader nodes call it, so a wrong file fails at the node, not at the first sampler).
 
 Quantized weights (`loaders.quant`): ``quantized_weights="keep"`` swaps each quantized Linear for a `QuantLinear`
 holding the stored bytes (de-quantised per call); ``"upcast"`` de-quantises them once while loading.
 
-Memory: a tensor stored in the requested dtype stays a view of the (copy-on-write) mapping: no copy. A cast or
-de-quantised tensor is converted into memory the module owns and its source pages are dropped at once, keeping
-the peak resident set at about the module's size plus one tensor.
+Memory: a tensor stored in the requested dtype is used as read: one copy, the module's. A cast or de-quantised
+tensor is converted and its source freed at once, keeping the peak resident set at about the module's size plus
+one tensor. A loaded module never refers to its file: the file may be replaced or truncated under a running prompt.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from .components import COMPONENTS, FOLDER_HINTS, ComponentSpec
+from .config_check import check_config, config_metadata
 from .detect import LORA_MARKERS, describe_file
 from .errors import CheckpointFormatError, StateDictMismatchError, WrongComponentError
 from .fp8 import FP8_DTYPES, dequantise
@@ -113,18 +113,14 @@ def _config_of(header: SafetensorsHeader, spec: ComponentSpec, override: dict[st
     elif is_gguf(header.path):
         config = gguf_config(header)
     else:
-        raw = header.metadata.get("config")
-        if raw is None:
+        config = config_metadata(header)  # a JSON object, else a CheckpointFormatError naming the file
+        if config is None:
             raise CheckpointFormatError(
                 header.path, f"has no `config` metadata, so the {spec.label} architecture cannot be determined.",
                 "LTX-2 files carry their config in the safetensors metadata; the file was probably re-saved by a "
                 "tool that dropped it. Use the official release file, or pass the config of the matching "
                 "single-file checkpoint.",
             )
-        try:
-            config = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise CheckpointFormatError(header.path, "has a `config` metadata entry that is not valid JSON.") from exc
     if spec.config_section is not None and spec.config_section not in config:
         raise WrongComponentError(
             header.path, f"has no `{spec.config_section}` section in its config (it has: "
@@ -201,7 +197,8 @@ def plan_load(path: str | os.PathLike[str], component: str, *, config: dict[str,
     layout = _pick_layout(header, spec)
     chosen_config = _config_of(header, spec, config)
     keys = layout.select(header.tensors)
-    _refuse_unsupported_gguf(header, keys)
+    _refuse_unsupported_gguf(header, keys)  # a block type we cannot read says so first
+    check_config(header, spec.name, spec.label, chosen_config, keys)  # values vs tensors, before any build
     quant_layers = quant_plan(header, keys, mode)
     return LoadPlan(header.path, header, spec, layout, chosen_config, keys, quant_layers, mode)
 
@@ -225,7 +222,7 @@ def check_keys(path: str, label: str, layout: KeyMap, keys: dict[str, str], tens
     if mismatched:
         shown = [f"{keys[k]} expected {list(e)} found {list(f)}" for k, e, f in mismatched[:SHOWN_KEYS]]
         parts.append(f"{len(mismatched)} shape mismatch(es): {'; '.join(shown)}")
-    problem = f"does not fit the {label} its config describes (layout {layout.name}): " + "; ".join(parts) + "."
+    problem = f"does not fit the {label} its config describes (layout: {layout.label}): " + "; ".join(parts) + "."
     hint = "The file may be from another model version or a broken conversion. " + _where_it_belongs(path)
     raise StateDictMismatchError(path, problem, hint.strip(), missing=missing, unexpected=unexpected,
                                  mismatched=mismatched)
@@ -259,13 +256,12 @@ def stream_tensors(
 ) -> dict[str, torch.Tensor]:
     """Read ``keys`` (module key -> file key) of one file, each cast to ``targets[module key]`` on ``device``.
 
-    One tensor at a time, in file order, from one private memory mapping (`MappedFile`). The weights of
+    One tensor at a time, in file order, each read into memory of its own (`MappedFile`). The weights of
     ``quant`` (module weight key -> (`LayerQuant`, logical shape)) are de-quantised from their stored bytes and
     scales; other fp8 tensors bound for a wider dtype are up-cast (times ``scales[module key]`` when given);
-    ``transform`` sees each tensor before the final cast. A tensor that needs no conversion stays a view of the
-    mapping, as ComfyUI's own loader keeps them: no copy and no second resident set; pages are read on first use,
-    and in-place writes (LoRA fusion) copy the touched pages, never the file. A converted tensor owns its memory
-    and its source pages are dropped right away, so a cast load peaks at about the module's size plus one tensor.
+    ``transform`` sees each tensor before the final cast. A tensor that needs no conversion is used as read (one
+    copy, no second resident set); a converted tensor's source is freed as soon as it is converted, so a cast load
+    peaks at about the module's size plus one tensor.
     """
     items = sorted(keys.items(), key=lambda kv: header.tensors[kv[1]].begin)
     scales, quant = scales or {}, quant or {}
@@ -273,7 +269,7 @@ def stream_tensors(
     with MappedFile(_readable(header)) as mapped:
         for module_key, file_key in items:
             target = targets[module_key]
-            stored = mapped.tensor(file_key)  # a view of the mapping
+            stored = mapped.tensor(file_key)  # read into memory of its own
             value = stored
             if module_key in quant:
                 value = _dequantized(mapped, quant[module_key][0], stored, quant[module_key][1], target)

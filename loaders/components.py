@@ -28,7 +28,7 @@ FOLDER_HINTS: dict[str, str] = {
     "vae_split": "the VAE loader (models/vae)",
     "audio_vae": "the audio VAE loader (models/checkpoints or models/vae)",
     "vocoder": "the audio VAE loader (models/checkpoints or models/vae)",
-    "text_projection": "the text encoder loader together with its LTX checkpoint (models/checkpoints)",
+    "text_projection": "the text encoder loader, as its `checkpoint` (the text projection) input",
     "lora": "a LoRA loader (models/loras)",
     "latent_upsampler": "the latent upscale model loader (models/latent_upscale_models)",
     "gemma_language_model": "the text encoder loader (models/text_encoders)",
@@ -122,6 +122,12 @@ def gemma_dims(config: dict[str, Any], projection_width: int | None) -> tuple[in
     hidden x (layers + 1) (every hidden state plus the embeddings), which gives the layer count.
     """
     hidden = int(config.get("transformer", {}).get("caption_channels", 3840))
+    return projection_gemma_dims(hidden, projection_width)
+
+
+def projection_gemma_dims(hidden: int, projection_width: int | None) -> tuple[int, int]:
+    """(hidden, layers) of the Gemma whose ``hidden``-wide states the projection of input ``projection_width``
+    stacks (layers + 1 of them); Gemma-3 12B's layer count when the width is unknown."""
     if projection_width is None:
         return hidden, GEMMA_3_12B_NUM_LAYERS
     if projection_width % hidden or projection_width // hidden < 2:
@@ -177,6 +183,8 @@ def _upsampler(config: dict[str, Any], _: Mapping[str, TensorInfo], dtype: torch
     return LatentUpsampler(LatentUpsamplerConfig.from_metadata(config), dtype=dtype, device=device)
 
 
+UPSAMPLER_MAP = km.KeyMap("UPSAMPLER_MAP", (("", ""),), marker="initial_conv.",
+                          description="latent upsampler file (initial_conv.*, res_blocks.*)")
 _CHECKPOINT_HINT = FOLDER_HINTS["transformer"]
 _AUDIO_HINT = FOLDER_HINTS["audio_vae"]
 COMPONENTS: dict[str, ComponentSpec] = {
@@ -211,7 +219,7 @@ COMPONENTS: dict[str, ComponentSpec] = {
         ComponentSpec("duration_head", "duration head", "transformer",
                       (km.DURATION_HEAD_MAP, km.DURATION_HEAD_PREFIXED_MAP), _duration_head,
                       FOLDER_HINTS["duration_head"]),
-        ComponentSpec("latent_upsampler", "latent upsampler", None, (km.KeyMap("UPSAMPLER_MAP", (("", ""),),
-                      marker="initial_conv."),), _upsampler, FOLDER_HINTS["latent_upsampler"]),
+        ComponentSpec("latent_upsampler", "latent upsampler", None, (UPSAMPLER_MAP,), _upsampler,
+                      FOLDER_HINTS["latent_upsampler"]),
     )
 }

@@ -7,14 +7,13 @@ No weights are read (only the few-byte ``comfy_quant`` markers of ComfyUI-quanti
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from dataclasses import dataclass
 
 from .errors import CheckpointFormatError
 from .gguf_file import is_gguf, read_gguf_header
-from .safetensors_header import SafetensorsHeader, read_header
+from .safetensors_header import SafetensorsHeader, parse_json, read_header
 
 __all__ = ["COMPONENT_PREFIXES", "DIFFUSION_DECODER_KINDS", "CheckpointDescription", "ComponentSummary",
            "describe_file", "format_report"]
@@ -36,6 +35,7 @@ COMPONENT_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
                               "model.norm.")),
     ("gemma_vision_tower", ("vision_tower.", "model.vision_tower.", "multi_modal_projector.",
                             "model.multi_modal_projector.", "vision_model.")),
+    ("embedded_tokenizer", ("spiece_model",)),  # ComfyUI's Gemma files: the SentencePiece model as uint8 bytes
 )
 # Files that hold one component without the single-file prefix (ComfyUI split files, upsamplers).
 UNPREFIXED_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -69,19 +69,26 @@ LTX25_KINDS = (
     ("video_vae only", "video VAE with the LTX-2.5 diffusion decoder"),
     ("VAE (split file)", "video VAE (split file) with the LTX-2.5 diffusion decoder"),
 )
+COMFY_GEMMA_KIND = "Gemma-3 text encoder (ComfyUI layout, embedded tokenizer)"
 DIFFUSION_DECODER_KINDS = frozenset(kind for _, kind in LTX25_KINDS)
 # Which AIPROD node takes a file of each kind (the first matching component).
 LOADER_NODES = (
-    ("single-file checkpoint", "AIPROD Checkpoint Loader (models/checkpoints)"),
-    ("transformer only", "AIPROD Diffusion Model Loader (models/diffusion_models)"),
+    ("single-file checkpoint", "AIPROD Checkpoint Loader (models/checkpoints); its text projection: AIPROD Text "
+     "Encoder Loader (`checkpoint`)"),
+    ("transformer only", "AIPROD Diffusion Model Loader (models/diffusion_models); its LTX-2.3 connectors: AIPROD "
+     "Text Encoder Loader (`connectors`)"),
+    ("text projection / connectors only", "AIPROD Text Encoder Loader (`checkpoint`, or `connectors`; models/"
+     "text_encoders, models/checkpoints or models/diffusion_models)"),
+    (COMFY_GEMMA_KIND, "AIPROD Text Encoder Loader (`gemma`; models/text_encoders)"),
     ("video_vae only", "AIPROD Video VAE Loader (models/vae)"),
     ("VAE (split file)", "AIPROD Video VAE Loader (models/vae)"),
     ("audio_vae only", "AIPROD Audio VAE Loader (models/checkpoints or models/vae)"),
     ("audio VAE + vocoder", "AIPROD Audio VAE Loader (models/vae)"),
     ("component bundle", "AIPROD Video VAE Loader / AIPROD Audio VAE Loader"),
-    ("LoRA", "AIPROD LoRA Loader (models/loras)"),
+    ("LoRA", "AIPROD LoRA Loader / AIPROD IC-LoRA Loader (models/loras)"),
     ("latent upsampler", "AIPROD Latent Upsampler Loader (models/latent_upscale_models)"),
-    ("Gemma text encoder weights", "AIPROD Text Encoder Loader (models/text_encoders)"),
+    ("Gemma text encoder weights", "AIPROD Text Encoder Loader (`gemma`: its folder, or the file with its "
+     "tokenizer; models/text_encoders)"),
     ("video VAE with the LTX-2.5 diffusion decoder", "AIPROD Video VAE Loader (models/vae)"),
     ("video VAE (split file) with the LTX-2.5 diffusion decoder", "AIPROD Video VAE Loader (models/vae)"),
     (TEMPORAL_UPSAMPLER_KIND, "AIPROD Latent Upsampler Loader (models/latent_upscale_models), then AIPROD Temporal "
@@ -154,18 +161,14 @@ def _config_sections(header: SafetensorsHeader) -> tuple[str, ...]:
     raw = header.metadata.get("config")
     if raw is None:
         return ()
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointFormatError(header.path, "has a `config` metadata entry that is not valid JSON.",
-                                    "The file is damaged or was written by a broken converter.") from exc
+    config = parse_json(header.path, raw, "a `config` metadata entry")  # bounded nesting, errors name the file
     return tuple(sorted(config)) if isinstance(config, dict) else ()
 
 
 def _json_metadata(header: SafetensorsHeader, key: str) -> dict[str, object]:
-    try:
-        value = json.loads(header.metadata.get(key, "{}"))
-    except json.JSONDecodeError:
+    try:  # bounded nesting; a malformed entry reads as absent here (the loaders name it)
+        value = parse_json(header.path, header.metadata.get(key, "{}"), f"a `{key}` metadata entry")
+    except CheckpointFormatError:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -206,8 +209,9 @@ def _kind(names: set[str]) -> str:
         return "single-file checkpoint" if "transformer" in model_parts else "component bundle"
     if model_parts:
         return f"{next(iter(model_parts))} only"
+    gemma = COMFY_GEMMA_KIND if "embedded_tokenizer" in names else "Gemma text encoder weights"
     for name, kind in (("lora", "LoRA"), ("latent_upsampler", "latent upsampler"), ("vae_split", "VAE (split file)"),
-                       ("gemma_language_model", "Gemma text encoder weights"), ("duration_head", "duration head")):
+                       ("gemma_language_model", gemma), ("duration_head", "duration head")):
         if name in names:
             return kind
     if names & {"text_projection", "video_embeddings_connector", "audio_embeddings_connector"}:
@@ -221,8 +225,8 @@ def _ltx25_kind(kind: str, header: SafetensorsHeader) -> str:
         return dict(LTX25_KINDS).get(kind, kind)
     if kind == "latent upsampler":
         try:
-            config = json.loads(header.metadata.get("config", "{}"))
-        except json.JSONDecodeError:
+            config = parse_json(header.path, header.metadata.get("config", "{}"), "a `config` metadata entry")
+        except CheckpointFormatError:
             return kind
         if isinstance(config, dict) and config.get("temporal_upsample") and not config.get("spatial_upsample", True):
             return TEMPORAL_UPSAMPLER_KIND
@@ -340,6 +344,10 @@ def format_report(desc: CheckpointDescription) -> str:
         comp_dtypes = ", ".join(d for d, _ in comp.dtypes)
         lines.append(f"  {comp.name:<{width}}  {comp.tensor_count:>5} tensors  "
                      f"{_human_count(comp.parameter_count):>9} params  {comp_dtypes}")
+    tokenizer = next((c for c in desc.components if c.name == "embedded_tokenizer"), None)
+    if tokenizer is not None:
+        size = _human_bytes(tokenizer.parameter_count)  # uint8: one element per byte
+        lines.append(f"Tokenizer: embedded SentencePiece model (spiece_model, {size})")
     lines.append(f"Config sections: {', '.join(desc.config_sections) or 'none'}")
     lines.append(f"Metadata keys: {', '.join(desc.metadata_keys) or 'none'}")
     return "\n".join(lines)

@@ -15,8 +15,8 @@ Layouts (facts: ltx-core 1.2.0 ``gemma_assets.py`` / ``encoder_configurator.py``
   ``model.language_model.*``.
 - ComfyUI's own layout of Gemma 4 12B (Comfy-Org / ``*-comfy-int8-convrot`` repacks) is the flat one; ComfyUI tells
   it from Gemma 3 12B by ``model.layers.0.layer_scalar``. Quantized layers carry ``<layer>.weight_scale`` /
-  ``<layer>.comfy_quant`` (+ ``input_scale``) beside an I8 / F8 / U8 weight: the layout is accepted here and the
-  sidecars kept apart from the weights; their de-quantisation belongs to the quantized-weights loader.
+  ``<layer>.comfy_quant`` (+ ``input_scale``) beside an I8 / F8 / U8 weight: they load through the quantized-weights
+  loader (`quant.fit.fit_quantized_layers`), ``upcast`` or ``keep``, as the transformer and Gemma 3 do.
 
 Only the language model is loaded (`Gemma4TextEncoder`); media embedders are not needed to encode text and the
 text projection is loaded with the LTX text-embeddings processor. No code is run from any file.
@@ -24,21 +24,23 @@ text projection is loaded with the LTX text-embeddings processor. No code is run
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .component_loader import check_keys, stream_tensors
+from .config_check import check_gemma4_config
 from .errors import CheckpointFormatError, WrongComponentError
 from .key_maps import KeyMap
 from .mapped_file import MappedFile
-from .safetensors_header import REFUSED_SUFFIXES, SafetensorsHeader, TensorInfo, read_header
+from .quant.fit import QuantFit, fit_quantized_layers
+from .quant.layers import logical_tensors
+from .safetensors_header import REFUSED_SUFFIXES, SafetensorsHeader, TensorInfo, parse_json, read_header
 from .text_encoder_files import TokenizerFileError
 
 __all__ = ["GEMMA4_TEXT_MAPS", "Gemma4Files", "Gemma4Plan", "LoadedGemma4", "check_gemma4", "find_gemma4_files",
@@ -61,10 +63,7 @@ GEMMA4_TEXT_MAPS = (
     KeyMap("GEMMA4_HF_MAP", (("model.language_model.", "model."),), marker="model.language_model.embed_tokens."),
     KeyMap("GEMMA4_FLAT_MAP", (("model.", "model."),), excludes=_NOT_FLAT_LM, marker="model.embed_tokens."),
 )
-# Tensors beside a quantized weight (ComfyUI ``comfy_quant`` formats, legacy scaled fp8, Lightricks fp8 / NVFP4).
-QUANT_SIDECAR_SUFFIXES = (".comfy_quant", ".weight_scale", ".weight_scale_2", ".input_scale", ".scale_weight",
-                          ".scale_input")
-QUANTIZED_DTYPES = ("I8", "U8", "F8_E4M3", "F8_E5M2", "F4")
+QUANT_MODES = ("upcast", "keep")
 # Gemma 4 12B values that cannot be read from tensor shapes (google/gemma-4-12B config.json, the base of the LTX
 # fine-tune); used only for a file with neither `gemma_config` metadata nor a config.json beside it.
 GEMMA4_12B_DEFAULTS: dict[str, Any] = {
@@ -117,10 +116,7 @@ def _read_json_file(path: Path, what: str) -> dict[str, Any]:
     if _is_lfs_pointer(path):
         raise CheckpointFormatError(str(path), f"is a git-LFS pointer, not the {what}.",
                                     f"Run `git lfs pull` in {path.parent}, or download {path.name} again.")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointFormatError(str(path), f"is not valid JSON (the {what}).", GEMMA4_HINT) from exc
+    value = parse_json(str(path), path.read_bytes(), f"the {what}")  # bounded nesting, errors name the file
     if not isinstance(value, dict):
         raise CheckpointFormatError(str(path), f"is not a JSON object (the {what}).", GEMMA4_HINT)
     return value
@@ -130,11 +126,7 @@ def _metadata_config(header: SafetensorsHeader) -> dict[str, Any] | None:
     raw = header.metadata.get(GEMMA_CONFIG_KEY)
     if raw is None:
         return None
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointFormatError(header.path, f"has a `{GEMMA_CONFIG_KEY}` metadata entry that is not valid "
-                                    "JSON.", "The file is damaged or was written by a broken converter.") from exc
+    config = parse_json(header.path, raw, f"a `{GEMMA_CONFIG_KEY}` metadata entry")
     if not isinstance(config, dict):
         raise CheckpointFormatError(header.path, f"has a `{GEMMA_CONFIG_KEY}` metadata entry that is not a JSON "
                                     "object.")
@@ -227,7 +219,8 @@ def _single_file(path: Path) -> Gemma4Files:
         if candidate.get("model_type") in GEMMA4_MODEL_TYPES:  # not another model's config left in the folder
             config, source = candidate, str(beside)
     if config is None:
-        config, source = _infer_config(str(path), header.tensors, layout), f"inferred from the shapes in {path.name}"
+        config, source = (_infer_config(str(path), logical_tensors(header), layout),
+                          f"inferred from the shapes in {path.name}")
         logger.warning("%s: no `%s` metadata and no config.json beside it; Gemma-4 config %s (other values as "
                        "Gemma-4-12B)", path, GEMMA_CONFIG_KEY, source)
     tokenizer_dir = None
@@ -275,12 +268,12 @@ def _tokenizer_parts(files: Gemma4Files) -> tuple[bytes, dict[str, Any], str | N
         if name not in sidecars and name in header.metadata:
             sidecars[name] = header.metadata[name]
     try:
-        config = json.loads(sidecars.get("tokenizer_config.json", "{}"))
-    except json.JSONDecodeError as exc:
+        config = parse_json(header.path, sidecars.get("tokenizer_config.json", "{}"), "an embedded tokenizer_config")
+    except CheckpointFormatError as exc:
         raise TokenizerFileError(header.path, "embeds a tokenizer_config.json that is not valid JSON.") from exc
     template = sidecars.get("chat_template.jinja")
     if template is None and "chat_template.json" in sidecars:
-        loaded = json.loads(sidecars["chat_template.json"])
+        loaded = parse_json(header.path, sidecars["chat_template.json"], "an embedded chat_template.json")
         template = loaded.get("chat_template") if isinstance(loaded, dict) else loaded
     return raw[TOKENIZER_TENSOR], config, template, f"the tokenizer embedded in {header.path}"
 
@@ -297,25 +290,16 @@ def load_gemma4_tokenizer(files: Gemma4Files, max_length: int = 1024) -> Any:
                                  GEMMA4_HINT) from exc
 
 
-def split_quant_sidecars(keys: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(weights, quantization sidecars) of a module-key -> file-key selection."""
-    sidecars = {m: f for m, f in keys.items() if m.endswith(QUANT_SIDECAR_SUFFIXES)}
-    return {m: f for m, f in keys.items() if m not in sidecars}, sidecars
-
-
-def _refuse_quantized(path: str, keys: dict[str, str], sidecars: dict[str, str],
-                      tensors: dict[str, TensorInfo]) -> None:
-    """Hook for the quantized-weights loader: until it takes these files, name what was found and refuse."""
-    quantized = sorted({f for f in keys.values() if tensors[f].dtype in QUANTIZED_DTYPES})
-    if not (quantized or sidecars):
-        return
-    dtypes = sorted({tensors[f].dtype for f in quantized})
-    raise CheckpointFormatError(
-        path, f"holds a quantized Gemma-4 language model ({len(quantized)} quantized weights, {'/'.join(dtypes) or '?'}"
-        f", {len(sidecars)} scale / comfy_quant tensors; first: {(quantized or list(sidecars.values()))[0]}).",
-        "Quantized Gemma-4 files (e.g. gemma4-12b-with-proj-ltx-2.5-comfy-int8-convrot) load through the "
-        "quantized-weights loader; until then use gemma4-12b-with-proj-ltx-2.5-bf16.safetensors.",
-    )
+def _refuse_byte_weights(path: str, keys: dict[str, str], tensors: dict[str, TensorInfo],
+                         expected: dict[str, torch.Tensor], quantized: set[str]) -> None:
+    """A float parameter stored as bytes (I8 / U8) with no quantization format found: refuse, never cast bytes."""
+    for key, meta in expected.items():
+        file_key = keys.get(key)
+        if file_key is None or key in quantized or not meta.dtype.is_floating_point:
+            continue
+        if tensors[file_key].dtype in ("I8", "U8", "F8_E8M0"):
+            raise CheckpointFormatError(path, f"stores `{file_key}` as {tensors[file_key].dtype} with no "
+                                        "quantization marker, so its format cannot be known.", GEMMA4_HINT)
 
 
 def _encoder_for(files: Gemma4Files, dtype: torch.dtype) -> torch.nn.Module:
@@ -331,52 +315,81 @@ def _encoder_for(files: Gemma4Files, dtype: torch.dtype) -> torch.nn.Module:
 
 @dataclass(frozen=True)
 class Gemma4Plan:
-    """A Gemma-4 text encoder checked from its headers: files, layout, module key -> file key, its tokenizer."""
+    """A Gemma-4 text encoder checked from its headers: files, layout, module key -> file key, its tokenizer, and
+    the quantized layers found (format -> count) with the mode they load in."""
 
     files: Gemma4Files
     layout: KeyMap
     keys: dict[str, str]
     headers: tuple[SafetensorsHeader, ...]
     tokenizer: Any
+    quantization: dict[str, int] = field(default_factory=dict)
+    mode: str = "upcast"
 
 
-def _plan(path: str | os.PathLike[str], dtype: torch.dtype, max_length: int) -> tuple[Gemma4Plan, torch.nn.Module]:
+def _fit(files: Gemma4Files, headers: tuple[SafetensorsHeader, ...], layout: KeyMap, keys: dict[str, str],
+         encoder: torch.nn.Module, mode: str) -> list[QuantFit]:
+    """Fit each file's quantized layers (`QuantLinear` s for ``keep``), then check every key and shape."""
+    tensors = {k: info for h in headers for k, info in h.tensors.items()}
+    fits = [fit_quantized_layers(encoder, header, keys, mode) for header in headers]  # type: ignore[arg-type]
+    shown = dict(tensors)
+    for fit in fits:
+        shown = fit.shown_tensors(shown, keys)
+    expected = encoder.state_dict(keep_vars=True)
+    check_keys(files.weights[0], "Gemma-4 language model", layout, keys, shown, expected)
+    _refuse_byte_weights(files.weights[0], keys, tensors, expected, {k for f in fits for k in (*f.kept, *f.upcast)})
+    return fits
+
+
+def _plan(path: str | os.PathLike[str], dtype: torch.dtype, max_length: int, quantized_weights: str = "upcast"
+          ) -> tuple[Gemma4Plan, torch.nn.Module, list[QuantFit]]:
     from ..aiprod_core.text_encoder.gemma4 import require_gemma4_transformers
 
+    if quantized_weights not in QUANT_MODES:
+        raise ValueError(f"quantized_weights={quantized_weights!r}, expected one of {', '.join(QUANT_MODES)}")
     require_gemma4_transformers()  # before any file is read: names the transformers version needed
     files = find_gemma4_files(path)
     headers = tuple(read_header(w) for w in files.weights)
     tensors = {k: info for h in headers for k, info in h.tensors.items()}
     layout = next(m for m in GEMMA4_TEXT_MAPS if m.name == files.layout)
-    keys, sidecars = split_quant_sidecars(layout.select(tensors))
-    _refuse_quantized(files.weights[0], keys, sidecars, tensors)
+    keys = layout.select(tensors)
+    check_gemma4_config(files.config_source, files.config, keys, tensors)  # bounds and layer count, before the build
     encoder = _encoder_for(files, dtype)
-    check_keys(files.weights[0], "Gemma-4 language model", layout, keys, tensors, encoder.state_dict(keep_vars=True))
+    fits = _fit(files, headers, layout, keys, encoder, quantized_weights)
     tokenizer = load_gemma4_tokenizer(files, max_length)
-    return Gemma4Plan(files, layout, keys, headers, tokenizer), encoder
+    counts: dict[str, int] = {}
+    for fit in fits:
+        for quant in [*fit.kept.values(), *(q for q, _ in fit.upcast.values())]:
+            counts[quant.format.name] = counts.get(quant.format.name, 0) + 1
+    return Gemma4Plan(files, layout, keys, headers, tokenizer, counts, quantized_weights), encoder, fits
 
 
-def check_gemma4(path: str | os.PathLike[str], max_length: int = 1024) -> Gemma4Plan:
+def check_gemma4(path: str | os.PathLike[str], max_length: int = 1024, quantized_weights: str = "upcast"
+                 ) -> Gemma4Plan:
     """Every check of a Gemma-4 text encoder that reads no weight: transformers version, files, config, layout,
-    quantization, each key and shape against the module built on the meta device, the tokenizer. Raises the first
-    problem, naming the file."""
-    return _plan(path, torch.bfloat16, max_length)[0]
+    each quantized layer's format and tensors, each key and shape against the module built on the meta device
+    (with `QuantLinear` s for ``keep``), the tokenizer. Raises the first problem, naming the file."""
+    return _plan(path, torch.bfloat16, max_length, quantized_weights)[0]
 
 
 def load_gemma4(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
-                device: torch.device | str = "cpu", max_length: int = 1024) -> LoadedGemma4:
+                device: torch.device | str = "cpu", max_length: int = 1024,
+                quantized_weights: str = "upcast") -> LoadedGemma4:
     """Load the Gemma-4 language model (strict, streamed) and its tokenizer from a folder or a single file; every
-    `check_gemma4` check runs first."""
-    plan, encoder = _plan(path, dtype, max_length)
+    `check_gemma4` check runs first. Quantized layers are de-quantised to ``dtype`` while loading (``"upcast"``)
+    or held in their stored bytes (``"keep"``)."""
+    plan, encoder, fits = _plan(path, dtype, max_length, quantized_weights)
     expected = encoder.state_dict(keep_vars=True)
-    targets = {k: dtype if v.is_floating_point() else v.dtype for k, v in expected.items()}
+    held = frozenset().union(*(fit.held for fit in fits))
+    targets = {k: dtype if v.is_floating_point() and k not in held else v.dtype for k, v in expected.items()}
     state: dict[str, torch.Tensor] = {}
-    for header in plan.headers:
+    for header, fit in zip(plan.headers, fits, strict=True):
         mine = {m: f for m, f in plan.keys.items() if f in header.tensors}
-        state.update(stream_tensors(header, mine, targets, torch.device(device)))
+        state.update(stream_tensors(header, mine, targets, torch.device(device), quant=fit.upcast))
     encoder.load_state_dict(state, strict=True, assign=True)
     encoder.to(device).requires_grad_(False).eval()
     files = plan.files
-    logger.info("loaded Gemma-4 language model from %s (layout %s, config from %s, gemma_version %s)",
-                files.weights[0], plan.layout.name, files.config_source, files.gemma_version)
+    logger.info("loaded Gemma-4 language model from %s (layout %s, config from %s, gemma_version %s, quantized "
+                "layers: %s, %s)", files.weights[0], plan.layout.name, files.config_source, files.gemma_version,
+                ", ".join(f"{k} x{v}" for k, v in plan.quantization.items()) or "none", plan.mode)
     return LoadedGemma4(encoder, plan.tokenizer, files, plan.layout.name)

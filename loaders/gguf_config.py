@@ -11,13 +11,12 @@ fits no known layout is refused with what is missing.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import CheckpointFormatError
-from .safetensors_header import SafetensorsHeader
+from .safetensors_header import SafetensorsHeader, parse_json
 
 __all__ = ["KNOWN_LAYOUTS", "KnownLayout", "gguf_config"]
 
@@ -118,10 +117,7 @@ def gguf_config(header: SafetensorsHeader) -> dict[str, Any]:
     raw = header.metadata.get("config")
     if raw is None:
         return _inferred(header)
-    try:
-        config = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointFormatError(header.path, "has a `config` key-value that is not valid JSON.") from exc
+    config = parse_json(header.path, raw, "a `config` key-value")  # bounded nesting, errors name the file
     if not isinstance(config, dict):
         raise CheckpointFormatError(header.path, "has a `config` key-value that is not a JSON object.")
     return config

@@ -1,26 +1,32 @@
-"""Tensors of a safetensors file as views of one private memory mapping, using the header we already parsed.
+"""Tensors of a safetensors file read into memory they own, using the header we already parsed.
 
-``safetensors.safe_open`` would parse the header a second time (in Rust, kept for the handle's life) and make a
-Python call per tensor; a load reads every tensor of a 20-40 GB file, so we map the file once ourselves:
+ComfyUI keeps a loaded model for many prompts while the user may replace, re-download or truncate its file. A
+tensor that is a view of a memory mapping stays tied to the file: when the file shrinks, touching a page past its
+new end raises SIGBUS and kills the server; when it is rewritten in place, a private mapping's untouched pages
+show the new bytes. So every tensor is read (``preadv`` into a fresh allocation, as ComfyUI's own loader ends up
+with its weights copied into the model) and owns its bytes: a file changed on disk never reaches a loaded module.
 
-- the mapping is private (copy-on-write): an in-place write to a view (LoRA fusion) copies the touched page and
-  never reaches the file;
-- a tensor is a view of the mapping (no copy; pages are read on first use) and keeps the mapping alive for as
-  long as it lives;
-- `MappedFile.release` drops the pages of a tensor that has been converted into memory of its own, so a cast load
-  (bf16 file -> float32 module) holds the module plus, at any time, only the source tensor being converted.
+- one read per tensor, in the caller's order (file order for a load), releasing the GIL while the kernel copies;
+  a bf16 file loaded as bf16 holds the module once (the page cache is the kernel's, not the process's);
+- the file is opened once per `MappedFile`; its version (size, mtime, inode) must be the one the header was read
+  from, and is checked again after every read, so a file rewritten or truncated during a load fails it with a
+  `CheckpointFormatError` instead of mixing two versions of the weights;
+- reads are positional, so several threads may read through one `MappedFile` at once.
+
+The name and the API (``MappedFile(header)``, ``.tensor(name)``, ``.release(name)``) are those of the memory-mapped
+reader this replaces.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
+import threading
 from types import TracebackType
 
 import torch
 
 from .errors import CheckpointFormatError
-from .safetensors_header import HEADER_LENGTH_BYTES, SafetensorsHeader
+from .safetensors_header import HEADER_LENGTH_BYTES, FileStamp, SafetensorsHeader
 
 __all__ = ["TORCH_DTYPES", "MappedFile"]
 
@@ -31,43 +37,91 @@ TORCH_DTYPES: dict[str, torch.dtype] = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
     "U64": torch.uint64, "U32": torch.uint32, "U16": torch.uint16, "U8": torch.uint8, "BOOL": torch.bool,
 }
-PAGE = mmap.PAGESIZE
-_DONT_NEED = getattr(mmap, "MADV_DONTNEED", None)  # Unix only
+RERUN_HINT = "Queue the prompt again once the file is complete: it is then read anew."
+
+
+def _describe_change(then: FileStamp, now: os.stat_result) -> str:
+    if now.st_ino != then.inode or now.st_dev != then.device:
+        return "it was replaced by another file"
+    if now.st_size != then.size:
+        return f"{then.size} bytes when its header was read, {now.st_size} bytes now"
+    return "it was rewritten"
 
 
 class MappedFile:
-    """``with MappedFile(header) as mapped: mapped.tensor(name)`` -> a view of the file (see the module doc)."""
+    """``with MappedFile(header) as reader: reader.tensor(name)`` -> tensor ``name`` in memory of its own."""
 
     def __init__(self, header: SafetensorsHeader) -> None:
         self.header = header
-        self._map: mmap.mmap | None = None
-        self._bytes: torch.Tensor | None = None  # the whole mapping as uint8 (N,)
+        self._file = None
+        self._lock = threading.Lock()  # serialises seek + read where the OS has no preadv
 
     def __enter__(self) -> MappedFile:
-        size = os.path.getsize(self.header.path)
-        if size != self.header.file_size:
-            raise CheckpointFormatError(self.header.path, f"changed while it was being loaded ({self.header.file_size}"
-                                        f" bytes when its header was read, {size} bytes now).")
-        with open(self.header.path, "rb") as handle:
-            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-        self._bytes = torch.frombuffer(self._map, dtype=torch.uint8)
+        path = self.header.path
+        try:
+            self._file = open(path, "rb", buffering=0)  # closed in __exit__
+        except PermissionError as exc:
+            raise CheckpointFormatError(path, "cannot be read (permission denied).",
+                                        "Check the file's permissions.") from exc
+        except OSError as exc:
+            raise CheckpointFormatError(path, f"cannot be read ({exc.strerror or exc}).", RERUN_HINT) from exc
+        try:
+            self._check_unchanged("since its header was read")
+        except CheckpointFormatError:
+            self._close()
+            raise
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
                  ) -> None:
-        # The views handed out keep the mapping alive (it is unmapped when the last one is freed), so it is
-        # only dropped here, never closed.
-        self._bytes = None
-        self._map = None
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _check_unchanged(self, when: str) -> None:
+        """Raise unless the open file is still the version the header describes: device, inode, size and mtime
+        (not ctime, which an atomic replacement changes on the old file too, whose open descriptor stays valid)."""
+        now = os.fstat(self._file.fileno())
+        then = self.header.stamp
+        if then is None:  # a header built by hand: only the size is known
+            if now.st_size == self.header.file_size:
+                return
+            then = FileStamp(now.st_dev, now.st_ino, self.header.file_size, now.st_mtime_ns, now.st_ctime_ns)
+        same = (now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns) == tuple(then)[:4]
+        if not same:
+            raise CheckpointFormatError(self.header.path, f"changed on disk {when} ({_describe_change(then, now)}).",
+                                        RERUN_HINT)
 
     def _range(self, name: str) -> tuple[int, int]:
         info = self.header.tensors[name]
         begin = HEADER_LENGTH_BYTES + self.header.header_bytes + info.begin
         return begin, begin + info.nbytes
 
+    def _read_into(self, target: memoryview, offset: int) -> int:
+        """Fill ``target`` from byte ``offset``; the number of bytes read (less only at the end of the file)."""
+        done = 0
+        if hasattr(os, "preadv"):
+            while done < len(target):
+                count = os.preadv(self._file.fileno(), [target[done:]], offset + done)
+                if count == 0:
+                    break
+                done += count
+            return done
+        with self._lock:
+            self._file.seek(offset)
+            while done < len(target):
+                count = self._file.readinto(target[done:])
+                if not count:
+                    break
+                done += count
+        return done
+
     def tensor(self, name: str) -> torch.Tensor:
-        """Tensor ``name`` as stored (dtype and shape from the header), a view of the mapping where aligned."""
-        if self._bytes is None:
+        """Tensor ``name`` as stored (dtype and shape from the header), read into a new CPU tensor."""
+        if self._file is None:
             raise RuntimeError("MappedFile.tensor() called outside its `with` block")
         info = self.header.tensors[name]
         dtype = TORCH_DTYPES.get(info.dtype)
@@ -75,17 +129,16 @@ class MappedFile:
             raise CheckpointFormatError(self.header.path, f"stores tensor {name!r} as {info.dtype}, which cannot be "
                                         f"loaded (supported: {', '.join(TORCH_DTYPES)}).")
         begin, end = self._range(name)
-        raw = self._bytes[begin:end]
-        if begin % dtype.itemsize:  # unaligned data (rare, hand-written files): copy so the dtype view is legal
-            raw = raw.clone()
-        return raw.view(dtype).reshape(info.shape)
+        data = torch.empty(end - begin, dtype=torch.uint8)  # (nbytes,) aligned for any dtype
+        if end > begin:
+            done = self._read_into(memoryview(data.numpy()), begin)
+            if done < end - begin:
+                raise CheckpointFormatError(self.header.path, f"was truncated while it was being loaded (tensor "
+                                            f"{name!r} ends at byte {end}, the file now at {begin + done}).",
+                                            RERUN_HINT)
+            self._check_unchanged("while it was being loaded")
+        return data.view(dtype).reshape(info.shape)
 
     def release(self, name: str) -> None:
-        """Drop the resident pages lying wholly inside tensor ``name`` (call only once no view of it is kept and it
-        was not written to: the pages are re-read from the file if anything touches them again)."""
-        if self._map is None or _DONT_NEED is None:  # no madvise (Windows): the pages go when the mapping does
-            return
-        begin, end = self._range(name)
-        first, last = -(-begin // PAGE) * PAGE, end // PAGE * PAGE
-        if last > first:
-            self._map.madvise(_DONT_NEED, first, last - first)
+        """Nothing to drop: every tensor owns its memory and nothing else of the file is held (kept for callers
+        written for the memory-mapped reader, which dropped a converted tensor's pages here)."""

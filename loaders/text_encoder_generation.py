@@ -11,12 +11,14 @@
   transformer's ``gemma_source_checkpoint`` or whose config declares none (Google's stock Gemma 4; ltx-core
   ``_check_gemma_version``). Where a side has no stamp to carry (a repack without config, a transformer without
   ``gemma_source_checkpoint``) it warns instead of refusing, as ltx-core does when both lack one.
-- `load_text_encoder`: loads either family (`load_gemma` / `load_gemma4`).
+- `check_text_encoder`: the loader node's header-only check of either family (`check_gemma` / `check_gemma4`),
+  after the generation check against the first of the given transformer files whose header tells its generation.
+- `load_text_encoder`: loads either family (`load_gemma` / `load_gemma4`); quantized files in the ``keep`` /
+  ``upcast`` mode of the quantized-weights loader.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -26,14 +28,16 @@ from typing import Any
 import torch
 
 from .errors import CheckpointFormatError, WrongComponentError
-from .gemma4_files import GEMMA4_HINT, GEMMA_CONFIG_KEY, LAYER_SCALAR, load_gemma4
-from .safetensors_header import SafetensorsHeader, read_header
-from .text_encoder_files import load_gemma
+from .gemma4_files import GEMMA4_HINT, GEMMA_CONFIG_KEY, LAYER_SCALAR, check_gemma4, load_gemma4
+from .safetensors_header import SafetensorsHeader, parse_json, read_header
+from .text_encoder_files import check_gemma, load_gemma
 
 __all__ = [
+    "CheckedTextEncoder",
     "GenerationMismatchError",
     "TextEncoderKind",
     "TransformerTextNeeds",
+    "check_text_encoder",
     "check_text_encoder_generation",
     "load_text_encoder",
     "text_encoder_kind",
@@ -96,10 +100,7 @@ def _family_of_type(where: str, model_type: Any) -> str:
 
 
 def _json_file(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointFormatError(str(path), "is not valid JSON (the model config).") from exc
+    value = parse_json(str(path), path.read_bytes(), "a model config")  # bounded nesting, errors name the file
     if not isinstance(value, dict):
         raise CheckpointFormatError(str(path), "is not a JSON object (the model config).")
     return value
@@ -130,11 +131,7 @@ def text_encoder_kind(path: str | os.PathLike[str]) -> TextEncoderKind:
     header = read_header(where)
     raw = header.metadata.get(GEMMA_CONFIG_KEY)
     if raw is not None:
-        try:
-            config = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise CheckpointFormatError(str(where), f"has a `{GEMMA_CONFIG_KEY}` metadata entry that is not valid "
-                                        "JSON.") from exc
+        config = parse_json(str(where), raw, f"a `{GEMMA_CONFIG_KEY}` metadata entry")
         family = _family_of_type(str(where), config.get("model_type") if isinstance(config, dict) else None)
         return TextEncoderKind(str(where), family, config.get("gemma_version"), f"{GEMMA_CONFIG_KEY} metadata")
     family = _kind_from_keys(header)
@@ -162,10 +159,7 @@ def _metadata_json(header: SafetensorsHeader, key: str) -> Any:
     raw = header.metadata.get(key)
     if raw is None:
         return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointFormatError(header.path, f"has a `{key}` metadata entry that is not valid JSON.") from exc
+    return parse_json(header.path, raw, f"a `{key}` metadata entry")
 
 
 def _older_generation(version: tuple[int, ...], header: SafetensorsHeader) -> str:
@@ -253,14 +247,63 @@ def check_text_encoder_generation(
     return kind
 
 
+@dataclass(frozen=True)
+class CheckedTextEncoder:
+    """A text encoder that passed every header-only check: its kind, its plan (`GemmaPlan` / `Gemma4Plan`) and
+    the language model's width and depth (what the text projection must fit)."""
+
+    kind: TextEncoderKind
+    plan: Any
+    hidden_size: int
+    num_layers: int
+
+
+def _generation_source(transformers: tuple[str | os.PathLike[str], ...]) -> str | os.PathLike[str] | None:
+    """The first file whose header tells the transformer's generation (unreadable files are someone else's
+    problem: their own input's check names them)."""
+    for path in transformers:
+        try:
+            if transformer_text_needs(path).family is not None:
+                return path
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def check_text_encoder(path: str | os.PathLike[str], quantized_weights: str = "upcast",
+                       transformers: tuple[str | os.PathLike[str], ...] | list = ()) -> CheckedTextEncoder:
+    """Every check of a text encoder load that reads no weight (`check_gemma` / `check_gemma4`), after
+    `check_text_encoder_generation` against the first of ``transformers`` whose header tells its generation
+    (none tells: not checked here, the model's own checks meet the contexts later)."""
+    try:
+        kind = text_encoder_kind(path)
+    except WrongComponentError:
+        if Path(path).is_file():  # not Gemma: the Gemma-3 check names what the file is and which input takes it
+            check_gemma(path, quantized_weights)
+        raise
+    source = _generation_source(tuple(transformers))
+    if source is not None:
+        check_text_encoder_generation(path, source)
+    if kind.family == "gemma4":
+        plan = check_gemma4(path, quantized_weights=quantized_weights)
+        text = plan.files.config.get("text_config") or plan.files.config
+        return CheckedTextEncoder(kind, plan, int(text["hidden_size"]), int(text["num_hidden_layers"]))
+    plan = check_gemma(path, quantized_weights=quantized_weights)
+    return CheckedTextEncoder(kind, plan, plan.hidden_size, plan.num_layers)
+
+
 def load_text_encoder(path: str | os.PathLike[str], *, dtype: torch.dtype = torch.bfloat16,
-                      device: torch.device | str = "cpu", max_length: int = 1024, transform: Any = None) -> Any:
+                      device: torch.device | str = "cpu", max_length: int = 1024, transform: Any = None,
+                      quantized_weights: str = "upcast") -> Any:
     """Load a Gemma 3 (`LoadedGemma`) or Gemma 4 (`LoadedGemma4`) text encoder; both have ``.encoder`` (token ids,
     mask -> hidden states) and ``.tokenizer`` (prompts -> ids, mask). ``transform``: see `load_gemma` (text-encoder
-    LoRAs; Gemma 3 only)."""
+    LoRAs; Gemma 3 only). ``quantized_weights`` ("upcast" / "keep") is the quantized-weights mode of quantized
+    files of either family."""
     kind = text_encoder_kind(path)
     if kind.family == "gemma4":
         if transform is not None:
             raise ValueError(f"{path}: text-encoder LoRAs apply to Gemma 3 (LTX-2 / LTX-2.3) text encoders only")
-        return load_gemma4(path, dtype=dtype, device=device, max_length=max_length)
-    return load_gemma(path, dtype=dtype, device=device, max_length=max_length, transform=transform)
+        return load_gemma4(path, dtype=dtype, device=device, max_length=max_length,
+                           quantized_weights=quantized_weights)
+    return load_gemma(path, dtype=dtype, device=device, max_length=max_length, transform=transform,
+                      quantized_weights=quantized_weights)

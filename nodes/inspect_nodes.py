@@ -10,7 +10,7 @@ from .model_files import model_file_options, resolve_model_file
 
 __all__ = ["AIPRODCheckpointInspect"]
 
-INSPECT_FOLDERS = ("checkpoints", "diffusion_models")
+INSPECT_FOLDERS = ("checkpoints", "diffusion_models", "text_encoders")
 
 
 class AIPRODCheckpointInspect(io.ComfyNode):
@@ -29,8 +29,8 @@ class AIPRODCheckpointInspect(io.ComfyNode):
             "loaded.",
             inputs=[
                 choice_input("checkpoint", model_file_options(INSPECT_FOLDERS),
-                             "A file from the 'checkpoints' or 'diffusion_models' model folders (.safetensors or "
-                             ".gguf)."),
+                             "A file from the 'checkpoints', 'diffusion_models' or 'text_encoders' model folders "
+                             "(.safetensors or .gguf)."),
             ],
             outputs=[io.String.Output("report", display_name="report",
                                       tooltip="The report as text: connect 'Preview as Text' (core) to read it.")],

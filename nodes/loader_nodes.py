@@ -7,20 +7,30 @@ Each returns lazy handles (see `types`): weights are read when a stage first nee
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from comfy_api.latest import io
 
 from ..aiprod_core.pipelines.validation import check_lora_generation, check_problems
 from ..loaders.component_loader import check_component, load_component
 from ..loaders.detect import DIFFUSION_DECODER_KINDS, describe_file
+from ..loaders.errors import CheckpointFormatError
 from ..loaders.lora import read_lora
 from ..loaders.lora_apply import check_transformer_lora, load_component_with_loras
-from ..loaders.text_embeddings import load_split_text_embeddings
-from ..loaders.text_encoder_files import find_gemma_files, load_gemma
-from ..loaders.text_encoder_generation import check_text_encoder_generation, load_text_encoder, text_encoder_kind
+from ..loaders.text_embeddings import (
+    check_split_text_embeddings,
+    load_split_text_embeddings,
+    load_text_embeddings,
+    plan_text_embeddings,
+)
+from ..loaders.text_encoder_generation import check_text_encoder, load_text_encoder
 from .inputs import choice_input
 from .model_files import (
+    CONNECTOR_FOLDERS,
+    NO_CONNECTORS,
+    PROJECTION_FOLDERS,
     UPSCALE_FOLDER,
+    connectors_options,
     ensure_upscale_folder,
     file_fingerprint,
     model_choice_problem,
@@ -28,6 +38,8 @@ from .model_files import (
     resolve_model_file,
     resolve_text_encoder,
     text_encoder_options,
+    text_encoder_problem,
+    text_projection_options,
 )
 from .runtime import (
     WEIGHT_DTYPES,
@@ -65,7 +77,6 @@ __all__ = [
 CATEGORY = "AIPROD/loaders"
 CHECKPOINTS = ("checkpoints",)
 DIFFUSION = ("diffusion_models",)
-DIFFUSION_SUFFIX = " (diffusion_models)"  # LTX-2.5's connectors are in its transformer file (models/diffusion_models)
 VAE_FILES = ("vae", "checkpoints")
 AUDIO_FILES = ("checkpoints", "vae")
 LORAS = ("loras",)
@@ -140,6 +151,26 @@ def _check_contents(path: str, *components: str, quantized_weights: str = "upcas
         check_component(path, component, quantized_weights=quantized_weights)  # type: ignore[arg-type]
 
 
+Loaded = TypeVar("Loaded")
+
+
+def _unchanged(paths: tuple[str, ...], load: Callable[[], Loaded]) -> Callable[[], Loaded]:
+    """``load``, first checking that ``paths`` are still the versions this loader node saw. Models load lazily,
+    when a stage first needs them: a file replaced or rewritten while a prompt runs then fails the stage that would
+    load it (naming the file) instead of mixing two versions of a model in one prompt; the next prompt re-runs the
+    loader (its fingerprint changed) and loads the new file."""
+    seen = {path: file_fingerprint(path) for path in paths}
+
+    def checked() -> Loaded:
+        for path, before in seen.items():
+            if file_fingerprint(path) != before:
+                raise CheckpointFormatError(path, "changed on disk after its loader node ran, while this prompt was "
+                                            "running.", "Queue the prompt again: the loader then reads the new file.")
+        return load()
+
+    return checked
+
+
 def _generation(path: str) -> str | None:
     try:
         return describe_file(path).generation
@@ -165,14 +196,16 @@ def make_transformer(path: str, dtype_choice: str, quantized_weights: str, loras
         return mark_weight_streaming(module, streaming)
 
     handle = TransformerHandle(path, dtype, quantized_weights, loras, generation, factor, streaming)
-    return TransformerHandle(**{**handle.__dict__, "lazy": LazyModule(load, f"transformer {path}")})
+    lazy = LazyModule(_unchanged((path, *(lora for lora, _ in loras)), load), f"transformer {path}")
+    return TransformerHandle(**{**handle.__dict__, "lazy": lazy})
 
 
 def _video_vae(path: str, dtype_choice: str, decoder: str = "video_decoder") -> VideoVAE:
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
-        return LazyModule(lambda: load_component(path, component, dtype=dtype, device=load_device()).module,
+        return LazyModule(_unchanged((path,), lambda: load_component(path, component, dtype=dtype,
+                                                                      device=load_device()).module),
                           f"{component} {path}")
 
     return VideoVAE(part("video_encoder"), part(decoder))
@@ -205,7 +238,8 @@ def _audio_vae(path: str, dtype_choice: str) -> AudioVAE:
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
-        return LazyModule(lambda: load_component(path, component, dtype=dtype, device=load_device()).module,
+        return LazyModule(_unchanged((path,), lambda: load_component(path, component, dtype=dtype,
+                                                                      device=load_device()).module),
                           f"{component} {path}")
 
     return AudioVAE(part("audio_decoder"), part("vocoder"), part("audio_encoder"))
@@ -387,9 +421,8 @@ class AIPRODUpsamplerLoader(io.ComfyNode):
         path = resolve_model_file("upsampler", upsampler, (UPSCALE_FOLDER,))
         _check_contents(path, "latent_upsampler")
         dtype = _vae_dtype(weight_dtype)
-        return io.NodeOutput(LazyModule(
-            lambda: load_component(path, "latent_upsampler", dtype=dtype, device=load_device()).module,
-            f"upsampler {path}"))
+        return io.NodeOutput(LazyModule(_unchanged((path,), lambda: load_component(
+            path, "latent_upsampler", dtype=dtype, device=load_device()).module), f"upsampler {path}"))
 
 
 def _vae_dtype(choice: str):
@@ -397,7 +430,7 @@ def _vae_dtype(choice: str):
 
 
 class AIPRODTextEncoderLoader(io.ComfyNode):
-    """Gemma-3 (models/text_encoders) plus the checkpoint's text projection and connectors."""
+    """Gemma 3 or Gemma 4 (models/text_encoders) plus the text projection and connectors, from one file or two."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -405,92 +438,107 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             node_id="AIPRODTextEncoderLoader",
             display_name="AIPROD Text Encoder Loader",
             category=CATEGORY,
-            description="Loads the Gemma-3 text encoder (a folder with its tokenizer, or one .safetensors file, in "
-            "models/text_encoders) and the text projection + connectors of an LTX checkpoint. Gemma is only "
-            "loaded while encoding; ComfyUI evicts it before sampling when memory is short.",
+            description="Loads the text encoder: Gemma 3 for LTX-2 / LTX-2.3 (a folder with its tokenizer, "
+            "ComfyUI's single file with the tokenizer embedded, bf16 or quantized (_fp8_scaled, _fp4_mixed), or one "
+            ".safetensors file with the tokenizer beside it) or LTX-2.5's Gemma 4, from models/text_encoders; and "
+            "the text projection + connectors: from the LTX checkpoint, or from split files (Kijai's "
+            "embeddings_connector / text_projection file, with the connectors from the transformer file). A text "
+            "encoder of another generation than the model is refused here. Gemma is only loaded while encoding; "
+            "ComfyUI evicts it before sampling when memory is short.",
             inputs=[
                 choice_input("gemma", text_encoder_options(),
-                             "The Gemma-3 text encoder: a folder in models/text_encoders holding the "
-                               "weights, config and tokenizer files (or a single .safetensors file)."),
-                choice_input("checkpoint", _text_checkpoint_options(),
-                             "The LTX checkpoint whose text projection and connectors match the model (LTX-2.5: "
-                             "the transformer file in models/diffusion_models; the projection is in the Gemma 4 "
-                             "file)."),
+                             "The Gemma text encoder from models/text_encoders: a folder holding the weights, config "
+                             "and tokenizer files, or a single .safetensors file (ComfyUI's gemma_3_12B_it*"
+                             ".safetensors carry their tokenizer inside; LTX-2.5: gemma4-12b-with-proj-ltx-2.5)."),
+                choice_input("checkpoint", text_projection_options(),
+                             "The file with the text projection: the LTX checkpoint (models/checkpoints), Kijai's "
+                             "embeddings_connector or text_projection file (models/text_encoders), or a transformer "
+                             "file (models/diffusion_models)."),
                 _dtype_input(),
+                choice_input("connectors", connectors_options(), default=NO_CONNECTORS, optional=True,
+                             tooltip="Where the text connectors are when the checkpoint input's file lacks them "
+                             "(LTX-2.3's text_projection file: choose the transformer file from "
+                             "models/diffusion_models). 'none': in the same file."),
+                choice_input(QUANT_INPUT, QUANT_MODES, default="upcast", optional=True,
+                             tooltip="Quantized Gemma files (ComfyUI's _fp8_scaled / _fp4_mixed: fp8, NVFP4): "
+                             "'upcast' de-quantises the weights to the weight dtype while loading; 'keep' holds the "
+                             "quantized bytes and de-quantises each layer for its own matmul. No effect on files "
+                             "without quantized layers."),
             ],
             outputs=[TextEncoderSocket.Output(display_name="text_encoder",
                                               tooltip="Gemma + text projection and connectors.")],
         )
 
     @classmethod
-    def execute(cls, gemma: str, checkpoint: str, weight_dtype: str) -> io.NodeOutput:
-        if _is_gemma4(gemma):
-            return io.NodeOutput(_gemma4_text_encoder(gemma, checkpoint, _text_dtype(weight_dtype)))
-        gemma_path, path = _all_checked(  # both inputs' file problems in one message, no weights read
-            lambda: _gemma_folder(gemma),
-            lambda: _checked_file("checkpoint", checkpoint, CHECKPOINTS, "text_embeddings"))
+    def fingerprint_inputs(cls, gemma: str | None = None, checkpoint: str | None = None,
+                           connectors: str | None = NO_CONNECTORS, **_: object) -> object:
+        gemma_part = gemma if not isinstance(gemma, str) or text_encoder_problem("gemma", gemma) else (
+            gemma, file_fingerprint(resolve_text_encoder("gemma", gemma)))
+        connector_part = connectors if connectors in (None, NO_CONNECTORS) else _fingerprint(
+            "connectors", connectors, CONNECTOR_FOLDERS)
+        return gemma_part, _fingerprint("checkpoint", checkpoint, PROJECTION_FOLDERS), connector_part
+
+    @classmethod
+    def execute(cls, gemma: str, checkpoint: str, weight_dtype: str, connectors: str = NO_CONNECTORS,
+                quantized_weights: str = "upcast") -> io.NodeOutput:
+        gemma_path, plan = _text_encoder_plans(gemma, checkpoint, connectors, quantized_weights)  # every problem
         dtype = _text_dtype(weight_dtype)
 
         def gemma_with(transform=None):  # a text-encoder LoRA node passes its fusing transform
-            return load_gemma(gemma_path, dtype=dtype, device=load_device(), transform=transform)
+            return load_text_encoder(gemma_path, dtype=dtype, device=load_device(), transform=transform,
+                                     quantized_weights=quantized_weights)
 
-        loaded = LazyModule(gemma_with, f"gemma {gemma}")
-        processor = LazyModule(
-            lambda: load_component(path, "text_embeddings", dtype=dtype, device=load_device()).module,
-            f"text projection {path}")  # fmt: skip
+        loaded = LazyModule(_unchanged((gemma_path,), gemma_with), f"gemma {gemma}")
+        if isinstance(plan, tuple):  # LTX-2.5: projection in the Gemma-4 file, connectors in the transformer
+            processor = LazyModule(_unchanged(plan, lambda: load_split_text_embeddings(
+                *plan, dtype=dtype, device=load_device()).module), f"text projection {plan[0]} + connectors {plan[1]}")
+        else:
+            files = tuple(dict.fromkeys((plan.projection.path, plan.connectors.path)))
+            processor = LazyModule(_unchanged(files, lambda: load_text_embeddings(plan, dtype=dtype,
+                                                                                  device=load_device())),
+                                   f"text projection {plan.projection.path}")
         return io.NodeOutput(TextEncoder(loaded, processor, gemma, gemma_path=gemma_path, load_gemma=gemma_with))
 
 
-def _text_checkpoint_options() -> list[str]:
-    """The checkpoints (plain names, as saved workflows hold them), then the diffusion models marked as such."""
-    return [*model_file_options(CHECKPOINTS), *(f"{n}{DIFFUSION_SUFFIX}" for n in model_file_options(DIFFUSION))]
+def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None, quantized_weights: str):
+    """Every check of the text encoder loader's files, header-only; all problems reported together, each naming
+    its input, the file, what it is and what to use instead. The Gemma generation is checked against the
+    transformer the projection / connectors files belong to, when their headers tell it."""
+    problems: list[str | None] = [_quant_problem(quantized_weights)]
 
-
-def _is_gemma4(gemma: str) -> bool:
-    """A listed Gemma 4 (LTX-2.5) text encoder file; anything else takes the Gemma-3 path (and its checks)."""
-    try:
-        return text_encoder_kind(resolve_text_encoder("gemma", gemma)).family == "gemma4"
-    except (ValueError, OSError):
-        return False
-
-
-def _gemma4_text_encoder(gemma: str, checkpoint: str, dtype) -> TextEncoder:
-    """LTX-2.5: the Gemma 4 bundle (backbone + text projection) and the transformer file's connectors, the two
-    generations checked from the headers before any weights are read."""
-    gemma_path = resolve_text_encoder("gemma", gemma)
-    name, suffix = checkpoint.removesuffix(DIFFUSION_SUFFIX), checkpoint.endswith(DIFFUSION_SUFFIX)
-    path = resolve_model_file("checkpoint", name, DIFFUSION) if suffix else resolve_model_file(
-        "checkpoint", checkpoint, CHECKPOINTS)
-    check_text_encoder_generation(gemma_path, path)
-    loaded = LazyModule(lambda: load_text_encoder(gemma_path, dtype=dtype, device=load_device()), f"gemma {gemma}")
-    processor = LazyModule(lambda: load_split_text_embeddings(gemma_path, path, dtype=dtype,
-                                                              device=load_device()).module,
-                           f"text projection {gemma_path} + connectors {path}")  # fmt: skip
-    return TextEncoder(loaded, processor, gemma, gemma_path=gemma_path)
-
-
-def _gemma_folder(gemma: str) -> str:
-    path = resolve_text_encoder("gemma", gemma)
-    find_gemma_files(path)  # tokenizer / config problems named here, before any weights are read
-    return path
-
-
-def _checked_file(parameter: str, choice: str, folders: tuple[str, ...], *components: str) -> str:
-    path = resolve_model_file(parameter, choice, folders)
-    _check_contents(path, *components)
-    return path
-
-
-def _all_checked(*steps: Callable[[], str]) -> list[str]:
-    """Run each input's checks; one ``ValueError`` with every input's problem, else each step's result."""
-    results, problems = [], []
-    for step in steps:
+    def attempt(parameter: str, choice: str, check):
         try:
-            results.append(step())
+            return check()
+        except ValueError as exc:  # CheckpointFormatError included
+            message = str(exc)
+            problems.append(message if message.startswith(f"{parameter}=") else f"{parameter}={choice!r}: {message}")
+            return None
+
+    gemma_path = attempt("gemma", gemma, lambda: resolve_text_encoder("gemma", gemma))
+    projection = attempt("checkpoint", checkpoint, lambda: resolve_model_file("checkpoint", checkpoint,
+                                                                              PROJECTION_FOLDERS))
+    second = None
+    if connectors not in (None, NO_CONNECTORS):
+        second = attempt("connectors", connectors, lambda: resolve_model_file("connectors", connectors,
+                                                                              CONNECTOR_FOLDERS))
+    mode = quantized_weights if quantized_weights in QUANT_MODES else "upcast"
+    transformers = [p for p in (second, projection) if p]
+    checked = attempt("gemma", gemma, lambda: check_text_encoder(gemma_path, mode, transformers)) \
+        if gemma_path else None
+    plan = None
+    if checked is not None and checked.kind.family == "gemma4" and projection and second:
+        plan = attempt("connectors", connectors, lambda: (check_split_text_embeddings(projection, second),
+                                                          (projection, second))[1])
+    elif projection and (second or connectors in (None, NO_CONNECTORS)):
+        dims = {"gemma_hidden": checked.hidden_size, "gemma_layers": checked.num_layers} if checked else {}
+        try:
+            plan = plan_text_embeddings(projection, second, **dims)
         except ValueError as exc:
-            problems.append(str(exc))
+            on_connectors = second is not None and getattr(exc, "path", None) == second
+            parameter, choice = ("connectors", connectors) if on_connectors else ("checkpoint", checkpoint)
+            problems.append(f"{parameter}={choice!r}: {exc}")
     check_problems(problems)
-    return results
+    return gemma_path, plan
 
 
 def _text_dtype(choice: str):
@@ -522,6 +570,10 @@ class AIPRODLoraLoader(io.ComfyNode):
             inputs=_lora_inputs(),
             outputs=[ModelSocket.Output(display_name="model", tooltip="The transformer with the LoRA added.")],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, lora: str | None = None, strength: object = None, **_: object) -> object:
+        return _fingerprint("lora", lora, LORAS), strength
 
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:
@@ -562,6 +614,10 @@ class AIPRODICLoraLoader(io.ComfyNode):
                               tooltip="How much smaller than the output the reference video is encoded."),
             ],
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, lora: str | None = None, strength: object = None, **_: object) -> object:
+        return _fingerprint("lora", lora, LORAS), strength
 
     @classmethod
     def execute(cls, model: TransformerHandle, lora: str, strength: float) -> io.NodeOutput:

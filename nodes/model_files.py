@@ -14,6 +14,10 @@ from __future__ import annotations
 import folder_paths
 
 __all__ = [
+    "CONNECTOR_FOLDERS",
+    "NO_CONNECTORS",
+    "PROJECTION_FOLDERS",
+    "connectors_options",
     "ensure_upscale_folder",
     "file_fingerprint",
     "gguf_file_names",
@@ -23,6 +27,7 @@ __all__ = [
     "resolve_text_encoder",
     "text_encoder_options",
     "text_encoder_problem",
+    "text_projection_options",
 ]
 
 
@@ -67,7 +72,11 @@ def _lookup(choice: object, folders: tuple[str, ...]) -> tuple[str, str] | None:
     if choice in listing:
         return listing[choice]
     folder, _, name = choice.partition("/")  # the ``folder/name`` form older versions saved
-    return (folder, name) if folder in folders and (folder, name) in listing.values() else None
+    if folder in folders and (folder, name) in listing.values():
+        return folder, name
+    # a bare file name saved while the input read one folder, now spanning several: the one listed file of it
+    named = [entry for entry in listing.values() if entry[1] == choice]
+    return named[0] if len(named) == 1 else None
 
 
 def model_choice_problem(parameter: str, choice: object, folders: tuple[str, ...]) -> str | None:
@@ -88,6 +97,10 @@ def resolve_model_file(parameter: str, choice: str, folders: tuple[str, ...]) ->
 
 UPSCALE_FOLDER = "latent_upscale_models"
 TEXT_ENCODER_FOLDERS = ("text_encoders",)
+# The text encoder loader's projection (`checkpoint`) and `connectors` files, and the connectors' "in the same file".
+PROJECTION_FOLDERS = ("checkpoints", "text_encoders", "diffusion_models")
+CONNECTOR_FOLDERS = ("diffusion_models", "checkpoints", "text_encoders")
+NO_CONNECTORS = "none"
 
 
 def ensure_upscale_folder() -> None:
@@ -116,6 +129,24 @@ def text_encoder_options() -> list[str]:
     return list(_text_encoders())
 
 
+def _projection_listing() -> dict[str, tuple[str, str]]:
+    """The `_listing` of `PROJECTION_FOLDERS` without files inside ``text_encoders`` sub-folders (Gemma shards)."""
+    return {choice: (folder, name) for choice, (folder, name) in _listing(PROJECTION_FOLDERS).items()
+            if folder != "text_encoders" or ("/" not in name.replace("\\", "/") and name.endswith(".safetensors"))}
+
+
+def text_projection_options() -> list[str]:
+    """Files that may hold the text projection (and connectors): LTX checkpoints, the single files at the top of
+    ``text_encoders`` (Kijai's embeddings_connector / text_projection files) and transformer files."""
+    return list(_projection_listing())
+
+
+def connectors_options() -> list[str]:
+    """``none`` (the projection's file holds the connectors) or a file that holds them: transformer files first
+    (LTX-2.3 runs its connectors inside the transformer), then checkpoints and text_encoders files."""
+    return [NO_CONNECTORS, *model_file_options(CONNECTOR_FOLDERS)]
+
+
 def text_encoder_problem(parameter: str, choice: object) -> str | None:
     """Why ``choice`` is not a listed text encoder folder or file, or ``None``."""
     if isinstance(choice, str) and choice.removeprefix("text_encoders/") in _text_encoders():
@@ -140,9 +171,10 @@ def resolve_text_encoder(parameter: str, choice: str) -> str:
     raise ValueError(f"{parameter}={choice!r}: not found on disk any more; press 'Refresh'.")
 
 
-def file_fingerprint(path: str) -> tuple[int, int] | None:
-    """(size, mtime in ns) of a file, or of a folder's files together; None when it cannot be read. Loader nodes
-    return it from ``fingerprint_inputs`` so ComfyUI re-runs them when a model file is replaced under its name."""
+def file_fingerprint(path: str) -> tuple[int, ...] | None:
+    """(size, mtime in ns, inode) of a file, or (size, latest mtime) of a folder's files together; None when it
+    cannot be read. Loader nodes return it from ``fingerprint_inputs`` so ComfyUI re-runs them when a model file is
+    replaced under its name (the inode tells a replacement that kept the size and the modification time)."""
     import os
 
     try:
@@ -152,4 +184,4 @@ def file_fingerprint(path: str) -> tuple[int, int] | None:
         stat = os.stat(path)
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino

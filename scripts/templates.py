@@ -106,7 +106,7 @@ TEMPLATES = {
 # node type -> the widget slots that name model files, as (index, which file)
 MODEL_WIDGETS = {
     "AIPRODCheckpointLoader": ((0, "checkpoint"),),
-    "AIPRODTextEncoderLoader": ((0, "gemma"), (1, "checkpoint")),
+    "AIPRODTextEncoderLoader": ((0, "gemma"), (1, "projection")),
     "AIPRODUpsamplerLoader": ((0, "upsampler"),),
     "AIPRODLoraLoader": ((0, "lora"),),
     "AIPRODICLoraLoader": ((0, "lora"),),
@@ -136,6 +136,7 @@ def note_text(name: str) -> str:
 def set_model_files(name: str, workflow: dict) -> None:
     checkpoint, others, _ = TEMPLATES[name]
     files = {"checkpoint": checkpoint, "gemma": GEMMA, "upsampler": UPSCALER, "inspect": f"{checkpoint} (checkpoints)",
+             "projection": f"{checkpoint} (checkpoints)",  # the text projection's input spans three folders
              "lora": IC_LORA if IC_LORA in others else DISTILLED_LORA}
     if checkpoint in LTX25_FILES:  # per-component files: the transformer's connectors feed the text encoder
         files.update(checkpoint=f"{checkpoint} (diffusion_models)", gemma=GEMMA4, upsampler=SPATIAL25,

@@ -25,6 +25,7 @@ def node(comfy_modules, tmp_path):
     saved = {k: (list(v[0]), v[1]) for k, v in folder_paths.folder_names_and_paths.items()}
     folder_paths.folder_names_and_paths["checkpoints"] = ([str(ckpt_dir)], {".safetensors"})
     folder_paths.folder_names_and_paths["diffusion_models"] = ([str(tmp_path / "none")], {".safetensors"})
+    folder_paths.folder_names_and_paths["text_encoders"] = ([str(tmp_path / "none")], {".safetensors"})
     folder_paths.filename_list_cache.clear()
     from aiprod.nodes.inspect_nodes import AIPRODCheckpointInspect
 

@@ -1,4 +1,4 @@
-"""LTX-2.3 vocoder with bandwidth extension: 16 kHz BigVGAN-v2 output -> 48 kHz waveform.
+"""LTX-2.3 / LTX-2.5 vocoder with bandwidth extension: 16 kHz BigVGAN-v2 output -> 48 kHz waveform.
 
 The 16 kHz waveform is analysed by a causal log-mel STFT, a second generator predicts a 48 kHz residual from
 it, and the residual is added to a band-limited x3 upsampling of the 16 kHz waveform.
@@ -110,18 +110,22 @@ class VocoderWithBWE(nn.Module):
         self.resampler = HannSincUpsampler(config.bwe.ratio)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """(B, 2, frames, 64) log-mel -> (B, 2, samples) 48 kHz waveform."""
-        low = self.vocoder(mel)  # (B, 2, S) at the input rate
+        """(B, 2, frames, 64) log-mel -> (B, 2, samples) 48 kHz waveform in the dtype of ``mel``.
+
+        Computes in float32 whatever the weights' dtype (bf16 weights are cast layer by layer): Lightricks'
+        reference (release 1.2.0) does so because bf16 accumulation through the ~100 sequential convolutions
+        degrades the spectrum; on CPU it is also several times faster than bf16 convolutions.
+        """
+        low = self.vocoder(mel.float())  # (B, 2, S) at the input rate
         batch, channels, samples = low.shape
         output_samples = samples * self.config.ratio
         hop = self.config.hop_length
         low = F.pad(low, (0, (-samples) % hop))  # whole mel frames
-        # The analysis runs in float32: the bases are bf16 in checkpoints and the log is sensitive to rounding.
-        log_mel = self.mel_stft(low.float().reshape(batch * channels, -1))  # (B*2, n_mels, frames)
+        log_mel = self.mel_stft(low.reshape(batch * channels, -1))  # (B*2, n_mels, frames)
         log_mel = log_mel.reshape(batch, channels, *log_mel.shape[1:]).transpose(2, 3)  # (B, 2, frames, n_mels)
-        residual = self.bwe_generator(log_mel.to(low.dtype))
+        residual = self.bwe_generator(log_mel)
         skip = self.resampler(low)
-        return torch.clamp(residual + skip, -1, 1)[..., :output_samples]
+        return torch.clamp(residual + skip, -1, 1)[..., :output_samples].to(mel.dtype)
 
 
 def build_vocoder(config: VocoderConfig, dtype: torch.dtype | None = None,

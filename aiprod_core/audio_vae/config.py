@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..config_reader import ConfigSection, check_ints, reject
+
 __all__ = ["AudioVAEConfig", "BandwidthExtensionConfig", "GeneratorConfig", "VocoderConfig"]
 
 # The audio latent has 4x fewer frames than the mel spectrogram (two stride-2 levels); hard-coded upstream.
@@ -22,10 +24,25 @@ STEREO_CHANNELS = 2
 
 CAUSALITY_AXES = (None, "width", "height", "width-compatibility")
 NORM_TYPES = ("pixel", "group")
+RESBLOCK_TYPES = ("1", "AMP1")  # HiFi-GAN, BigVGAN-v2
+ACTIVATIONS = ("snake", "snakebeta")
+
+
+# Sanity bounds (the published audio VAE: ch 128, 64 mel bins, 16 kHz, n_fft 1024, hop 160).
+MAX_CHANNELS = 8192
+MAX_MEL_BINS = 1024
+MAX_RES_BLOCKS = 64
+MAX_RESOLUTION = 65536
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
+MAX_N_FFT = 8192  # the STFT bases are (2 (n_fft / 2 + 1), n_fft): 8192 -> 0.5 GB in float32
+MAX_KERNEL = 128
+MAX_UPSAMPLE_RATE = 64
+MAX_GENERATOR_CHANNELS = 16384
+_VAE = "audio_vae.model.params.ddconfig."
 
 
 def _reject(key: str, actual: Any, expected: Any) -> None:
-    raise ValueError(f"{key}={actual!r}, expected {expected!r}")
+    raise reject(key, actual, expected)
 
 
 def _check_equal(key: str, actual: Any, expected: Any) -> None:
@@ -36,12 +53,6 @@ def _check_equal(key: str, actual: Any, expected: Any) -> None:
 def _check_positive_ints(key: str, values: tuple[Any, ...]) -> None:
     if not values or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
         _reject(key, values, "a non-empty list of positive ints")
-
-
-def _required(section: dict[str, Any], key: str, prefix: str) -> Any:
-    if key not in section:
-        _reject(prefix + key, None, "a value")
-    return section[key]
 
 
 @dataclass(frozen=True)
@@ -74,33 +85,37 @@ class AudioVAEConfig:
     @classmethod
     def from_metadata(cls, config: dict[str, Any]) -> AudioVAEConfig:
         """Read ``config["audio_vae"]`` with ltx-core's defaults; raise ``ValueError`` on unsupported values."""
-        section = config.get("audio_vae", {})
-        params = section.get("model", {}).get("params", {})
-        dd = params.get("ddconfig", {})
-        preprocessing = section.get("preprocessing", {})
-        stft, mel = preprocessing.get("stft", {}), preprocessing.get("mel", {})
-        mel_bins = dd.get("mel_bins") or mel.get("n_mel_channels") or section.get("variables", {}).get("mel_bins")
+        section = ConfigSection(config).section("audio_vae")
+        params = section.section("model").section("params")
+        dd = params.section("ddconfig")
+        preprocessing = section.section("preprocessing")
+        stft, mel = preprocessing.section("stft"), preprocessing.section("mel")
+        variables = section.section("variables")
+        mel_source = next((s for s, k in ((dd, "mel_bins"), (mel, "n_mel_channels"), (variables, "mel_bins"))
+                           if s.get(k)), dd)
+        mel_key = "mel_bins" if mel_source is not mel else "n_mel_channels"
         # Options ltx-core pins in its constructors: only these values have an implementation.
-        _check_equal("attn_type", dd.get("attn_type", "vanilla"), "vanilla")
-        _check_equal("resamp_with_conv", dd.get("resamp_with_conv", True), True)
+        dd.pinned("attn_type", "vanilla", absent="vanilla")
+        dd.pinned("resamp_with_conv", True, absent=True)
         built = cls(
-            mel_bins=mel_bins,
-            ch=dd.get("ch", 128),
-            out_ch=dd.get("out_ch", 2),
-            in_channels=dd.get("in_channels", 2),
-            ch_mult=tuple(dd.get("ch_mult", (1, 2, 4))),
-            num_res_blocks=dd.get("num_res_blocks", 2),
-            attn_resolutions=frozenset(dd.get("attn_resolutions", (8, 16, 32))),
-            resolution=dd.get("resolution", 256),
-            z_channels=dd.get("z_channels", 8),
-            double_z=dd.get("double_z", True),
-            mid_block_add_attention=dd.get("mid_block_add_attention", True),
-            norm_type=dd.get("norm_type", "pixel"),
-            causality_axis=dd.get("causality_axis", "height"),
-            sample_rate=params.get("sampling_rate", 16000),
-            mel_hop_length=stft.get("hop_length", 160),
-            n_fft=stft.get("filter_length", 1024),
-            is_causal=stft.get("causal", True),
+            mel_bins=mel_source.integer(mel_key, low=LATENT_DOWNSAMPLE_FACTOR, high=MAX_MEL_BINS),
+            ch=dd.integer("ch", 128, high=MAX_CHANNELS),
+            out_ch=dd.integer("out_ch", 2, high=MAX_CHANNELS),
+            in_channels=dd.integer("in_channels", 2, high=MAX_CHANNELS),
+            ch_mult=dd.integers("ch_mult", (1, 2, 4), high=MAX_CHANNELS, max_length=8),
+            num_res_blocks=dd.integer("num_res_blocks", 2, high=MAX_RES_BLOCKS),
+            attn_resolutions=frozenset(dd.integers("attn_resolutions", (8, 16, 32), high=MAX_RESOLUTION,
+                                                   min_length=0)),
+            resolution=dd.integer("resolution", 256, high=MAX_RESOLUTION),
+            z_channels=dd.integer("z_channels", 8, high=MAX_CHANNELS),
+            double_z=dd.flag("double_z", True),
+            mid_block_add_attention=dd.flag("mid_block_add_attention", True),
+            norm_type=dd.choice("norm_type", "pixel", NORM_TYPES),
+            causality_axis=dd.choice("causality_axis", "height", CAUSALITY_AXES),
+            sample_rate=params.integer("sampling_rate", 16000, low=MIN_SAMPLE_RATE, high=MAX_SAMPLE_RATE),
+            mel_hop_length=stft.integer("hop_length", 160, high=MAX_N_FFT),
+            n_fft=stft.integer("filter_length", 1024, low=2, high=MAX_N_FFT),
+            is_causal=stft.flag("causal", True),
         )
         built.validate()
         return built
@@ -112,20 +127,20 @@ class AudioVAEConfig:
     def validate(self) -> None:
         """Raise ``ValueError`` for values the modules cannot honour (called by ``from_metadata``)."""
         if not isinstance(self.mel_bins, int) or self.mel_bins <= 0:
-            _reject("mel_bins", self.mel_bins, "a positive int")
-        _check_positive_ints("ch_mult", self.ch_mult)
-        _check_equal("2 ** (len(ch_mult) - 1)", 2 ** (len(self.ch_mult) - 1), LATENT_DOWNSAMPLE_FACTOR)
+            _reject(_VAE + "mel_bins", self.mel_bins, "a positive int")
+        _check_positive_ints(_VAE + "ch_mult", self.ch_mult)
+        _check_equal(f"2 ** (len({_VAE}ch_mult) - 1)", 2 ** (len(self.ch_mult) - 1), LATENT_DOWNSAMPLE_FACTOR)
         if self.causality_axis not in CAUSALITY_AXES:
-            _reject("causality_axis", self.causality_axis, CAUSALITY_AXES)
+            _reject(_VAE + "causality_axis", self.causality_axis, CAUSALITY_AXES)
         if self.norm_type not in NORM_TYPES:
-            _reject("norm_type", self.norm_type, NORM_TYPES)
+            _reject(_VAE + "norm_type", self.norm_type, NORM_TYPES)
         if self.norm_type == "group" and self.causality_axis is not None:
-            _reject("norm_type", self.norm_type, "pixel (group norm only without causality)")
+            _reject(_VAE + "norm_type", self.norm_type, "pixel (group norm only without causality)")
         if self.mel_bins % LATENT_DOWNSAMPLE_FACTOR:
-            _reject("mel_bins", self.mel_bins, f"a multiple of {LATENT_DOWNSAMPLE_FACTOR}")
-        _check_equal("ch", self.ch, self.z_channels * self.latent_mel_bins)
+            _reject(_VAE + "mel_bins", self.mel_bins, f"a multiple of {LATENT_DOWNSAMPLE_FACTOR}")
+        _check_equal(_VAE + "ch", self.ch, self.z_channels * self.latent_mel_bins)
         if self.norm_type == "group" and any((self.ch * m) % 32 for m in (1, *self.ch_mult)):
-            _reject("ch", self.ch, "channel counts divisible by the 32 GroupNorm groups")
+            _reject(_VAE + "ch", self.ch, "channel counts divisible by the 32 GroupNorm groups")
 
 
 @dataclass(frozen=True)
@@ -149,29 +164,33 @@ class GeneratorConfig:
 
     @classmethod
     def from_section(
-        cls, section: dict[str, Any], prefix: str, *, output_sampling_rate: int | None = None,
-        apply_final_activation: bool = True,
+        cls, section: ConfigSection, *, output_sampling_rate: int | None = None, apply_final_activation: bool = True,
     ) -> GeneratorConfig:
-        """Read one flat generator section (``prefix`` names it in error messages)."""
+        """Read one flat generator section (its path names it in error messages)."""
+        dilations = section.sequence("resblock_dilation_sizes", ((1, 3, 5),) * 3, min_length=1, max_length=16)
+        dilation_key = section.key("resblock_dilation_sizes")
+        if output_sampling_rate is None:
+            output_sampling_rate = section.integer("output_sampling_rate", 24000, low=MIN_SAMPLE_RATE,
+                                                   high=MAX_SAMPLE_RATE)
         built = cls(
-            resblock_kernel_sizes=tuple(section.get("resblock_kernel_sizes", (3, 7, 11))),
-            upsample_rates=tuple(section.get("upsample_rates", (6, 5, 2, 2, 2))),
-            upsample_kernel_sizes=tuple(section.get("upsample_kernel_sizes", (16, 15, 8, 4, 4))),
+            resblock_kernel_sizes=section.integers("resblock_kernel_sizes", (3, 7, 11), high=MAX_KERNEL,
+                                                   max_length=16),
+            upsample_rates=section.integers("upsample_rates", (6, 5, 2, 2, 2), high=MAX_UPSAMPLE_RATE,
+                                            max_length=16),
+            upsample_kernel_sizes=section.integers("upsample_kernel_sizes", (16, 15, 8, 4, 4), high=MAX_KERNEL,
+                                                   max_length=16),
             resblock_dilation_sizes=tuple(
-                tuple(d) for d in section.get("resblock_dilation_sizes", ((1, 3, 5), (1, 3, 5), (1, 3, 5)))
-            ),
-            upsample_initial_channel=section.get("upsample_initial_channel", 1024),
-            resblock=section.get("resblock", "1"),
-            output_sampling_rate=(
-                output_sampling_rate if output_sampling_rate is not None
-                else section.get("output_sampling_rate", 24000)
-            ),
-            activation=section.get("activation", "snake"),
-            use_tanh_at_final=section.get("use_tanh_at_final", True),
+                check_ints(f"{dilation_key}[{i}]", d, high=MAX_KERNEL, max_length=8)
+                for i, d in enumerate(dilations)),
+            upsample_initial_channel=section.integer("upsample_initial_channel", 1024, high=MAX_GENERATOR_CHANNELS),
+            resblock=section.choice("resblock", "1", RESBLOCK_TYPES),
+            output_sampling_rate=output_sampling_rate,
+            activation=section.choice("activation", "snake", ACTIVATIONS),
+            use_tanh_at_final=section.flag("use_tanh_at_final", True),
             apply_final_activation=apply_final_activation,
-            use_bias_at_final=section.get("use_bias_at_final", True),
+            use_bias_at_final=section.flag("use_bias_at_final", True),
         )
-        built.validate(prefix)
+        built.validate(section.path + ".")
         return built
 
     @property
@@ -237,28 +256,29 @@ class VocoderConfig:
     @classmethod
     def from_metadata(cls, config: dict[str, Any]) -> VocoderConfig:
         """Read ``config["vocoder"]`` (flat: LTX-2, nested ``vocoder`` + ``bwe``: LTX-2.3)."""
-        section = config.get("vocoder", {})
+        section = ConfigSection(config).section("vocoder")
         if "bwe" not in section:
-            _check_equal("vocoder.resblock", section.get("resblock"), "1")
-            _check_equal("vocoder.stereo", section.get("stereo"), True)
-            return cls(generator=GeneratorConfig.from_section(section, "vocoder."))
-        main, bwe = section.get("vocoder", {}), section["bwe"]
-        for prefix, sub in (("vocoder.vocoder.", main), ("vocoder.bwe.", bwe)):
-            _check_equal(prefix + "resblock", sub.get("resblock"), "AMP1")
-            _check_equal(prefix + "stereo", sub.get("stereo"), True)
-            _check_equal(prefix + "activation", sub.get("activation"), "snakebeta")
-        rates = {k: _required(bwe, k, "vocoder.bwe.") for k in ("input_sampling_rate", "output_sampling_rate")}
-        stft = {k: _required(bwe, k, "vocoder.bwe.") for k in ("hop_length", "n_fft", "num_mels")}
+            section.pinned("resblock", "1")
+            section.pinned("stereo", True)
+            return cls(generator=GeneratorConfig.from_section(section))
+        main, bwe = section.section("vocoder"), section.section("bwe")
+        for sub in (main, bwe):
+            sub.pinned("resblock", "AMP1")
+            sub.pinned("stereo", True)
+            sub.pinned("activation", "snakebeta")
+        rates = {k: bwe.integer(k, low=MIN_SAMPLE_RATE, high=MAX_SAMPLE_RATE)
+                 for k in ("input_sampling_rate", "output_sampling_rate")}
+        hop_length = bwe.integer("hop_length", high=MAX_N_FFT)
+        stft = {"hop_length": hop_length, "n_fft": bwe.integer("n_fft", low=2, high=MAX_N_FFT),
+                "num_mels": bwe.integer("num_mels", high=MAX_MEL_BINS)}
         _check_equal("vocoder.bwe.num_mels", stft["num_mels"], VOCODER_MEL_BINS)
         if rates["output_sampling_rate"] % rates["input_sampling_rate"]:
             _reject("vocoder.bwe.output_sampling_rate", rates["output_sampling_rate"], "a multiple of the input rate")
         if stft["n_fft"] < stft["hop_length"]:
             _reject("vocoder.bwe.n_fft", stft["n_fft"], f">= hop_length {stft['hop_length']}")
-        generator = GeneratorConfig.from_section(
-            main, "vocoder.vocoder.", output_sampling_rate=rates["input_sampling_rate"]
-        )
+        generator = GeneratorConfig.from_section(main, output_sampling_rate=rates["input_sampling_rate"])
         bwe_generator = GeneratorConfig.from_section(
-            bwe, "vocoder.bwe.", output_sampling_rate=rates["output_sampling_rate"], apply_final_activation=False
+            bwe, output_sampling_rate=rates["output_sampling_rate"], apply_final_activation=False
         )
         extension = BandwidthExtensionConfig(generator=bwe_generator, **rates, **stft)
         # One mel frame (hop_length input samples) must become exactly `ratio` x hop_length output samples.

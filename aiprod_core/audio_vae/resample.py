@@ -69,8 +69,9 @@ class UpSample1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.pad(x, (self.pad, self.pad), mode="replicate")
-        x = self.ratio * F.conv_transpose1d(x, _depthwise(self.filter, x), stride=self.ratio, groups=x.shape[1])
-        return x[..., self.crop_left : -self.crop_right]
+        # The x ratio gain is folded into the 12 taps: one pass less over the 2 S output (exact for ratio 2).
+        taps = _depthwise(self.filter * self.ratio, x)
+        return F.conv_transpose1d(x, taps, stride=self.ratio, groups=x.shape[1])[..., self.crop_left : -self.crop_right]
 
 
 class LowPassFilter1d(nn.Module):

@@ -1,4 +1,8 @@
-"""Mel -> waveform generators: HiFi-GAN (LTX-2) and BigVGAN-v2 with anti-aliased SnakeBeta (LTX-2.3)."""
+"""Mel -> waveform generators: HiFi-GAN (LTX-2) and BigVGAN-v2 with anti-aliased SnakeBeta (LTX-2.3 / 2.5).
+
+A generator computes in the dtype of its input: weights stored in another dtype are cast per layer (the
+bandwidth-extension vocoder feeds float32 through bf16-stored weights, as Lightricks' 1.2.0 reference does).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,37 @@ from torch import nn
 from .config import STEREO_CHANNELS, VOCODER_MEL_BINS, GeneratorConfig
 from .resample import DownSample1d, UpSample1d
 
-__all__ = ["Vocoder"]
+__all__ = ["Conv1d", "ConvTranspose1d", "Vocoder"]
 
 LEAKY_SLOPE = 0.1  # HiFi-GAN's slope inside the generator
 POST_LEAKY_SLOPE = 0.01  # the final activation is a default nn.LeakyReLU upstream
 SNAKE_EPS = 1e-9
 PRE_POST_KERNEL = 7
+
+
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` (B, C_in, S) -> (B, C_out, S') computing in the input's dtype; no initialisation on meta."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return self._conv_forward(x, self.weight.to(x.dtype), bias)
+
+
+class ConvTranspose1d(nn.ConvTranspose1d):
+    """``nn.ConvTranspose1d`` (B, C_in, S) -> (B, C_out, S x stride) computing in the input's dtype."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.conv_transpose1d(x, self.weight.to(x.dtype), bias, self.stride, self.padding, self.output_padding,
+                                  self.groups, self.dilation)
 
 
 class SnakeBeta(nn.Module):
@@ -27,9 +56,14 @@ class SnakeBeta(nn.Module):
         self.beta = nn.Parameter(torch.zeros(channels, dtype=dtype, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        alpha = torch.exp(self.alpha)[None, :, None]
-        beta = torch.exp(self.beta)[None, :, None]
-        return x + (1.0 / (beta + SNAKE_EPS)) * torch.sin(x * alpha).pow(2)
+        # In the input's dtype (the reference's float32 autocast over bf16 weights runs exp in float32 too).
+        alpha = torch.exp(self.alpha.to(x.dtype))[None, :, None]
+        inverse_beta = 1.0 / (torch.exp(self.beta.to(x.dtype))[None, :, None] + SNAKE_EPS)
+        if torch.is_grad_enabled():
+            return x + inverse_beta * torch.sin(x * alpha).pow(2)
+        # Inference: the same ops in the same order, in place on one buffer (bitwise equal, ~2.5x faster on CPU).
+        out = torch.mul(x, alpha)
+        return out.sin_().square_().mul_(inverse_beta).add_(x)
 
 
 class Activation1d(nn.Module):
@@ -52,7 +86,7 @@ def _dilated_convs(channels: int, kernel_size: int, dilations: tuple[int, ...], 
         return "same" if padding_same else (kernel_size * dilation - dilation) // 2
 
     return nn.ModuleList(
-        nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=padding(d), dtype=dtype, device=device)
+        Conv1d(channels, channels, kernel_size, dilation=d, padding=padding(d), dtype=dtype, device=device)
         for d in dilations
     )
 
@@ -106,9 +140,9 @@ class Vocoder(nn.Module):
         fd = {"dtype": dtype, "device": device}
         width = config.upsample_initial_channel
         in_channels = STEREO_CHANNELS * VOCODER_MEL_BINS
-        self.conv_pre = nn.Conv1d(in_channels, width, PRE_POST_KERNEL, padding=PRE_POST_KERNEL // 2, **fd)
+        self.conv_pre = Conv1d(in_channels, width, PRE_POST_KERNEL, padding=PRE_POST_KERNEL // 2, **fd)
         self.ups = nn.ModuleList(
-            nn.ConvTranspose1d(width // 2**i, width // 2 ** (i + 1), kernel, rate, padding=(kernel - rate) // 2, **fd)
+            ConvTranspose1d(width // 2**i, width // 2 ** (i + 1), kernel, rate, padding=(kernel - rate) // 2, **fd)
             for i, (rate, kernel) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True))
         )
         block_cls = AMPBlock1 if config.is_amp else ResBlock1
@@ -119,7 +153,7 @@ class Vocoder(nn.Module):
         )
         final = width // 2 ** len(config.upsample_rates)
         self.act_post = Activation1d(final, **fd) if config.is_amp else nn.LeakyReLU(POST_LEAKY_SLOPE)
-        self.conv_post = nn.Conv1d(final, STEREO_CHANNELS, PRE_POST_KERNEL, padding=PRE_POST_KERNEL // 2,
+        self.conv_post = Conv1d(final, STEREO_CHANNELS, PRE_POST_KERNEL, padding=PRE_POST_KERNEL // 2,
                                    bias=config.use_bias_at_final, **fd)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,8 @@ __all__ = [
 class ConditioningError(ValueError):
     """A conditioning latent does not fit the generated video's latent grid."""
 
+    __module__ = "AIPROD"  # how ComfyUI names the type to users (not the pack's file-system module path)
+
 
 class ConditioningItem(Protocol):
     """Conditions a patchified video state (tokens may only be appended at the end)."""

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ..config_reader import ConfigSection, reject
+
 __all__ = ["ConnectorConfig", "FeatureExtractorKind", "TextEmbeddingsConfig"]
 
 # The reference builds the connector registers, rope theta and output norm with fixed values.
@@ -39,8 +41,16 @@ class FeatureExtractorKind(str, Enum):
     DUAL = "dual"
 
 
+# Sanity bounds (the published connectors: 2-8 layers of 30 / 32 heads of 128 / 64, Gemma width 3840).
+MAX_HEADS = 1024
+MAX_HEAD_DIM = 1024
+MAX_CONNECTOR_LAYERS = 256
+MAX_CHANNELS = 65536
+MAX_POSITION = 10**7
+
+
 def _reject(key: str, actual: Any, expected: Any) -> None:
-    raise ValueError(f"{key}={actual!r}, expected {expected!r}")
+    raise reject(key, actual, expected)
 
 
 @dataclass(frozen=True)
@@ -77,45 +87,39 @@ class TextEmbeddingsConfig:
     @classmethod
     def from_metadata(cls, config: dict[str, Any]) -> TextEmbeddingsConfig:
         """Build from the checkpoint's whole ``config`` metadata (its ``transformer`` section is read)."""
-        section = config.get("transformer", {})
+        section = ConfigSection(config).section("transformer")
         kind = _feature_extractor_kind(section)
-        rope_type = section.get("rope_type", "interleaved")
-        if rope_type not in ROPE_TYPES:
-            _reject("rope_type", rope_type, ROPE_TYPES)
-        max_pos = section.get("connector_positional_embedding_max_pos", [1])
-        if len(max_pos) != 1:
-            _reject("connector_positional_embedding_max_pos", max_pos, "one entry (1-D positions)")
-        if not section.get("connector_norm_output", True):
-            _reject("connector_norm_output", section["connector_norm_output"], True)
-        registers = section.get("connector_num_learnable_registers", CONNECTOR_NUM_REGISTERS)
-        if registers != CONNECTOR_NUM_REGISTERS:  # the reference always builds 128 registers
-            _reject("connector_num_learnable_registers", registers, CONNECTOR_NUM_REGISTERS)
-        ff_bias = section.get("connector_ff_bias", True)
-        if not isinstance(ff_bias, bool):
-            _reject("connector_ff_bias", ff_bias, "true or false")
+        section.pinned("connector_norm_output", True, absent=True)
+        section.pinned("connector_num_learnable_registers", CONNECTOR_NUM_REGISTERS,  # always 128 upstream
+                       absent=CONNECTOR_NUM_REGISTERS)
         shared = {
-            "ff_bias": ff_bias,
-            "num_registers": registers,
-            "rope_type": rope_type,
-            "double_precision_rope": section.get("frequencies_precision", False) == "float64",
-            "rope_max_pos": int(max_pos[0]),
-            "gated_attention": bool(section.get("connector_apply_gated_attention", False)),
+            "ff_bias": section.flag("connector_ff_bias", True),
+            "num_registers": CONNECTOR_NUM_REGISTERS,
+            "rope_type": section.choice("rope_type", "interleaved", ROPE_TYPES),
+            "double_precision_rope": section.get("frequencies_precision") == "float64",
+            "rope_max_pos": section.integers("connector_positional_embedding_max_pos", (1,), length=1,
+                                             high=MAX_POSITION)[0],
+            "gated_attention": section.flag("connector_apply_gated_attention", False),
         }
-        heads = section.get("connector_num_attention_heads", 30)
-        head_dim = section.get("connector_attention_head_dim", 128)
-        layers = section.get("connector_num_layers", 2)
+        heads = section.integer("connector_num_attention_heads", 30, high=MAX_HEADS)
+        head_dim = section.integer("connector_attention_head_dim", 128, high=MAX_HEAD_DIM)
+        layers = section.integer("connector_num_layers", 2, high=MAX_CONNECTOR_LAYERS)
         video = ConnectorConfig(num_heads=heads, head_dim=head_dim, num_layers=layers, **shared)
         audio = ConnectorConfig(
-            num_heads=section.get("audio_connector_num_attention_heads", heads),
-            head_dim=section.get("audio_connector_attention_head_dim", head_dim),
-            num_layers=section.get("audio_connector_num_layers", layers),
+            num_heads=section.integer("audio_connector_num_attention_heads", heads, high=MAX_HEADS),
+            head_dim=section.integer("audio_connector_attention_head_dim", head_dim, high=MAX_HEAD_DIM),
+            num_layers=section.integer("audio_connector_num_layers", layers, high=MAX_CONNECTOR_LAYERS),
             **shared,
         )
+        widths = {key: section.integer(key, default, high=bound) for key, default, bound in (
+            ("caption_channels", 3840, MAX_CHANNELS), ("num_attention_heads", 32, MAX_HEADS),
+            ("attention_head_dim", 128, MAX_HEAD_DIM), ("audio_num_attention_heads", 32, MAX_HEADS),
+            ("audio_attention_head_dim", 64, MAX_HEAD_DIM))}
         made = cls(
             kind=kind,
-            caption_channels=int(section.get("caption_channels", 3840)),
-            video_dim=int(section.get("num_attention_heads", 32) * section.get("attention_head_dim", 128)),
-            audio_dim=int(section.get("audio_num_attention_heads", 32) * section.get("audio_attention_head_dim", 64)),
+            caption_channels=widths["caption_channels"],
+            video_dim=widths["num_attention_heads"] * widths["attention_head_dim"],
+            audio_dim=widths["audio_num_attention_heads"] * widths["audio_attention_head_dim"],
             video_connector=video,
             audio_connector=audio,
         )
@@ -134,27 +138,23 @@ class TextEmbeddingsConfig:
     def validate(self) -> None:
         """The connectors must run at the widths the feature extractor produces."""
         if self.video_connector.inner_dim != self.video_features_dim:
-            _reject("connector_num_attention_heads * connector_attention_head_dim",
+            _reject("transformer.connector_num_attention_heads * connector_attention_head_dim",
                     self.video_connector.inner_dim, self.video_features_dim)  # fmt: skip
         if self.audio_connector.inner_dim != self.audio_features_dim:
-            _reject("audio_connector_num_attention_heads * audio_connector_attention_head_dim",
+            _reject("transformer.audio_connector_num_attention_heads * audio_connector_attention_head_dim",
                     self.audio_connector.inner_dim, self.audio_features_dim)  # fmt: skip
         for connector in (self.video_connector, self.audio_connector):
             if connector.head_dim % 2:
-                _reject("connector_attention_head_dim", connector.head_dim, "an even number")
+                _reject("transformer.connector_attention_head_dim", connector.head_dim, "an even number")
 
 
-def _feature_extractor_kind(section: dict[str, Any]) -> FeatureExtractorKind:
-    present = section.keys() & _V2_PROJECTION_KEYS.keys()
-    if not present:
+def _feature_extractor_kind(section: ConfigSection) -> FeatureExtractorKind:
+    if not section.keys() & _V2_PROJECTION_KEYS.keys():
         return FeatureExtractorKind.AGGREGATE
     for key in sorted(_V2_PROJECTION_KEYS):
-        if key not in section:
-            _reject(key, None, _V2_PROJECTION_KEYS[key])
-        if section[key] != _V2_PROJECTION_KEYS[key]:
-            _reject(key, section[key], _V2_PROJECTION_KEYS[key])
+        section.pinned(key, _V2_PROJECTION_KEYS[key])
     norm_type = section.get("text_encoder_norm_type", _V2_NORM_TYPE)
     # LTX-2.5 files spell it "PER_TOKEN_RMS" (the reference does not read the key at all)
     if not isinstance(norm_type, str) or norm_type.lower() != _V2_NORM_TYPE:
-        _reject("text_encoder_norm_type", norm_type, _V2_NORM_TYPE)
+        raise reject(section.key("text_encoder_norm_type"), norm_type, _V2_NORM_TYPE)
     return FeatureExtractorKind.DUAL

@@ -126,7 +126,8 @@ class GemmaTextEncoder(nn.Module):
 class GemmaPromptTokenizer:
     """Prompts -> (input_ids (B, T), attention_mask (B, T)): stripped, left-padded to ``max_length``, truncated.
 
-    Wraps a transformers tokenizer the way the reference does (left padding, EOS as pad token when none).
+    Wraps a transformers tokenizer the way the reference does (left padding, EOS as pad token when none), or the
+    SentencePiece tokenizer embedded in ComfyUI's Gemma files (`from_sentencepiece`), which follows the same calls.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = DEFAULT_MAX_LENGTH) -> None:
@@ -143,6 +144,14 @@ class GemmaPromptTokenizer:
 
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, model_max_length=max_length)
         return cls(tokenizer, max_length)
+
+    @classmethod
+    def from_sentencepiece(cls, model: bytes, max_length: int = DEFAULT_MAX_LENGTH) -> GemmaPromptTokenizer:
+        """From a serialized SentencePiece model in memory (ComfyUI's embedded ``spiece_model``); same ids as the
+        tokenizer files made from that model (see `spiece.SentencePieceGemmaTokenizer`)."""
+        from .spiece import SentencePieceGemmaTokenizer
+
+        return cls(SentencePieceGemmaTokenizer(model), max_length)
 
     def __call__(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(prompts, str):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..config_reader import ConfigSection, reject
+
 __all__ = ["TransformerConfig"]
 
 ROPE_TYPES = ("interleaved", "split")
@@ -38,36 +40,28 @@ _PINNED_AUDIO_VIDEO: tuple[tuple[str, Any], ...] = (
 )
 
 
-def _reject(key: str, actual: object, expected: object) -> ValueError:
-    return ValueError(f"{key}={actual!r}, expected {expected!r}")
+# Sanity bounds (the published models: 48 layers, 32 heads of 128 / 64, 128 channels, 4096 / 2048 wide).
+MAX_LAYERS = 1024
+MAX_HEADS = 1024
+MAX_HEAD_DIM = 1024
+MAX_CHANNELS = 65536
+MAX_POSITION = 10**7
+MAX_THETA = 1e9
+MAX_TIMESTEP_SCALE = 1e6
 
-
-def _positive_int(section: dict[str, Any], key: str, default: int | None) -> int:
-    value = section.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise _reject(key, value, "a positive int")
-    return value
-
-
-def _max_positions(section: dict[str, Any], key: str, default: list[int], dims: int) -> tuple[int, ...]:
-    value = section.get(key, default)
-    if not isinstance(value, list | tuple) or len(value) != dims or not all(isinstance(v, int) for v in value):
-        raise _reject(key, value, f"a list of {dims} ints")
-    return tuple(value)
-
-
-def _flag(section: dict[str, Any], key: str, default: bool) -> bool:
-    value = section.get(key, default)
-    if not isinstance(value, bool):
-        raise _reject(key, value, "true or false")
-    return value
-
-
-def _choice(section: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = section.get(key, default)
-    if value not in allowed:
-        raise _reject(key, value, allowed)
-    return value
+_SIZES: tuple[tuple[str, int, int], ...] = (  # (key, default, upper bound)
+    ("num_layers", 48, MAX_LAYERS),
+    ("num_attention_heads", 32, MAX_HEADS),
+    ("attention_head_dim", 128, MAX_HEAD_DIM),
+    ("in_channels", 128, MAX_CHANNELS),
+    ("out_channels", 128, MAX_CHANNELS),
+    ("cross_attention_dim", 4096, MAX_CHANNELS),
+    ("audio_num_attention_heads", 32, MAX_HEADS),
+    ("audio_attention_head_dim", 64, MAX_HEAD_DIM),
+    ("audio_in_channels", 128, MAX_CHANNELS),
+    ("audio_out_channels", 128, MAX_CHANNELS),
+    ("audio_cross_attention_dim", 2048, MAX_CHANNELS),
+)
 
 
 @dataclass(frozen=True)
@@ -156,50 +150,36 @@ class TransformerConfig:
 
         Raises ``ValueError("key=actual, expected expected")`` for any value the model does not support.
         """
-        section = config.get("transformer", {})
+        section = ConfigSection(config).section("transformer")
         for key, expected in _PINNED + (_PINNED_AUDIO_VIDEO if with_audio else ()):
-            if section.get(key) != expected:
-                raise _reject(key, section.get(key), expected)
-        rope_type = _choice(section, "rope_type", "interleaved", ROPE_TYPES)
-        attention_type = _choice(section, "attention_type", "default", ATTENTION_TYPES)
-        before_connector = bool(section.get("caption_proj_before_connector", False))
-        caption_channels = None if before_connector else _positive_int(section, "caption_channels", None)
-        values = {
-            key: _positive_int(section, key, default)
-            for key, default in (
-                ("num_layers", 48),
-                ("num_attention_heads", 32),
-                ("attention_head_dim", 128),
-                ("in_channels", 128),
-                ("out_channels", 128),
-                ("cross_attention_dim", 4096),
-                ("audio_num_attention_heads", 32),
-                ("audio_attention_head_dim", 64),
-                ("audio_in_channels", 128),
-                ("audio_out_channels", 128),
-                ("audio_cross_attention_dim", 2048),
-            )
-        }
+            section.pinned(key, expected)
+        before_connector = section.flag("caption_proj_before_connector", False)
+        values = {key: section.integer(key, default, high=bound) for key, default, bound in _SIZES}
         result = cls(
             with_audio=with_audio,
             **values,
-            norm_eps=float(section.get("norm_eps", 1e-6)),
-            positional_embedding_theta=float(section.get("positional_embedding_theta", 10000.0)),
-            positional_embedding_max_pos=_max_positions(section, "positional_embedding_max_pos", [20, 2048, 2048], 3),
-            audio_positional_embedding_max_pos=_max_positions(section, "audio_positional_embedding_max_pos", [20], 1),
-            timestep_scale_multiplier=section.get("timestep_scale_multiplier", 1000),
-            av_ca_timestep_scale_multiplier=section.get("av_ca_timestep_scale_multiplier", 1),
-            rope_type=rope_type,
-            double_precision_rope=section.get("frequencies_precision", False) == "float64",
-            apply_gated_attention=bool(section.get("apply_gated_attention", False)),
-            cross_attention_adaln=bool(section.get("cross_attention_adaln", False)),
+            norm_eps=section.number("norm_eps", 1e-6, above=0.0, high=1.0),
+            positional_embedding_theta=section.number("positional_embedding_theta", 10000.0, above=0.0,
+                                                      high=MAX_THETA),
+            positional_embedding_max_pos=section.integers("positional_embedding_max_pos", (20, 2048, 2048),
+                                                          length=3, high=MAX_POSITION),
+            audio_positional_embedding_max_pos=section.integers("audio_positional_embedding_max_pos", (20,),
+                                                                length=1, high=MAX_POSITION),
+            timestep_scale_multiplier=section.number("timestep_scale_multiplier", 1000, above=0.0,
+                                                     high=MAX_TIMESTEP_SCALE),
+            av_ca_timestep_scale_multiplier=section.number("av_ca_timestep_scale_multiplier", 1, above=0.0,
+                                                           high=MAX_TIMESTEP_SCALE),
+            rope_type=section.choice("rope_type", "interleaved", ROPE_TYPES),
+            double_precision_rope=section.get("frequencies_precision") == "float64",
+            apply_gated_attention=section.flag("apply_gated_attention", False),
+            cross_attention_adaln=section.flag("cross_attention_adaln", False),
             caption_proj_before_connector=before_connector,
-            caption_channels=caption_channels,
-            attention_type=attention_type,
-            ff_bias=_flag(section, "ff_bias", True),
-            audio_ff_bias=_flag(section, "audio_ff_bias", True),
-            use_prompt_adaln_single=_flag(section, "use_prompt_adaln_single", True),
-            use_keyframes_abs_pos_embedding=_flag(section, "use_keyframes_abs_pos_embedding", False),
+            caption_channels=None if before_connector else section.integer("caption_channels", high=MAX_CHANNELS),
+            attention_type=section.choice("attention_type", "default", ATTENTION_TYPES),
+            ff_bias=section.flag("ff_bias", True),
+            audio_ff_bias=section.flag("audio_ff_bias", True),
+            use_prompt_adaln_single=section.flag("use_prompt_adaln_single", True),
+            use_keyframes_abs_pos_embedding=section.flag("use_keyframes_abs_pos_embedding", False),
             with_video=with_video,
         )
         result._check_widths()
@@ -208,7 +188,8 @@ class TransformerConfig:
     def _check_widths(self) -> None:
         # The text context reaches attn2 at the stream's width (projected here for 2.0, by the connector for 2.3).
         if self.cross_attention_dim != self.inner_dim:
-            raise _reject("cross_attention_dim", self.cross_attention_dim, self.inner_dim)
+            raise reject("transformer.cross_attention_dim", self.cross_attention_dim, self.inner_dim)
         if self.with_audio and self.audio_cross_attention_dim != self.audio_inner_dim:
             # Also the width of the audio<->video attention and of its rope.
-            raise _reject("audio_cross_attention_dim", self.audio_cross_attention_dim, self.audio_inner_dim)
+            raise reject("transformer.audio_cross_attention_dim", self.audio_cross_attention_dim,
+                         self.audio_inner_dim)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config_reader import ConfigSection, reject
 from ..modules import Conv3d
 
 __all__ = ["LatentUpsampler", "LatentUpsamplerConfig", "upsample_latent"]
@@ -24,8 +25,13 @@ RATIONAL_SCALES: dict[float, tuple[int, int]] = {0.75: (3, 4), 1.5: (3, 2), 2.0:
 PIXEL_SHUFFLE_SCALE = 2.0
 
 
+# Sanity bounds (the published upsamplers: 128 latent channels, 512 / 1024 wide, 4 blocks per stage).
+MAX_CHANNELS = 8192
+MAX_BLOCKS_PER_STAGE = 64
+
+
 def _reject(key: str, actual: Any, expected: Any) -> None:
-    raise ValueError(f"{key}={actual!r}, expected {expected!r}")
+    raise reject(key, actual, expected)
 
 
 @dataclass(frozen=True)
@@ -44,16 +50,17 @@ class LatentUpsamplerConfig:
     @classmethod
     def from_metadata(cls, config: dict[str, Any]) -> LatentUpsamplerConfig:
         """Build from the flat ``config`` JSON; absent keys take the reference's defaults."""
-        defaults = cls()
+        defaults, section = cls(), ConfigSection(config)
         made = cls(
-            in_channels=int(config.get("in_channels", defaults.in_channels)),
-            mid_channels=int(config.get("mid_channels", defaults.mid_channels)),
-            num_blocks_per_stage=int(config.get("num_blocks_per_stage", defaults.num_blocks_per_stage)),
-            dims=int(config.get("dims", defaults.dims)),
-            spatial_upsample=bool(config.get("spatial_upsample", defaults.spatial_upsample)),
-            temporal_upsample=bool(config.get("temporal_upsample", defaults.temporal_upsample)),
-            spatial_scale=float(config.get("spatial_scale", defaults.spatial_scale)),
-            rational_resampler=bool(config.get("rational_resampler", defaults.rational_resampler)),
+            in_channels=section.integer("in_channels", defaults.in_channels, high=MAX_CHANNELS),
+            mid_channels=section.integer("mid_channels", defaults.mid_channels, high=MAX_CHANNELS),
+            num_blocks_per_stage=section.integer("num_blocks_per_stage", defaults.num_blocks_per_stage,
+                                                 high=MAX_BLOCKS_PER_STAGE),
+            dims=section.integer("dims", defaults.dims, high=3),
+            spatial_upsample=section.flag("spatial_upsample", defaults.spatial_upsample),
+            temporal_upsample=section.flag("temporal_upsample", defaults.temporal_upsample),
+            spatial_scale=section.number("spatial_scale", defaults.spatial_scale, above=0.0, high=16.0),
+            rational_resampler=section.flag("rational_resampler", defaults.rational_resampler),
         )
         made.validate()
         return made

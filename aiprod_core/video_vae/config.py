@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..config_reader import ConfigSection, reject
+
 __all__ = ["BlockSpec", "ScaleFactors", "VideoVAEConfig"]
 
 NORM_LAYERS = ("pixel_norm", "group_norm")
@@ -44,6 +46,12 @@ _DECODER_BLOCKS: dict[str, tuple[tuple[int, int, int], int]] = {
 _FIXED_WIDTH_ENCODER_BLOCKS = ("res_x", "compress_time", "compress_space", "compress_all")
 # The decoder's widest stage is base_channels x 2**3 (three x2 upsamplers in the published layout).
 DECODER_WIDTH_FACTOR = 8
+# Sanity bounds (the published VAEs: 4-9 blocks, up to 4 layers each, patch 4, 128 latent channels).
+MAX_BLOCKS = 32
+MAX_BLOCK_LAYERS = 64
+MAX_MULTIPLIER = 16
+MAX_PATCH_SIZE = 64
+MAX_CHANNELS = 8192
 
 
 @dataclass(frozen=True)
@@ -75,64 +83,34 @@ class BlockSpec:
         return _ENCODER_BLOCKS.get(self.name, _DECODER_BLOCKS.get(self.name, ((1, 1, 1), 1)))[0]
 
 
-def _bad(key: str, actual: Any, expected: Any) -> ValueError:
-    return ValueError(f"{key}={actual!r}, expected {expected!r}")
-
-
-def _positive_int(section: dict[str, Any], key: str, default: int, where: str = "") -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _bad(f"{where}.{key}" if where else key, value, "a positive int")
-    return value
-
-
-def _choice(section: dict[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = section.get(key, default)
-    if value not in allowed:
-        raise _bad(key, value, f"one of {allowed}")
-    return value
-
-
-def _flag(params: dict[str, Any], key: str, where: str) -> bool:
-    value = params.get(key, False)
-    if not isinstance(value, bool):
-        raise _bad(f"{where}.{key}", value, "a bool")
-    return value
-
-
 def _parse_block(entry: Any, where: str, decoder: bool) -> BlockSpec:
     table = _DECODER_BLOCKS if decoder else _ENCODER_BLOCKS
     if not isinstance(entry, list | tuple) or len(entry) != 2 or not isinstance(entry[0], str):
-        raise _bad(where, entry, "[block_name, params]")
+        raise reject(where, entry, "[block_name, params]")
     name, params = entry
     if name not in table:
-        raise _bad(f"{where}[0]", name, f"one of {tuple(table)}")
-    params = {"num_layers": params} if isinstance(params, int) and not isinstance(params, bool) else params
+        raise reject(f"{where}[0]", name, f"one of {tuple(table)}")
+    if isinstance(params, int) and not isinstance(params, bool):
+        params = {"num_layers": params}
     if not isinstance(params, dict):
-        raise _bad(f"{where}[1]", params, "an int (num_layers) or a dict")
-    num_layers = 1
-    if name == "res_x":
-        if "num_layers" not in params:
-            raise _bad(f"{where}.num_layers", None, "a positive int")
-        num_layers = _positive_int(params, "num_layers", 1, where)
-    default_multiplier = table[name][1]
+        raise reject(f"{where}[1]", params, "an int (num_layers) or a dict")
+    params = ConfigSection(params, where)
+    num_layers = params.integer("num_layers", high=MAX_BLOCK_LAYERS) if name == "res_x" else 1
     fixed_width = name == "res_x" or (not decoder and name in _FIXED_WIDTH_ENCODER_BLOCKS)
-    multiplier = 1 if fixed_width else _positive_int(params, "multiplier", default_multiplier, where)
-    residual = _flag(params, "residual", where) if decoder else False
+    multiplier = 1 if fixed_width else params.integer("multiplier", table[name][1], high=MAX_MULTIPLIER)
+    residual = params.flag("residual", False) if decoder else False
     if residual and name != "compress_all":
-        raise _bad(f"{where}.residual", residual, "False (only compress_all has a residual path)")
-    inject_noise = _flag(params, "inject_noise", where) if decoder and name in ("res_x", "res_x_y") else False
+        raise reject(params.key("residual"), residual, "False (only compress_all has a residual path)")
+    inject_noise = params.flag("inject_noise", False) if decoder and name in ("res_x", "res_x_y") else False
     if inject_noise and name == "res_x_y":
         # ltx-core sizes the noise gains by the input width, so a width-changing block with noise cannot run.
-        raise _bad(f"{where}.inject_noise", inject_noise, "False (res_x_y cannot inject noise)")
+        raise reject(params.key("inject_noise"), inject_noise, "False (res_x_y cannot inject noise)")
     return BlockSpec(name, num_layers, multiplier, residual, inject_noise)
 
 
-def _parse_blocks(section: dict[str, Any], key: str, decoder: bool) -> tuple[BlockSpec, ...]:
-    entries = section.get(key, [])
-    if not isinstance(entries, list | tuple):
-        raise _bad(key, entries, "a list of [block_name, params]")
-    return tuple(_parse_block(entry, f"{key}[{i}]", decoder) for i, entry in enumerate(entries))
+def _parse_blocks(section: ConfigSection, key: str, decoder: bool) -> tuple[BlockSpec, ...]:
+    entries = section.sequence(key, (), max_length=MAX_BLOCKS)
+    return tuple(_parse_block(entry, f"{section.key(key)}[{i}]", decoder) for i, entry in enumerate(entries))
 
 
 def _total_stride(blocks: tuple[BlockSpec, ...], patch_size: int) -> ScaleFactors:
@@ -167,35 +145,27 @@ class VideoVAEConfig:
     @classmethod
     def from_metadata(cls, config: dict[str, Any]) -> VideoVAEConfig:
         """Read ``config["vae"]`` (the checkpoint metadata's parsed ``config`` JSON), validating every value."""
-        section = config.get("vae", {})
-        if not isinstance(section, dict):
-            raise _bad("vae", section, "a dict")
-        dims = section.get("dims", 3)
-        if dims != 3:
-            raise _bad("dims", dims, 3)
-        for key, default in (("causal_decoder", False), ("timestep_conditioning", True)):
-            if not isinstance(section.get(key, default), bool):
-                raise _bad(key, section[key], "a bool")
-        patch_size = _positive_int(section, "patch_size", 4)
+        section = ConfigSection(config).section("vae")
+        section.pinned("dims", 3, absent=3)
         result = cls(
             dims=3,
-            in_channels=_positive_int(section, "in_channels", 3),
-            out_channels=_positive_int(section, "out_channels", 3),
-            latent_channels=_positive_int(section, "latent_channels", 128),
+            in_channels=section.integer("in_channels", 3, high=MAX_CHANNELS),
+            out_channels=section.integer("out_channels", 3, high=MAX_CHANNELS),
+            latent_channels=section.integer("latent_channels", 128, high=MAX_CHANNELS),
             encoder_blocks=_parse_blocks(section, "encoder_blocks", decoder=False),
             decoder_blocks=_parse_blocks(section, "decoder_blocks", decoder=True),
-            patch_size=patch_size,
-            norm_layer=_choice(section, "norm_layer", "pixel_norm", NORM_LAYERS),
-            latent_log_var=_choice(section, "latent_log_var", "uniform", LOG_VAR_MODES),
-            encoder_padding_mode=_choice(section, "spatial_padding_mode", "zeros", PADDING_MODES),
-            decoder_padding_mode=_choice(section, "spatial_padding_mode", "reflect", PADDING_MODES),
-            causal_decoder=section.get("causal_decoder", False),
-            timestep_conditioning=section.get("timestep_conditioning", True),
-            decoder_base_channels=_positive_int(section, "decoder_base_channels", 128),
+            patch_size=section.integer("patch_size", 4, high=MAX_PATCH_SIZE),
+            norm_layer=section.choice("norm_layer", "pixel_norm", NORM_LAYERS),
+            latent_log_var=section.choice("latent_log_var", "uniform", LOG_VAR_MODES),
+            encoder_padding_mode=section.choice("spatial_padding_mode", "zeros", PADDING_MODES),
+            decoder_padding_mode=section.choice("spatial_padding_mode", "reflect", PADDING_MODES),
+            causal_decoder=section.flag("causal_decoder", False),
+            timestep_conditioning=section.flag("timestep_conditioning", True),
+            decoder_base_channels=section.integer("decoder_base_channels", 128, high=MAX_CHANNELS),
         )
         encoder_scale, decoder_scale = result.encoder_scale_factors, result.decoder_scale_factors
         if result.encoder_blocks and result.decoder_blocks and encoder_scale != decoder_scale:
-            raise _bad("decoder_blocks", decoder_scale, encoder_scale)
+            raise reject("vae.decoder_blocks", decoder_scale, encoder_scale)
         return result
 
     @property

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..config_reader import ConfigSection, check_int, reject
 from .config import VideoVAEConfig
 
 __all__ = [
@@ -46,53 +47,52 @@ _DEFAULT_OUTPUT_TYPE = "v"
 MLP_RATIO = 4.0
 
 
+# Sanity bounds (the published decoder: stages 1024..128 wide, 2-8 blocks deep, head 64, 2 steps).
+MAX_CHANNELS = 16384
+MAX_DEPTH = 64
+MAX_HEAD_DIM = 1024
+MAX_STEPS = 1000
+MAX_KERNEL = 63
+
+
 def _bad(key: str, actual: Any, expected: Any) -> ValueError:
-    return ValueError(f"{key}={actual!r}, expected {expected!r}")
-
-
-def _int(section: dict[str, Any], key: str, default: int, where: str) -> int:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _bad(f"{where}.{key}", value, "a positive int")
-    return value
+    return reject(key, actual, expected)
 
 
 def _triple(value: Any, key: str, odd: bool) -> tuple[int, int, int]:
     ok = isinstance(value, list | tuple) and len(value) == 3
-    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 and (v % 2 or not odd) for v in value)
+    ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_KERNEL and (v % 2 or not odd)
+                    for v in value)
     if not ok:
         raise _bad(key, value, "3 positive odd ints (t, h, w)" if odd else "3 positive ints (t, h, w)")
     return (value[0], value[1], value[2])
 
 
-def _sequence(section: dict[str, Any], key: str, default: tuple[Any, ...], where: str) -> tuple[Any, ...]:
+def _sequence(section: ConfigSection, key: str, default: tuple[Any, ...]) -> tuple[Any, ...]:
     value = section.get(key, default)
     if not isinstance(value, list | tuple) or len(value) != len(default):
-        raise _bad(f"{where}.{key}", value, f"a list of {len(default)} entries")
+        raise _bad(section.key(key), value, f"a list of {len(default)} entries")
     return tuple(value)
 
 
-def _upsamples(section: dict[str, Any], where: str) -> tuple[tuple[tuple[int, int, int], int], ...]:
-    entries = _sequence(section, "upsamples", _DEFAULT_UPSAMPLES, where)
+def _upsamples(section: ConfigSection) -> tuple[tuple[tuple[int, int, int], int], ...]:
+    entries = _sequence(section, "upsamples", _DEFAULT_UPSAMPLES)
     result = []
     for i, entry in enumerate(entries):
-        key = f"{where}.upsamples[{i}]"
+        key = f"{section.key('upsamples')}[{i}]"
         if not isinstance(entry, list | tuple) or len(entry) != 2:
             raise _bad(key, entry, "[[t, h, w] stride, channel reduction]")
         stride = _triple(entry[0], key + "[0]", odd=False)
         if any(s not in (1, 2) for s in stride):
             raise _bad(key + "[0]", entry[0], "strides of 1 or 2")
-        if isinstance(entry[1], bool) or not isinstance(entry[1], int) or entry[1] <= 0:
-            raise _bad(key + "[1]", entry[1], "a positive int")
-        result.append((stride, entry[1]))
+        result.append((stride, check_int(key + "[1]", entry[1], high=MAX_CHANNELS)))
     return tuple(result)
 
 
-def _section(config: dict[str, Any]) -> dict[str, Any]:
-    section = config.get("vae")
-    if not isinstance(section, dict):
-        raise _bad("vae", section, "a dict (the video VAE section of the file's config metadata)")
-    return section
+def _section(config: dict[str, Any]) -> ConfigSection:
+    if not isinstance(config.get("vae"), dict):
+        raise _bad("vae", config.get("vae"), "a dict (the video VAE section of the file's config metadata)")
+    return ConfigSection(config).section("vae")
 
 
 def is_diffusion_vae(config: dict[str, Any]) -> bool:
@@ -152,35 +152,34 @@ class DiffusionDecoderConfig:
     def from_metadata(cls, config: dict[str, Any]) -> DiffusionDecoderConfig:
         """Read ``config["vae"]`` (the file's parsed ``config`` metadata), validating every value."""
         section = _section(config)
-        name = section.get("_class_name", CONV_VAE_CLASS)
-        if name != DIFFUSION_VAE_CLASS:
-            raise _bad("vae._class_name", name, DIFFUSION_VAE_CLASS)
-        decoder = section.get("decoder", section)
-        if not isinstance(decoder, dict):
-            raise _bad("vae.decoder", decoder, "a dict")
-        where = "vae.decoder"
-        channels = _sequence(decoder, "stage_channels", _DEFAULT_STAGE_CHANNELS, where)
-        depths = _sequence(decoder, "stage_depths", _DEFAULT_STAGE_DEPTHS, where)
-        for key, values in (("stage_channels", channels), ("stage_depths", depths)):
+        section.pinned("_class_name", DIFFUSION_VAE_CLASS, absent=CONV_VAE_CLASS)
+        decoder = section.section("decoder") if "decoder" in section else section
+        channels = _sequence(decoder, "stage_channels", _DEFAULT_STAGE_CHANNELS)
+        depths = _sequence(decoder, "stage_depths", _DEFAULT_STAGE_DEPTHS)
+        for key, values, high in (("stage_channels", channels, MAX_CHANNELS), ("stage_depths", depths, MAX_DEPTH)):
             for i, value in enumerate(values):
-                _int({key: value}, key, 1, f"{where}[{i}]")
-        kernels = _sequence(decoder, "stage_kernels", _DEFAULT_STAGE_KERNELS, where)
+                check_int(f"{decoder.key(key)}[{i}]", value, high=high)
+        kernels = _sequence(decoder, "stage_kernels", _DEFAULT_STAGE_KERNELS)
         head_dim = decoder.get("head_dim", decoder.get("na_head_dim", 64))
         made = cls(
-            in_channels=_int(decoder, "in_channels", section.get("latent_channels", 128), where),
-            out_channels=_int(decoder, "out_channels", 3, where),
-            patch_size=_int(decoder, "patch_size", 4, where),
-            head_dim=_int({"head_dim": head_dim}, "head_dim", 64, where),
+            in_channels=decoder.integer("in_channels", section.integer("latent_channels", 128, high=MAX_CHANNELS),
+                                        high=MAX_CHANNELS),
+            out_channels=decoder.integer("out_channels", 3, high=MAX_CHANNELS),
+            patch_size=decoder.integer("patch_size", 4, high=64),
+            head_dim=check_int(decoder.key("head_dim"), head_dim, high=MAX_HEAD_DIM),
             stage_channels=tuple(channels),
             stage_depths=tuple(depths),
-            stage_kernels=tuple(_triple(k, f"{where}.stage_kernels[{i}]", odd=True) for i, k in enumerate(kernels)),
-            upsamples=_upsamples(decoder, where),
-            stage5_kernel=_triple(decoder.get("stage5_kernel", _DEFAULT_STAGE5_KERNEL), f"{where}.stage5_kernel",
+            stage_kernels=tuple(_triple(k, f"{decoder.key('stage_kernels')}[{i}]", odd=True)
+                                for i, k in enumerate(kernels)),
+            upsamples=_upsamples(decoder),
+            stage5_kernel=_triple(decoder.get("stage5_kernel", _DEFAULT_STAGE5_KERNEL), decoder.key("stage5_kernel"),
                                   odd=True),
-            stage5_channels=_int(decoder, "stage5_channels", channels[-1], where),
-            t_emb_dim=_int(decoder, "t_emb_dim", 384, where),
-            default_num_inference_steps=_int(decoder, "default_num_inference_steps", _DEFAULT_STEPS, where),
-            timestep_scale_multiplier=_multiplier(decoder, where),
+            stage5_channels=decoder.integer("stage5_channels", channels[-1], high=MAX_CHANNELS),
+            t_emb_dim=decoder.integer("t_emb_dim", 384, high=MAX_CHANNELS),
+            default_num_inference_steps=decoder.integer("default_num_inference_steps", _DEFAULT_STEPS,
+                                                        high=MAX_STEPS),
+            timestep_scale_multiplier=decoder.number("timestep_scale_multiplier", _DEFAULT_TIMESTEP_MULTIPLIER,
+                                                     above=0.0, high=1e6),
             model_output_type=section.get("model_output_type", _DEFAULT_OUTPUT_TYPE),
         )
         made.validate()
@@ -272,10 +271,3 @@ class DiffusionDecoderConfig:
             halo += -(-reach // cumulative)
             cumulative *= self.upsamples[index][0][0]
         return halo + 1
-
-
-def _multiplier(decoder: dict[str, Any], where: str) -> float:
-    value = decoder.get("timestep_scale_multiplier", _DEFAULT_TIMESTEP_MULTIPLIER)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise _bad(f"{where}.timestep_scale_multiplier", value, "a positive number")
-    return float(value)

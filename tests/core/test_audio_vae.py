@@ -430,14 +430,17 @@ def _vocoder_with(generation: str, path: tuple[str, ...], value: object) -> dict
     return config
 
 
+DD = "audio_vae.model.params.ddconfig."  # the audio VAE keys' path in error messages
+
+
 @pytest.mark.parametrize(
     ("config", "config_cls", "message"),
     [
-        (_audio_with(ch=256), AudioVAEConfig, "ch=256, expected 128"),
-        (_audio_with(attn_type="linear"), AudioVAEConfig, "attn_type='linear', expected 'vanilla'"),
-        (_audio_with(norm_type="batch"), AudioVAEConfig, "norm_type='batch', expected ('pixel', 'group')"),
-        (_audio_with(norm_type="group"), AudioVAEConfig, "norm_type='group', expected 'pixel (group norm"),
-        (_audio_with(ch_mult=[1, 2]), AudioVAEConfig, "2 ** (len(ch_mult) - 1)=2, expected 4"),
+        (_audio_with(ch=256), AudioVAEConfig, DD + "ch=256, expected 128"),
+        (_audio_with(attn_type="linear"), AudioVAEConfig, DD + "attn_type='linear', expected 'vanilla'"),
+        (_audio_with(norm_type="batch"), AudioVAEConfig, DD + "norm_type='batch', expected ('pixel', 'group')"),
+        (_audio_with(norm_type="group"), AudioVAEConfig, DD + "norm_type='group', expected 'pixel (group norm"),
+        (_audio_with(ch_mult=[1, 2]), AudioVAEConfig, f"2 ** (len({DD}ch_mult) - 1)=2, expected 4"),
         (_vocoder_with(tc.LTX2, ("resblock",), "2"), VocoderConfig, "vocoder.resblock='2', expected '1'"),
         (_vocoder_with(tc.LTX2, ("stereo",), False), VocoderConfig, "vocoder.stereo=False, expected True"),
         (_vocoder_with(tc.LTX23, ("bwe", "activation"), "snake"), VocoderConfig,
@@ -445,6 +448,15 @@ def _vocoder_with(generation: str, path: tuple[str, ...], value: object) -> dict
         (_vocoder_with(tc.LTX23, ("bwe", "num_mels"), 80), VocoderConfig, "vocoder.bwe.num_mels=80, expected 64"),
         (_vocoder_with(tc.LTX23, ("bwe", "hop_length"), 100), VocoderConfig,
          "prod(vocoder.bwe.upsample_rates)=240, expected 300"),
+        (_vocoder_with(tc.LTX23, ("bwe", "n_fft"), 65536), VocoderConfig,
+         "vocoder.bwe.n_fft=65536, expected 'an int in [2, 8192]'"),
+        (_vocoder_with(tc.LTX23, ("bwe", "input_sampling_rate"), 0.5), VocoderConfig,
+         "vocoder.bwe.input_sampling_rate=0.5, expected 'an int in [1000, 384000]'"),
+        (_vocoder_with(tc.LTX23, ("vocoder", "upsample_rates"), [5, -2]), VocoderConfig,
+         "vocoder.vocoder.upsample_rates=[5, -2], expected 'a list of 1 to 16 ints in [1, 64]'"),
+        (_vocoder_with(tc.LTX23, ("vocoder", "resblock_dilation_sizes"), [[1, 3, 5], "x"]), VocoderConfig,
+         "vocoder.vocoder.resblock_dilation_sizes[1]='x', expected 'a list of 1 to 8 ints in [1, 128]'"),
+        (_audio_with(ch="128"), AudioVAEConfig, DD + "ch='128', expected 'an int in [1, 8192]'"),
     ],
 )
 def test_config_rejects_unsupported_values(config, config_cls, message):

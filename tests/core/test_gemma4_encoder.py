@@ -151,6 +151,9 @@ def test_encode_prompts_takes_the_gemma4_encoder(model) -> None:
     section = {**tc.checkpoint_config(tc.LTX23)["transformer"]}
     processor = TextEmbeddingsProcessor(TextEmbeddingsConfig.from_metadata({"transformer": section}), tg.HIDDEN,
                                         tg.LAYERS, dtype=torch.float32)
+    torch.manual_seed(0)
+    for parameter in processor.parameters():  # built with torch.empty: give every weight (registers too) values
+        torch.nn.init.normal_(parameter, std=0.05)
     tokenizer = _tokenizer(max_length=128)  # the connectors need a multiple of their 128 registers
     out = encode_prompts(PROMPTS, tokenizer, _ours(model), processor)
     assert out.video.shape == (2, 128, tc.VIDEO_HEADS * tc.VIDEO_HEAD_DIM)

@@ -140,11 +140,18 @@ def test_config_reads_both_generations_and_rejects_drift() -> None:
             TextEmbeddingsConfig.from_metadata(config)
         return str(info.value)
 
-    assert rejected(caption_proj_input_norm=True) == "caption_proj_input_norm=True, expected False"
-    assert rejected(text_encoder_norm_type="per_segment").startswith("text_encoder_norm_type='per_segment'")
-    assert rejected(rope_type="spiral").startswith("rope_type='spiral'")
-    assert rejected(connector_num_learnable_registers=64) == "connector_num_learnable_registers=64, expected 128"
-    assert rejected(connector_attention_head_dim=8).startswith("connector_num_attention_heads * connector_att")
+    assert rejected(caption_proj_input_norm=True) == "transformer.caption_proj_input_norm=True, expected False"
+    assert rejected(text_encoder_norm_type="per_segment").startswith(
+        "transformer.text_encoder_norm_type='per_segment'")
+    assert rejected(rope_type="spiral").startswith("transformer.rope_type='spiral'")
+    assert rejected(connector_num_learnable_registers=64) == (
+        "transformer.connector_num_learnable_registers=64, expected 128")
+    assert rejected(connector_attention_head_dim=8).startswith(
+        "transformer.connector_num_attention_heads * connector_att")
+    assert rejected(connector_num_layers=10**9) == (
+        "transformer.connector_num_layers=1000000000, expected 'an int in [1, 256]'")
+    assert rejected(connector_positional_embedding_max_pos=[4096, 1]).startswith(
+        "transformer.connector_positional_embedding_max_pos=[4096, 1], expected 'a list of 1 ints")
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -352,12 +352,19 @@ def test_config_reads_both_generations(generation: str) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("qk_norm", "layer_norm", "qk_norm='layer_norm', expected 'rms_norm'"),
-        ("dropout", 0.1, "dropout=0.1, expected 0.0"),
-        ("share_ff", True, "share_ff=True, expected False"),
-        ("rope_type", "spiral", "rope_type='spiral', expected ('interleaved', 'split')"),
-        ("num_layers", 0, "num_layers=0, expected 'a positive int'"),
-        ("cross_attention_dim", 48, "cross_attention_dim=48, expected 64"),
+        ("qk_norm", "layer_norm", "transformer.qk_norm='layer_norm', expected 'rms_norm'"),
+        ("dropout", 0.1, "transformer.dropout=0.1, expected 0.0"),
+        ("share_ff", True, "transformer.share_ff=True, expected False"),
+        ("rope_type", "spiral", "transformer.rope_type='spiral', expected ('interleaved', 'split')"),
+        ("num_layers", 0, "transformer.num_layers=0, expected 'an int in [1, 1024]'"),
+        ("num_layers", 10**9, "transformer.num_layers=1000000000, expected 'an int in [1, 1024]'"),
+        ("num_layers", True, "transformer.num_layers=True, expected 'an int in [1, 1024]'"),
+        ("attention_head_dim", 2.5, "transformer.attention_head_dim=2.5, expected 'an int in [1, 1024]'"),
+        ("norm_eps", float("nan"), "transformer.norm_eps=nan, expected 'a finite number > 0.0 <= 1.0'"),
+        ("positional_embedding_max_pos", [20, 2048], "transformer.positional_embedding_max_pos=[20, 2048], "
+         "expected 'a list of 3 ints in [1, 10000000]'"),
+        ("apply_gated_attention", "yes", "transformer.apply_gated_attention='yes', expected 'a bool'"),
+        ("cross_attention_dim", 48, "transformer.cross_attention_dim=48, expected 64"),
     ],
 )
 def test_config_rejects_bad_values(key: str, value: Any, message: str) -> None:
@@ -370,7 +377,7 @@ def test_config_rejects_bad_values(key: str, value: Any, message: str) -> None:
 def test_config_missing_pinned_key_and_video_only_checks() -> None:
     metadata = _metadata(tc.LTX23)
     del metadata["transformer"]["attention_bias"]
-    with pytest.raises(ValueError, match=r"^attention_bias=None, expected True$"):
+    with pytest.raises(ValueError, match=r"^transformer\.attention_bias=None, expected True$"):
         TransformerConfig.from_metadata(metadata)
     # The video-only model (like the reference's) does not pin the audio<->video switches.
     metadata = _metadata(tc.LTX23, share_ff=True)
@@ -378,7 +385,7 @@ def test_config_missing_pinned_key_and_video_only_checks() -> None:
     # LTX-2 needs caption_channels for its in-transformer caption projection.
     metadata = copy.deepcopy(_metadata(tc.LTX2))
     del metadata["transformer"]["caption_channels"]
-    with pytest.raises(ValueError, match=r"^caption_channels=None, expected 'a positive int'$"):
+    with pytest.raises(ValueError, match=r"^transformer\.caption_channels=None, expected 'an int in \[1, 65536\]'$"):
         TransformerConfig.from_metadata(metadata)
 
 

@@ -151,7 +151,7 @@ def test_config_deltas_and_strict_load(tiny: t25.Tiny25, tmp_path) -> None:
 def test_config_flags_must_be_booleans(key: str) -> None:
     section = t25.transformer_section(t25.LTX25)
     section[key] = "false"
-    with pytest.raises(ValueError, match=f"{key}='false', expected 'true or false'"):
+    with pytest.raises(ValueError, match=f"transformer.{key}='false', expected 'a bool'"):
         TransformerConfig.from_metadata({"transformer": section})
 
 

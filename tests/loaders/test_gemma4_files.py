@@ -10,14 +10,12 @@ from safetensors.torch import load_file, save_file
 from support import tiny_gemma4 as tg
 
 from aiprod.aiprod_core.text_encoder.gemma4 import TransformersVersionError
-from aiprod.loaders.component_loader import check_keys
 from aiprod.loaders.errors import CheckpointFormatError, StateDictMismatchError, WrongComponentError
 from aiprod.loaders.gemma4_files import (
     GEMMA4_TEXT_MAPS,
     check_gemma4,
     find_gemma4_files,
     load_gemma4,
-    split_quant_sidecars,
 )
 from aiprod.loaders.text_encoder_files import TokenizerFileError
 
@@ -130,22 +128,36 @@ def test_real_12b_structure_and_its_inference_from_shapes() -> None:
     assert {k: v for k, v in inferred.items() if real.get(k, v) != v} == {}
 
 
-def test_int8_convrot_layout_is_accepted_and_left_to_the_quant_loader(tmp_path, model) -> None:
+@pytest.mark.oracle
+def test_int8_repack_loads_through_the_quant_loader_in_both_modes(tmp_path, model) -> None:
+    """ComfyUI's int8 repack (int8 rows + weight_scale + comfy_quant per Linear, no config): the config is inferred,
+    ``upcast`` weights equal comfy-kitchen's eager de-quantisation, ``keep`` holds int8 `QuantLinear` s and gives
+    the same hidden states."""
+    from comfy_kitchen.tensor import QuantizedTensor, get_layout_class
+
+    from aiprod.loaders.quant.linear import QuantLinear
+
     path = tg.write_comfy_int8(tmp_path / "gemma4-12b-with-proj-ltx-2.5-comfy-int8-convrot.safetensors", model)
     files = find_gemma4_files(path)
     assert files.layout == "GEMMA4_FLAT_MAP" and files.config["text_config"]["attention_k_eq_v"] is True
-    from aiprod.aiprod_core.text_encoder.gemma4 import Gemma4TextEncoder, gemma4_text_config
-    from aiprod.loaders.safetensors_header import read_header
-
-    tensors = read_header(path).tensors
-    layout = GEMMA4_TEXT_MAPS[1]
-    weights, sidecars = split_quant_sidecars(layout.select(tensors))
-    expected = Gemma4TextEncoder(gemma4_text_config(files.config), device="meta").state_dict()
-    check_keys(str(path), "Gemma-4 language model", layout, weights, tensors, expected)  # every weight, no extra
-    assert len(sidecars) == 2 * sum(k.endswith("_proj.weight") for k in weights)
-    with pytest.raises(CheckpointFormatError, match=r"holds a quantized Gemma-4 language model \(\d+ quantized "
-                       r"weights, I8, \d+ scale / comfy_quant tensors.*load through the quantized-weights loader"):
-        check_gemma4(path)
+    plan = check_gemma4(path, quantized_weights="keep")
+    linears = sum(k.endswith("_proj.weight") for k in plan.keys)
+    assert plan.quantization == {"int8_tensorwise": linears} and linears
+    upcast = load_gemma4(path, dtype=torch.float32, quantized_weights="upcast")
+    keep = load_gemma4(path, dtype=torch.float32, quantized_weights="keep")
+    stored = load_file(str(path))
+    layer = "model.layers.0.self_attn.q_proj"
+    cls = get_layout_class("TensorWiseINT8Layout")
+    params = cls.Params(orig_dtype=torch.float32, orig_shape=tuple(stored[layer + ".weight"].shape),
+                        scale=stored[layer + ".weight_scale"])
+    oracle = QuantizedTensor(stored[layer + ".weight"], "TensorWiseINT8Layout", params).dequantize()
+    assert torch.equal(upcast.encoder.state_dict()[layer + ".weight"], oracle)
+    held = keep.encoder.get_submodule(layer)
+    assert isinstance(held, QuantLinear) and held.weight.dtype == torch.int8
+    ids, mask = upcast.tokenizer(["a red cat runs", "the dog"])
+    with torch.no_grad():
+        for ours, kept in zip(upcast.encoder(ids, mask), keep.encoder(ids, mask), strict=True):
+            assert torch.equal(ours, kept)
 
 
 def test_missing_and_misshaped_weights_are_named(tmp_path, bundle) -> None:

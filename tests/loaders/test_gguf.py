@@ -211,3 +211,17 @@ def test_a_tensor_past_the_end_of_the_file_is_refused(gguf_files, tmp_path):
     with pytest.raises(CheckpointFormatError, match=r"truncated\.gguf: is truncated or damaged: tensor '.*' at data "
                                                     r"offset \d+ \(\d+ bytes\) does not fit"):
         read_gguf_header(truncated)
+
+
+@pytest.mark.parametrize(("raw", "match"), [
+    ("[" * 100_000 + "]" * 100_000, r"has a `config` key-value nested more than 64 levels deep"),
+    ('{"transformer": ', r"has a `config` key-value that is not valid JSON"),
+    ("[1, 2]", r"has a `config` key-value that is not a JSON object"),
+])
+def test_config_key_value_that_is_not_an_object_is_named(raw, match):
+    """A hostile `config` string (JSON nested 100,000 deep) is a CheckpointFormatError, not a RecursionError."""
+    from aiprod.loaders.gguf_file import GGUFHeader
+
+    header = GGUFHeader(path="ltx.gguf", file_size=0, metadata={"config": raw}, tensors={}, quant_layers={})
+    with pytest.raises(CheckpointFormatError, match=r"^ltx\.gguf: " + match):
+        gguf_config(header)

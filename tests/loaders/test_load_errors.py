@@ -89,7 +89,8 @@ def test_missing_key_is_listed_with_its_file_name(tiny_set, tmp_path, ltx23_tens
     with pytest.raises(StateDictMismatchError) as info:
         load_component(path, "transformer")
     assert info.value.missing == ("transformer_blocks.1.attn2.to_k.bias",)
-    assert ("does not fit the transformer its config describes (layout AIPRODV_MODEL_COMFY_RENAMING_MAP): "
+    assert ("does not fit the transformer its config describes (layout: single-file checkpoint transformer "
+            "(model.diffusion_model.*)): "
             "1 missing key(s), first: model.diffusion_model.transformer_blocks.1.attn2.to_k.bias.") in str(info.value)
 
 
@@ -107,14 +108,15 @@ def test_shape_mismatch_lists_expected_and_found(tiny_set, tmp_path, ltx23_tenso
 
 def test_unexpected_key_and_other_version(tiny_set, tmp_path, ltx23_tensors):
     tensors = dict(ltx23_tensors)
-    tensors["model.diffusion_model.transformer_blocks.2.attn1.to_q.weight"] = torch.zeros(4, 4, dtype=torch.bfloat16)
+    # (a key no config value counts: an extra block is caught earlier, as a config / tensors mismatch)
+    tensors["model.diffusion_model.transformer_blocks.1.attn1.extra.weight"] = torch.zeros(4, 4, dtype=torch.bfloat16)
     path = _write(tmp_path, "extra.safetensors", tensors, tiny_set.configs[tc.LTX23])
     with pytest.raises(StateDictMismatchError, match=r"1 unexpected key\(s\), first: "
-                                                     r"model\.diffusion_model\.transformer_blocks\.2\.attn1\.to_q\.weight"):
+                                                     r"model\.diffusion_model\.transformer_blocks\.1\.attn1\.extra\.weight"):
         load_component(path, "transformer")
-    # an LTX-2.3 file read with the LTX-2 config: the error lists what does not fit
+    # an LTX-2.3 file read with the LTX-2 config: refused from the header, naming what does not fit
     path = _write(tmp_path, "wrong-config.safetensors", ltx23_tensors, tiny_set.configs[tc.LTX2])
-    with pytest.raises(StateDictMismatchError, match=r"unexpected key\(s\)"):
+    with pytest.raises(CheckpointFormatError, match=r"does not match its tensors|unexpected key\(s\)"):
         load_component(path, "transformer")
 
 

@@ -1,11 +1,11 @@
-"""Peak memory of a load: a ~1 GB transformer checkpoint loads with at most 1.15x its size in extra RSS; a cast
-load (bf16 file -> float32 module) peaks at most 1.1x the float32 module (the source pages are dropped as they are
-converted: keeping them would make it 1.5x).
+"""Peak memory of a load: a ~1 GB transformer checkpoint loads with at most 1.15x its size in extra RSS (every
+tensor is read into memory of its own: one copy, never a second); a cast load (bf16 file -> float32 module) peaks
+at most 1.1x the float32 module (each bf16 tensor is freed as soon as it is converted: keeping them would make it
+1.5x).
 
 Two fresh subprocesses: one writes the checkpoint (random bf16, a transformer config sized to ~1 GB) and exits;
 the other resets its peak-RSS counter (``/proc/self/clear_refs``) after imports, loads the transformer with our
-loader, reads every weight once (tensors that need no cast stay views of the file mapping, so this makes them
-resident) and reports the peak resident set above that baseline (memory-mapped file pages count too).
+loader, reads every weight once (as a forward would) and reports the peak resident set above that baseline.
 """
 
 from __future__ import annotations

@@ -170,5 +170,6 @@ def test_missing_layer_is_listed(gemma_single_file, gemma_state):
     (gemma_single_file.parent / "config.json").write_text(json.dumps(TEXT_CONFIG))
     save_file(broken, str(gemma_single_file))
     with pytest.raises(CheckpointFormatError, match=r"does not fit the Gemma-3 text encoder .*1 missing key\(s\), "
-                                                    r"first: model\.layers\.1\.mlp\.down_proj\.weight"):
+                                                    r"first: model\.layers\.1\.mlp\.down_proj\.weight") as info:
         load_gemma(gemma_single_file)
+    assert "text encoder loader" not in str(info.value)  # never sends the user to the loader they are in

@@ -20,6 +20,9 @@ def test_gemma4_is_resident_only_while_encoding(comfy_cpu, tmp_path):
     section = tc.checkpoint_config(tc.LTX23)["transformer"]
     processor = TextEmbeddingsProcessor(TextEmbeddingsConfig.from_metadata({"transformer": section}), tg.HIDDEN,
                                         tg.LAYERS, dtype=torch.float32).eval()
+    gen = torch.Generator().manual_seed(0)
+    for param in processor.parameters():  # the connectors' registers are torch.empty: never leave memory garbage
+        param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
     gemma = LazyModule(lambda: load_text_encoder(path, dtype=torch.float32), "gemma4")
     encoder = TextEncoder(gemma, LazyModule(lambda: processor, "projection"), "gemma4")
     host = runtime.ComfyModelHost(device=torch.device("cpu"), offload_device=torch.device("cpu"))

@@ -5,7 +5,6 @@ decoding, out-of-memory while decoding, a full or read-only output disk. After e
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 from support.reliability_fixtures import tiny_workflow
@@ -36,15 +35,6 @@ def _events(result) -> list[str]:
     return [event for event, _ in result.messages]
 
 
-def _wait_for_calls(rel, name: str, above: int, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if rel.state()["calls"].get(name, 0) > above:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{name} was never called")
-
-
 def _next_prompt_completes(rel, client) -> None:
     before = rel.output_files()
     result = client.run(_fresh_sampling(), timeout=300)
@@ -57,7 +47,7 @@ def _interrupt_during(rel, client, fault: str, counter: str) -> None:
     calls = rel.state()["calls"].get(counter, 0)
     with rel.fault(fault, seconds=1.5):
         prompt_id = client.queue(_fresh_sampling())
-    _wait_for_calls(rel, counter, calls)
+    rel.wait_for_calls(counter, calls)
     client.interrupt()
     result = client.wait(prompt_id, timeout=300)
     assert result.status == "error"
@@ -81,7 +71,7 @@ def test_interrupt_in_the_middle_of_a_pipeline_node_then_next_prompt_completes(r
     calls = rel.state()["calls"].get("transformer", 0)
     with rel.fault("slow_sample", seconds=1.0):
         prompt_id = rel_client.queue(tiny_workflow("distilled", seed=next(_SEEDS)))
-    _wait_for_calls(rel, "transformer", calls)
+    rel.wait_for_calls("transformer", calls)
     rel_client.interrupt()
     result = rel_client.wait(prompt_id, timeout=300)
     assert "execution_interrupted" in _events(result)

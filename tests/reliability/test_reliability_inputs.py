@@ -228,12 +228,13 @@ def test_git_lfs_pointer_as_tokenizer_fails_naming_it(rel, rel_client):
      ("does not contain a latent upsampler", "single-file checkpoint")),
     ("AIPRODTextEncoderLoader", "gemma", "checkpoint_as_gemma", ("does not contain a Gemma-3 text model",)),
     ("AIPRODTextEncoderLoader", "checkpoint", "upsampler_as_checkpoint",
-     ("does not contain a text projection and connectors", "latent upsampler file")),
+     ("does not contain a text projection", "latent upsampler file")),
 ])
 def test_wrong_model_type_in_a_loader_slot_fails_naming_it(rel, rel_client, node, name, bad, phrases):
     """Each loader checks what the file holds when it runs (before any model work) and says where it belongs."""
     prompt = tiny_workflow("distilled")
-    _node(prompt, node)[name] = choice(BAD[bad])
+    spans = (node, name) == ("AIPRODTextEncoderLoader", "checkpoint")  # checkpoints / text_encoders / diffusion_models
+    _node(prompt, node)[name] = choice(BAD[bad], spans_folders=spans)
     message = _failed(rel, rel_client, prompt, node, *phrases)
     assert os.path.basename(BAD[bad]) in message
 

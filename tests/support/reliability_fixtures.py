@@ -107,6 +107,15 @@ class ReliabilityHost:
     def state(self) -> dict:
         return requests.get(f"{self.host.url}/aiprod_faults/state", timeout=30).json()
 
+    def wait_for_calls(self, name: str, above: int, timeout: float = 300.0) -> None:
+        """Wait until the fault package counted more than ``above`` calls of ``name`` (e.g. ``"transformer"``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.state()["calls"].get(name, 0) > above:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{name} was never called")
+
     def guard_records(self) -> list[dict]:
         if not self.guard_log.exists():
             return []
