@@ -65,7 +65,7 @@ def _two_stage(
         conditionings += reference_conditionings(m.video_encoder, references, half, run.host, downscale_factor)
     tokens = video_token_count(tuple(half.video.shape)) if isinstance(step, Res2s) else None
     latents = run.sample(m.transformer, half, conditionings, stage_1_sigmas(guided, tokens), run.guidance(guided),
-                         step=step if stage_1_step is None else stage_1_step)  # fmt: skip
+                         step=stage_1_step or step)  # fmt: skip
     if not skip_stage_2:
         refined = run.refine(latents, m.stage_2_transformer(), keyframes_only=keyframes_only, step=step)
         # ltx-pipelines' HQ refines the video only and keeps stage 1's audio (its stage-2 audio is discarded)

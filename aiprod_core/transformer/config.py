@@ -70,12 +70,12 @@ class TransformerConfig:
 
     Video stream: ``num_attention_heads`` x ``attention_head_dim`` = ``inner_dim``; audio stream likewise
     (``audio_inner_dim``). ``with_audio=False`` builds the video-only model, ``with_video=False`` the audio-only
-    one. LTX-2 ("2.0") projects the caption
-    inside the transformer (``caption_proj_before_connector=False``, sized by ``caption_channels``); LTX-2.3 moves
-    that projection into the text-encoder path and adds gated attention and the cross-attention AdaLN. LTX-2.5
-    drops the video feed-forward biases (``ff_bias``) and adds the learned keyframe marker added to the tokens of
-    single-pixel-frame latents (``use_keyframes_abs_pos_embedding``); ``use_prompt_adaln_single=False`` (a
-    reference option no published file sets) makes the text keys / values independent of the timestep.
+    one. LTX-2 ("2.0") projects the caption inside the transformer (``caption_proj_before_connector=False``, sized
+    by ``caption_channels``); LTX-2.3 moves that projection into the text-encoder path and adds gated attention
+    and the cross-attention AdaLN. LTX-2.5 drops the video feed-forward biases (``ff_bias``) and adds the learned
+    keyframe marker added to the tokens of single-pixel-frame latents (``use_keyframes_abs_pos_embedding``);
+    ``use_prompt_adaln_single=False`` (a reference option no published file sets) makes the text keys / values
+    independent of the timestep.
     """
 
     with_audio: bool
