@@ -106,7 +106,7 @@ TEMPLATES = {
 # node type -> the widget slots that name model files, as (index, which file)
 MODEL_WIDGETS = {
     "AIPRODCheckpointLoader": ((0, "checkpoint"),),
-    "AIPRODTextEncoderLoader": ((0, "gemma"), (1, "projection")),
+    "AIPRODTextEncoderLoader": ((0, "gemma"), (1, "projection"), (3, "connectors")),
     "AIPRODUpsamplerLoader": ((0, "upsampler"),),
     "AIPRODLoraLoader": ((0, "lora"),),
     "AIPRODICLoraLoader": ((0, "lora"),),
@@ -137,9 +137,11 @@ def set_model_files(name: str, workflow: dict) -> None:
     checkpoint, others, _ = TEMPLATES[name]
     files = {"checkpoint": checkpoint, "gemma": GEMMA, "upsampler": UPSCALER, "inspect": f"{checkpoint} (checkpoints)",
              "projection": f"{checkpoint} (checkpoints)",  # the text projection's input spans three folders
-             "lora": IC_LORA if IC_LORA in others else DISTILLED_LORA}
+             "lora": IC_LORA if IC_LORA in others else DISTILLED_LORA, "connectors": "none"}
     if checkpoint in LTX25_FILES:  # per-component files: the transformer's connectors feed the text encoder
-        files.update(checkpoint=f"{checkpoint} (diffusion_models)", gemma=GEMMA4, upsampler=SPATIAL25,
+        # the Gemma 4 file holds the text projection, the transformer file the connectors
+        files.update(projection=f"{GEMMA4} (text_encoders)", connectors=f"{checkpoint} (diffusion_models)",
+                     gemma=GEMMA4, upsampler=SPATIAL25,
                      diffusion_model=checkpoint, video_vae=f"{VAE25} (vae)", audio_vae=f"{AUDIO_VAE25} (vae)")
     for node in workflow["nodes"]:
         for index, which in MODEL_WIDGETS.get(node["type"], ()):

@@ -132,8 +132,9 @@ def test_dfr_graph_on_the_25_demo_set_with_the_gemma4_text_encoder_loader(demo_f
     from aiprod.nodes import dfr_nodes, loader_nodes, output_nodes, text_nodes
 
     name = {key: demo25.paths[key].name for key in demo25.paths}
-    (encoder,) = loader_nodes.AIPRODTextEncoderLoader.execute(name["text_encoder"], f"{name['distilled']} "
-                                                              "(diffusion_models)", "fp32").args  # fmt: skip
+    (encoder,) = loader_nodes.AIPRODTextEncoderLoader.execute(  # projection in the Gemma 4 file, connectors in the
+        name["text_encoder"], f"{name['text_encoder']} (text_encoders)", "fp32",  # transformer file
+        f"{name['distilled']} (diffusion_models)").args
     (conditioning,) = text_nodes.AIPRODTextEncode.execute(encoder, "a red fox in the snow", "", False).args
     (model,) = loader_nodes.AIPRODDiffusionModelLoader.execute(name["distilled"], "fp32", "upcast").args
     (video_vae,) = loader_nodes.AIPRODVideoVAELoader.execute(f"{name['video_vae_conv']} (vae)", "fp32", "auto").args
