@@ -12,6 +12,7 @@ from .nodes.audio_nodes import (
     AIPRODSaveAudio,
     AIPRODTextToAudioPipeline,
 )
+from .nodes.dfr_nodes import AIPRODDFRPipeline
 from .nodes.edit_nodes import (
     AIPRODAppendContinuation,
     AIPRODEncodeClip,
@@ -90,6 +91,7 @@ NODE_CLASS_MAPPINGS = {
     "AIPRODTextToAudioPipeline": AIPRODTextToAudioPipeline,
     "AIPRODRetakePipeline": AIPRODRetakePipeline,
     "AIPRODExtendPipeline": AIPRODExtendPipeline,
+    "AIPRODDFRPipeline": AIPRODDFRPipeline,
     "AIPRODAudioOnlyModel": AIPRODAudioOnlyModel,
     "AIPRODEncodeAudio": AIPRODEncodeAudio,
     "AIPRODEmptyAudioLatent": AIPRODEmptyAudioLatent,
@@ -138,6 +140,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "AIPRODTextToAudioPipeline": "AIPROD Text to Audio",
     "AIPRODRetakePipeline": "AIPROD Retake (regenerate a time window)",
     "AIPRODExtendPipeline": "AIPROD Extend Video (continue a clip)",
+    "AIPRODDFRPipeline": "AIPROD DFR Pipeline (LTX-2.5)",
     "AIPRODAudioOnlyModel": "AIPROD Audio-Only Model",
     "AIPRODEncodeAudio": "AIPROD Encode Audio (freeze)",
     "AIPRODEmptyAudioLatent": "AIPROD Empty Audio Latent",

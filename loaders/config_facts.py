@@ -70,6 +70,22 @@ def _transformer(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[F
     return facts
 
 
+def _audio_transformer(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
+    """The audio-only transformer (text-to-audio) reads only the audio stream's tensors: their facts alone."""
+    from ..aiprod_core.transformer import TransformerConfig
+
+    c = TransformerConfig.from_metadata(config, with_audio=True)
+    return [
+        Count(T + "num_layers", c.num_layers, "transformer_blocks."),
+        Dim(T + "audio_num_attention_heads * audio_attention_head_dim", c.audio_inner_dim,
+            "audio_patchify_proj.weight", 0),
+        Dim(T + "audio_in_channels", c.audio_in_channels, "audio_patchify_proj.weight", 1),
+        Dim(T + "audio_out_channels", c.audio_out_channels, "audio_proj_out.weight", 0),
+        Dim(T + "audio_cross_attention_dim", c.audio_cross_attention_dim,
+            "transformer_blocks.0.audio_attn2.to_k.weight", 1),
+    ]
+
+
 def _video_vae(decoder: bool) -> Callable[[dict[str, Any], Keys, Tensors], list[Fact]]:
     def facts(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fact]:
         from ..aiprod_core.video_vae import VideoVAEConfig, is_diffusion_vae, video_encoder_config
@@ -267,7 +283,7 @@ def _upsampler(config: dict[str, Any], keys: Keys, tensors: Tensors) -> list[Fac
 
 FACTS: dict[str, Callable[[dict[str, Any], Keys, Tensors], list[Fact]]] = {
     "transformer": _transformer,
-    "audio_transformer": _transformer,  # the audio stream's keys only: the video facts find no tensor to contradict
+    "audio_transformer": _audio_transformer,
     "video_encoder": _video_vae(decoder=False),
     "video_decoder": _video_vae(decoder=True),
     "diffusion_video_decoder": _diffusion_video_decoder,

@@ -40,6 +40,13 @@ GEMMA = "gemma-3-12b-it-qat-q4_0-unquantized"
 UPSCALER = "ltx-2.3-spatial-upscaler-x2-1.1.safetensors"
 DISTILLED_LORA = "ltx-2.3-22b-distilled-lora-384.safetensors"
 IC_LORA = "ltx-2.3-22b-ic-lora-union-control-ref0.5.safetensors"
+DIT25 = "ltx-2.5-22b-distilled-transformer-bf16.safetensors"
+GEMMA4 = "gemma4-12b-with-proj-ltx-2.5-bf16.safetensors"
+VAE25 = "ltx-2.5-video-vae-bf16.safetensors"
+AUDIO_VAE25 = "ltx-2.5-audio-vae-bf16.safetensors"
+SPATIAL25 = "ltx-2.5-latent-spatial-upscaler-x2-bf16-1.0.safetensors"
+TEMPORAL25 = "ltx-2.5-latent-temporal-upscaler-x2-bf16-1.0.safetensors"
+LTX25_FILES = (DIT25, GEMMA4, VAE25, AUDIO_VAE25, SPATIAL25, TEMPORAL25)
 WHERE = {  # file -> where it goes and where it comes from
     DEV: ("models/checkpoints/", "Lightricks/LTX-2.3"),
     DISTILLED: ("models/checkpoints/", "Lightricks/LTX-2.3"),
@@ -47,6 +54,12 @@ WHERE = {  # file -> where it goes and where it comes from
     UPSCALER: ("models/latent_upscale_models/", "Lightricks/LTX-2.3"),
     DISTILLED_LORA: ("models/loras/", "Lightricks/LTX-2.3"),
     IC_LORA: ("models/loras/", "Lightricks/LTX-2.3-22b-IC-LoRA-Union-Control"),
+    DIT25: ("models/diffusion_models/", "Lightricks/LTX-2.5"),
+    GEMMA4: ("models/text_encoders/", "Lightricks/LTX-2.5"),
+    VAE25: ("models/vae/", "Lightricks/LTX-2.5"),
+    AUDIO_VAE25: ("models/vae/", "Lightricks/LTX-2.5"),
+    SPATIAL25: ("models/latent_upscale_models/", "Lightricks/LTX-2.5"),
+    TEMPORAL25: ("models/latent_upscale_models/", "Lightricks/LTX-2.5"),
 }
 # LTX-2.5: one file per component (Lightricks/LTX-2.5); the Gemma-4 file bundles the text projection, the
 # transformer file holds the text connectors.
@@ -101,6 +114,11 @@ TEMPLATES = {
     "extend": (DISTILLED, (GEMMA,), "Extend a video: continue a clip (pick it in 'Load Video': frames 8k+1, width "
                "and height multiples of 32) by extend_frames frames with its audio; the continuation sees the last "
                "context_frames frames and is appended to the untouched source."),
+    "dfr": (DIT25, (GEMMA4, VAE25, AUDIO_VAE25, SPATIAL25, TEMPORAL25), "DFR (LTX-2.5 only): stage 1 at half size "
+            "generates the video with keyframe slots (single frames every 24 or 32 frames), stage 2 re-renders it "
+            "at full size, then temporal_rounds (0-2) double the frame rate with the temporal upscaler: (frames - "
+            "1) x 2^rounds + 1 frames at fps x 2^rounds (here 241 frames at 48 fps). For the detailing IC-LoRA, "
+            "connect 'AIPROD IC-LoRA Loader' (the LoRA at 0.5) on the model to 'detailing_model'."),
     "inspect_checkpoint": (DEV, (), "Inspect a model file: which LTX generation, which components, tensor count "
                            "and dtypes, read from its header (nothing is loaded). Pick any file and press Run; the "
                            "report shows in 'Preview as Text'."),
@@ -124,6 +142,9 @@ SPLIT_FILES = {
                         "gemma": GEMMA25, "projection": f"{GEMMA25} (text_encoders)",
                         "connectors": f"{DEV25} (diffusion_models)", "upsampler": UPSCALER25,
                         "lora": DISTILLED_LORA25},
+    "dfr": {"model_file": DIT25, "vae": f"{VAE25} (vae)", "audio_vae": f"{AUDIO_VAE25} (vae)", "gemma": GEMMA4,
+            "projection": f"{GEMMA4} (text_encoders)", "connectors": f"{DIT25} (diffusion_models)",
+            "upsampler": SPATIAL25},
 }
 # node type -> the widget slots that name model files, as (index, which file)
 MODEL_WIDGETS = {
@@ -137,6 +158,7 @@ MODEL_WIDGETS = {
     "AIPRODICLoraLoader": ((0, "lora"),),
     "AIPRODCheckpointInspect": ((0, "inspect"),),
 }
+TITLED_FILES = {"Temporal Upscaler x2": TEMPORAL25}  # a node whose title says which of two same-type loaders it is
 
 
 def note_text(name: str) -> str:
@@ -146,7 +168,9 @@ def note_text(name: str) -> str:
     for file in (checkpoint, *others):
         where, source = WHERE[file]
         lines.append(f"- {file}  ->  {where}  ({source})")
-    if others:  # a generation template
+    if checkpoint in LTX25_FILES:
+        lines += ["", "Sizes: width and height multiples of 64, frames 8k+1 (at least 9)."]
+    elif others:  # a generation template
         lines += ["", "Sizes: width and height multiples of 32 (64 for two-stage pipelines), frames 8k+1. STG block 28 "
                   "is LTX-2.3's and LTX-2.5's (29 for LTX-2)."]
     return "\n".join(lines)
@@ -160,7 +184,7 @@ def set_model_files(name: str, workflow: dict) -> None:
     files |= SPLIT_FILES.get(name, {})
     for node in workflow["nodes"]:
         for index, which in MODEL_WIDGETS.get(node["type"], ()):
-            node["widgets_values"][index] = files[which]
+            node["widgets_values"][index] = TITLED_FILES.get(node.get("title", ""), files[which])
         if node["type"] == "Note":
             node["widgets_values"] = [note_text(name)]
 

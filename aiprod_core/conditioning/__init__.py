@@ -10,6 +10,7 @@ from .items import (
     ReferenceVideo,
     apply_conditionings,
 )
+from .keyframe_slots import GeneratedKeyframeSlots, PinnedKeyframe
 from .regions import Frozen, TemporalRegionMask
 
 __all__ = [
@@ -17,8 +18,10 @@ __all__ = [
     "ConditioningError",
     "ConditioningItem",
     "Frozen",
+    "GeneratedKeyframeSlots",
     "ImageAtLatentIndex",
     "Keyframe",
+    "PinnedKeyframe",
     "ReferenceVideo",
     "TemporalRegionMask",
     "apply_conditionings",

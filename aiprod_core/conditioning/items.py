@@ -90,12 +90,16 @@ def _append(
     if attention is not None:  # grow the existing matrix; new tokens attend the generated ones fully
         ones = torch.ones(tokens.shape[:2], device=latent.device, dtype=latent.dtype)
         attention = append_attention_strength(attention, state.tokens, layout.tokens, ones)
+    marker = state.keyframes_mask  # given content is never marked (only generated keyframe slots are)
+    if marker is not None:
+        marker = torch.cat([marker, marker.new_zeros((*tokens.shape[:2], 1))], dim=1)
     return LatentState(
         latent=torch.cat([state.latent, tokens], dim=1),
         denoise_mask=torch.cat([state.denoise_mask, mask], dim=1),
         positions=torch.cat([state.positions, positions], dim=2),
         clean_latent=torch.cat([state.clean_latent, tokens], dim=1),
         attention_mask=attention,
+        keyframes_mask=marker,
     )
 
 

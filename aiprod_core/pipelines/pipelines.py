@@ -56,7 +56,8 @@ def _two_stage(
     stage_1_step: DiffusionStep | None = None,
 ) -> GenerationResult:
     """Half-size stage 1 (images, references), x2 upsample, refinement by ``models.refiner``; ``step``: both
-    stages' sampler. A res_2s run shifts its stage-1 schedule for the stage's token count (the HQ pipeline)."""
+    stages' sampler (``stage_1_step``, when given, stage 1's). A res_2s run shifts its stage-1 schedule for the
+    stage's token count (the HQ pipeline)."""
     m = run.models
     half = run.empty(2)
     conditionings = run.images(half, keyframes_only)

@@ -229,4 +229,5 @@ def _batched_input(
         context_mask=None if masks[0] is None else torch.cat(masks, dim=0),  # type: ignore[arg-type]
         attention_mask=_repeat(state.attention_mask, copies),
         enabled=enabled,
+        keyframes_mask=_repeat(state.keyframes_mask, copies),
     )

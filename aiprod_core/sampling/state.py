@@ -124,6 +124,8 @@ class LatentState:
     attention_mask: optional (B, T, T) self-attention strengths in [0, 1] (None = full attention).
     frozen: the stream is held fixed (every denoise strength 0): samplers leave its tokens untouched and the
         transformer sees it at sigma 0 (its prompt AdaLN and the other stream's cross-attention modulation too).
+    keyframes_mask: optional (B, T, 1) marker (1) of the video tokens that get LTX-2.5's learned keyframe
+        embedding (generated keyframe slots and the first latent frame; `conditioning.GeneratedKeyframeSlots`).
     """
 
     latent: torch.Tensor
@@ -132,6 +134,7 @@ class LatentState:
     clean_latent: torch.Tensor
     attention_mask: torch.Tensor | None = None
     frozen: bool = False
+    keyframes_mask: torch.Tensor | None = None
 
     @property
     def tokens(self) -> int:

@@ -97,7 +97,7 @@ class AVTransformer(nn.Module):
             )
             for index in range(config.num_layers)
         )
-        if config.use_keyframes_abs_pos_embedding:
+        if config.use_keyframes_abs_pos_embedding and config.with_video:
             # (1, D) learned marker of the video tokens whose latent holds a single pixel frame (LTX-2.5).
             self.keyframes_abs_pos_embedding = nn.Parameter(torch.empty(1, video.dim, **factory))
 

@@ -25,6 +25,7 @@ TINY_SETTINGS = {
     # the source clip of support.input_media: 17 frames at 24 fps
     "retake": {"AIPRODRetakePipeline": {"start_time": 0.042, "end_time": 0.375}},
     "extend": {"AIPRODExtendPipeline": {"extend_frames": 8, "context_frames": 9}},
+    "dfr": {"AIPRODDFRPipeline": {"width": 128, "height": 128, "frames": 9}},  # LTX-2.5 demo set, 1 temporal round
     "inspect_checkpoint": {},
     "distilled_ltx25": {"AIPRODDistilledPipeline": {"width": 64, "height": 128, "frames": 9}},
     "two_stage_ltx25": {"AIPRODTwoStagePipeline": {"width": 128, "height": 64, "frames": 9, "steps": 2}},

@@ -1,8 +1,9 @@
-"""The retake, extension, audio-to-video, HQ two-stage and text-to-audio templates' API twins through the real
-ComfyUI server on the tiny demo models (installed under the official file names), with the input media the
-templates' 'Load Video' / 'Load Audio' nodes name installed in the host's input folder: each yields an MP4 (a WAV
-for text-to-audio) of the stated length, the extension keeps the source frames, audio-to-video saves the input
-track; a bad value fails at its pipeline node naming the parameter, before the prompt is encoded."""
+"""The retake, extension, audio-to-video, HQ two-stage, text-to-audio and DFR (LTX-2.5) templates' API twins
+through the real ComfyUI server on the tiny demo models (LTX-2.3 and LTX-2.5 sets, installed under the official
+file names), with the input media the templates' 'Load Video' / 'Load Audio' nodes name installed in the host's
+input folder: each yields an MP4 (a WAV for text-to-audio) of the stated length, the extension keeps the source
+frames, audio-to-video saves the input track, DFR doubles the frame rate; a bad value fails at its pipeline node
+naming the parameter, before the prompt is encoded."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ TINY = {
     "audio_to_video": {"width": 64, "height": 64, "frames": 9, "fps": 24.0, "steps": 2},
     "two_stage_hq": {"width": 64, "height": 64, "frames": 9, "fps": 25.0, "steps": 2},
     "text_to_audio": {"frames": 9, "fps": 24.0, "steps": 2},
+    "dfr": {"width": 128, "height": 128, "frames": 9, "fps": 24.0},  # 1 temporal round as shipped: 17 frames, 48 fps
 }
 PIPELINES = {"retake": "AIPRODRetakePipeline", "extend": "AIPRODExtendPipeline",
              "audio_to_video": "AIPRODAudioToVideoPipeline", "two_stage_hq": "AIPRODTwoStageHQPipeline",
-             "text_to_audio": "AIPRODTextToAudioPipeline"}
+             "text_to_audio": "AIPRODTextToAudioPipeline", "dfr": "AIPRODDFRPipeline"}
 
 
 @pytest.fixture(scope="module")
@@ -143,4 +145,21 @@ def test_bad_value_fails_at_the_pipeline_before_the_prompt_is_encoded(client, na
     result = client.run(prompt, timeout=1200)
     assert result.status == "error" and result.error["node_type"] == PIPELINES[name], result.error
     assert phrase in result.error["exception_message"], result.error["exception_message"]
+    assert encode not in _executed(result)
+
+
+def test_dfr_template_makes_the_clip_at_twice_the_frame_rate(client):
+    """LTX-2.5 DFR with one temporal round: (9 - 1) x 2 + 1 = 17 frames at 48 fps, audio as long."""
+    _check_clip(saved(client, client.run(tiny("dfr"), timeout=1200), "images"), 17, (128, 128), 48.0)
+
+
+def test_dfr_template_refuses_a_missing_temporal_upscaler_before_encoding(client):
+    prompt = tiny("dfr")
+    pipeline = next(k for k, v in prompt.items() if v["class_type"] == PIPELINES["dfr"])
+    del prompt[pipeline]["inputs"]["temporal_upsampler"]
+    encode = next(k for k, v in prompt.items() if v["class_type"] == "AIPRODTextEncode")
+    prompt[encode]["inputs"]["prompt"] += " (dfr, no temporal upscaler)"
+    result = client.run(prompt, timeout=1200)
+    assert result.status == "error" and result.error["node_type"] == PIPELINES["dfr"], result.error
+    assert "temporal_upsampler: not connected; temporal_rounds=1" in result.error["exception_message"]
     assert encode not in _executed(result)

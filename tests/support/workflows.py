@@ -27,6 +27,7 @@ TEMPLATE_NAMES = {
     "text_to_audio": "LTX-2.3 Text to Audio",
     "retake": "LTX-2.3 Retake a Time Window of a Video",
     "extend": "LTX-2.3 Extend a Video",
+    "dfr": "LTX-2.5 DFR Text to Video with Temporal Upscaling",
     "inspect_checkpoint": "Inspect an LTX Model File",
     "distilled_ltx25": "LTX-2.5 Distilled Text to Video",
     "two_stage_ltx25": "LTX-2.5 Two-Stage Text to Video",
