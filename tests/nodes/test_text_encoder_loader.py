@@ -13,7 +13,7 @@ from support import comfy_gemma as cg
 from support import split_files as sf
 from support import tiny_configs as tc
 from support import tiny_gemma4 as tg
-from support.workflows import api_workflows
+from support.workflows import TEMPLATE_NAMES, api_workflows
 
 GEMMA = "text_encoders/gemma_3_12B_it_tiny.safetensors"
 QUANTIZED_GEMMA = {"fp4_mixed": "gemma_3_12B_it_fp4_mixed_tiny.safetensors",
@@ -189,7 +189,8 @@ def test_templates_carry_every_input_and_old_values_resolve(nodes):
                 continue
             inputs = node["inputs"]
             assert list(inputs) == names, name
-            if name.endswith("_ltx25"):  # LTX-2.5: the projection in the Gemma-4 file, connectors in the transformer
+            # LTX-2.5: the projection in the Gemma-4 file, connectors in the transformer
+            if TEMPLATE_NAMES[name].startswith("LTX-2.5"):
                 (model,) = [n["inputs"]["model_file"] for n in workflow.values()
                             if n["class_type"] == "AIPRODDiffusionModelLoader"]
                 assert inputs["checkpoint"] == f"{inputs['gemma']} (text_encoders)", name
