@@ -11,7 +11,8 @@ from comfy_api.latest import io, ui
 from ..aiprod_core.pipelines import AVLatents, ImageCondition, ReferenceCondition, empty_latents
 from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.pipelines.preprocess import DEFAULT_IMAGE_CRF
-from ..aiprod_core.pipelines.validation import PipelineKind, check_problems, saved_latents_problems
+from ..aiprod_core.pipelines.saved_latents import saved_latents_problems
+from ..aiprod_core.pipelines.validation import PipelineKind, check_problems
 from .files import (
     filename_prefix_problem,
     read_tensors,

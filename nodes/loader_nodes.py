@@ -6,15 +6,11 @@ Each returns lazy handles (see `types`): weights are read when a stage first nee
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 from comfy_api.latest import io
 
 from ..aiprod_core.pipelines.validation import check_lora_generation, check_problems
 from ..loaders.component_loader import check_component, load_component
 from ..loaders.detect import DIFFUSION_DECODER_KINDS, describe_file
-from ..loaders.errors import CheckpointFormatError
 from ..loaders.lora import read_lora
 from ..loaders.lora_apply import check_transformer_lora, load_component_with_loras
 from ..loaders.text_embeddings import (
@@ -40,7 +36,12 @@ from .model_files import (
     text_encoder_options,
     text_encoder_problem,
     text_projection_options,
+    unchanged_files,
 )
+from .quant_inputs import QUANT_INPUT, QUANT_MODES
+from .quant_inputs import quant_input as _quant_input
+from .quant_inputs import quant_mode as _quant_mode
+from .quant_inputs import quant_problem as _quant_problem
 from .runtime import (
     WEIGHT_DTYPES,
     WEIGHT_STREAMING,
@@ -80,9 +81,6 @@ DIFFUSION = ("diffusion_models",)
 VAE_FILES = ("vae", "checkpoints")
 AUDIO_FILES = ("checkpoints", "vae")
 LORAS = ("loras",)
-QUANT_MODES = ("upcast", "keep")
-QUANT_INPUT = "quantized_weights"
-LEGACY_QUANT_INPUT = "fp8"  # the option's name before quantized formats other than fp8 were supported
 MAX_LORA_STRENGTH = 10.0
 DECODERS = {"diffusion": "LTX-2.5 diffusion (a few denoising steps, sharper)", "conv": "convolutional"}
 DECODER_CHOICES = ("auto", *DECODERS)
@@ -92,36 +90,6 @@ DECODER_FILES = {"diffusion": "ltx-2.5-video-vae-bf16.safetensors", "conv": "ltx
 def _dtype_input(default: str = "auto") -> io.Combo.Input:
     return choice_input("weight_dtype", WEIGHT_DTYPES, default=default,
                         tooltip="Weight dtype: auto follows ComfyUI's settings (bf16 where the device supports it).")
-
-
-def _quant_input() -> io.Combo.Input:
-    return choice_input(QUANT_INPUT, QUANT_MODES, default="upcast", optional=True,
-                        tooltip="Quantized files (fp8, NVFP4, MXFP8, int8 / ConvRot, GGUF): 'upcast' de-quantises "
-                        "the weights to the weight dtype while loading; 'keep' holds the quantized bytes (fp8 / "
-                        "int8: half the memory of bf16, 4-bit formats: about a quarter) and de-quantises each "
-                        "layer for its own matmul. No effect on files without quantized layers.")
-
-
-def _quant_problem(quantized_weights: str | None) -> str | None:
-    if quantized_weights is None or quantized_weights in QUANT_MODES:
-        return None
-    return f"{QUANT_INPUT}={quantized_weights!r}, expected one of {', '.join(QUANT_MODES)}"
-
-
-def _quant_mode(node: type[io.ComfyNode], quantized_weights: str | None) -> str:
-    """The chosen mode; a workflow saved before the rename carries it as ``fp8`` in its prompt (API format)."""
-    if quantized_weights is None:
-        hidden = getattr(node, "hidden", None)
-        prompt, unique_id = getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None)
-        inputs = (prompt or {}).get(str(unique_id), {}).get("inputs", {}) if isinstance(prompt, dict) else {}
-        quantized_weights = inputs.get(LEGACY_QUANT_INPUT, "upcast")
-        if quantized_weights not in QUANT_MODES:
-            raise ValueError(f"{LEGACY_QUANT_INPUT}={quantized_weights!r}, expected one of {', '.join(QUANT_MODES)}"
-                             f" (now named {QUANT_INPUT})")
-    problem = _quant_problem(quantized_weights)
-    if problem:
-        raise ValueError(problem)
-    return quantized_weights
 
 
 def _streaming_input() -> io.Combo.Input:
@@ -151,24 +119,6 @@ def _check_contents(path: str, *components: str, quantized_weights: str = "upcas
         check_component(path, component, quantized_weights=quantized_weights)  # type: ignore[arg-type]
 
 
-Loaded = TypeVar("Loaded")
-
-
-def _unchanged(paths: tuple[str, ...], load: Callable[[], Loaded]) -> Callable[[], Loaded]:
-    """``load``, first checking that ``paths`` are still the versions this loader node saw. Models load lazily,
-    when a stage first needs them: a file replaced or rewritten while a prompt runs then fails the stage that would
-    load it (naming the file) instead of mixing two versions of a model in one prompt; the next prompt re-runs the
-    loader (its fingerprint changed) and loads the new file."""
-    seen = {path: file_fingerprint(path) for path in paths}
-
-    def checked() -> Loaded:
-        for path, before in seen.items():
-            if file_fingerprint(path) != before:
-                raise CheckpointFormatError(path, "changed on disk after its loader node ran, while this prompt was "
-                                            "running.", "Queue the prompt again: the loader then reads the new file.")
-        return load()
-
-    return checked
 
 
 def _generation(path: str) -> str | None:
@@ -196,7 +146,7 @@ def make_transformer(path: str, dtype_choice: str, quantized_weights: str, loras
         return mark_weight_streaming(module, streaming)
 
     handle = TransformerHandle(path, dtype, quantized_weights, loras, generation, factor, streaming)
-    lazy = LazyModule(_unchanged((path, *(lora for lora, _ in loras)), load), f"transformer {path}")
+    lazy = LazyModule(unchanged_files((path, *(lora for lora, _ in loras)), load), f"transformer {path}")
     return TransformerHandle(**{**handle.__dict__, "lazy": lazy})
 
 
@@ -204,7 +154,7 @@ def _video_vae(path: str, dtype_choice: str, decoder: str = "video_decoder") -> 
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
-        return LazyModule(_unchanged((path,), lambda: load_component(path, component, dtype=dtype,
+        return LazyModule(unchanged_files((path,), lambda: load_component(path, component, dtype=dtype,
                                                                       device=load_device()).module),
                           f"{component} {path}")
 
@@ -238,7 +188,7 @@ def _audio_vae(path: str, dtype_choice: str) -> AudioVAE:
     dtype = weight_dtype(dtype_choice, "vae")
 
     def part(component: str) -> LazyModule:
-        return LazyModule(_unchanged((path,), lambda: load_component(path, component, dtype=dtype,
+        return LazyModule(unchanged_files((path,), lambda: load_component(path, component, dtype=dtype,
                                                                       device=load_device()).module),
                           f"{component} {path}")
 
@@ -421,7 +371,7 @@ class AIPRODUpsamplerLoader(io.ComfyNode):
         path = resolve_model_file("upsampler", upsampler, (UPSCALE_FOLDER,))
         _check_contents(path, "latent_upsampler")
         dtype = _vae_dtype(weight_dtype)
-        return io.NodeOutput(LazyModule(_unchanged((path,), lambda: load_component(
+        return io.NodeOutput(LazyModule(unchanged_files((path,), lambda: load_component(
             path, "latent_upsampler", dtype=dtype, device=load_device()).module), f"upsampler {path}"))
 
 
@@ -488,13 +438,13 @@ class AIPRODTextEncoderLoader(io.ComfyNode):
             return load_text_encoder(gemma_path, dtype=dtype, device=load_device(), transform=transform,
                                      quantized_weights=quantized_weights)
 
-        loaded = LazyModule(_unchanged((gemma_path,), gemma_with), f"gemma {gemma}")
+        loaded = LazyModule(unchanged_files((gemma_path,), gemma_with), f"gemma {gemma}")
         if isinstance(plan, tuple):  # LTX-2.5: projection in the Gemma-4 file, connectors in the transformer
-            processor = LazyModule(_unchanged(plan, lambda: load_split_text_embeddings(
+            processor = LazyModule(unchanged_files(plan, lambda: load_split_text_embeddings(
                 *plan, dtype=dtype, device=load_device()).module), f"text projection {plan[0]} + connectors {plan[1]}")
         else:
             files = tuple(dict.fromkeys((plan.projection.path, plan.connectors.path)))
-            processor = LazyModule(_unchanged(files, lambda: load_text_embeddings(plan, dtype=dtype,
+            processor = LazyModule(unchanged_files(files, lambda: load_text_embeddings(plan, dtype=dtype,
                                                                                   device=load_device())),
                                    f"text projection {plan.projection.path}")
         return io.NodeOutput(TextEncoder(loaded, processor, gemma, gemma_path=gemma_path, load_gemma=gemma_with))

@@ -11,7 +11,12 @@ found there without changing ComfyUI's own folder registry, so other packs' list
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import folder_paths
+
+from ..loaders.errors import CheckpointFormatError
 
 __all__ = [
     "CONNECTOR_FOLDERS",
@@ -28,6 +33,7 @@ __all__ = [
     "text_encoder_options",
     "text_encoder_problem",
     "text_projection_options",
+    "unchanged_files",
 ]
 
 
@@ -185,3 +191,23 @@ def file_fingerprint(path: str) -> tuple[int, ...] | None:
     except OSError:
         return None
     return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+Loaded = TypeVar("Loaded")
+
+
+def unchanged_files(paths: tuple[str, ...], load: Callable[[], Loaded]) -> Callable[[], Loaded]:
+    """``load``, first checking that ``paths`` are still the versions this loader node saw. Models load lazily,
+    when a stage first needs them: a file replaced or rewritten while a prompt runs then fails the stage that would
+    load it (naming the file) instead of mixing two versions of a model in one prompt; the next prompt re-runs the
+    loader (its fingerprint changed) and loads the new file."""
+    seen = {path: file_fingerprint(path) for path in paths}
+
+    def checked() -> Loaded:
+        for path, before in seen.items():
+            if file_fingerprint(path) != before:
+                raise CheckpointFormatError(path, "changed on disk after its loader node ran, while this prompt was "
+                                            "running.", "Queue the prompt again: the loader then reads the new file.")
+        return load()
+
+    return checked

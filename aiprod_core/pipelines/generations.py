@@ -10,11 +10,45 @@ every generation.
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 
-from .validation import generation_family
-
 __all__ = ["GENERATION_DEFAULTS", "GenerationDefaults", "generation_defaults"]
+
+
+logger = logging.getLogger(__name__)
+
+_VERSION = re.compile(r"(?:ltx)?[-_ v]*(\d)(?:[._]?(\d))?")
+
+
+def generation_family(generation: str | None) -> str | None:
+    """'2.5', '2.3' or '2.0' from the spellings in use ("2.5.0", "ltx25", "LTX-2.5 (22B family)", "2.3.0", "ltx23",
+    "ltx2", "2.0"), None when unknown or empty."""
+    if not generation:
+        return None
+    match = _VERSION.match(generation.strip().lower())
+    if match is None or match.group(1) != "2":
+        return None
+    return f"2.{match.group(2) or 0}"
+
+
+def check_lora_generation(lora_generation: str | None, model_generation: str | None, lora_name: str = "LoRA") -> None:
+    """A LoRA made for one generation (LTX-2 19B, LTX-2.3 22B, LTX-2.5 22B) does not fit another's transformer."""
+    lora, model = generation_family(lora_generation), generation_family(model_generation)
+    if lora is None or model is None:
+        logger.warning(
+            "%s: cannot compare generations (LoRA %r, model %r); loading it anyway",
+            lora_name,
+            lora_generation,
+            model_generation,
+        )
+        return
+    if lora != model:
+        raise ValueError(
+            f"{lora_name}: generation={lora_generation!r} (LTX-{lora}) does not match the model's "
+            f"{model_generation!r} (LTX-{model}); use a LoRA trained for LTX-{model}"
+        )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from ..sampling.guidance import STG, Pass, SigmaBinnedGuider, StreamGuider
-from ..sampling.state import AUDIO_LATENT_CHANNELS, AUDIO_MEL_BINS, VIDEO_LATENT_CHANNELS
 from ..video_vae.tiling import (
     FRAMES_PER_LATENT,
     MIN_SPATIAL_TILE,
@@ -34,7 +33,7 @@ from ..video_vae.tiling import (
     TemporalTiling,
     TilingConfig,
 )
-from .latents import audio_latent_frames
+from .generations import check_lora_generation, generation_family
 from .preprocess import DEFAULT_IMAGE_CRF, MAX_CRF
 
 if TYPE_CHECKING:
@@ -50,6 +49,7 @@ __all__ = [
     "check_lora_generation",
     "check_problems",
     "check_request",
+    "generation_family",
     "guidance_problems",
     "parse_indices",
     "request_problems",
@@ -443,38 +443,6 @@ def check_reference_video(shape: Sequence[int], *, height: int, width: int, fram
     return ReferenceVideoPlan(frames=used, height=height // downscale_factor, width=width // downscale_factor)
 
 
-_VERSION = re.compile(r"(?:ltx)?[-_ v]*(\d)(?:[._]?(\d))?")
-
-
-def generation_family(generation: str | None) -> str | None:
-    """'2.5', '2.3' or '2.0' from the spellings in use ("2.5.0", "ltx25", "LTX-2.5 (22B family)", "2.3.0", "ltx23",
-    "ltx2", "2.0"), None when unknown or empty."""
-    if not generation:
-        return None
-    match = _VERSION.match(generation.strip().lower())
-    if match is None or match.group(1) != "2":
-        return None
-    return f"2.{match.group(2) or 0}"
-
-
-def check_lora_generation(lora_generation: str | None, model_generation: str | None, lora_name: str = "LoRA") -> None:
-    """A LoRA made for one generation (LTX-2 19B, LTX-2.3 22B, LTX-2.5 22B) does not fit another's transformer."""
-    lora, model = generation_family(lora_generation), generation_family(model_generation)
-    if lora is None or model is None:
-        logger.warning(
-            "%s: cannot compare generations (LoRA %r, model %r); loading it anyway",
-            lora_name,
-            lora_generation,
-            model_generation,
-        )
-        return
-    if lora != model:
-        raise ValueError(
-            f"{lora_name}: generation={lora_generation!r} (LTX-{lora}) does not match the model's "
-            f"{model_generation!r} (LTX-{model}); use a LoRA trained for LTX-{model}"
-        )
-
-
 @dataclass(frozen=True)
 class ValidatedRequest:
     """A checked request; ``frame_indices`` are the images' resolved frame indices (0 .. frames - 1)."""
@@ -534,45 +502,6 @@ def validate_request(kind: PipelineKind | str, **fields: Any) -> ValidatedReques
                                           downscale_factor=fields.get("reference_downscale_factor", 1))
     return ValidatedRequest(kind, fields["width"], fields["height"], fields["frames"], float(fields["fps"]),
                             fields["seed"], indices, reference)
-
-
-def _scalar(tensors: Any, key: str, integer: bool) -> tuple[float | None, str | None]:
-    value = tensors[key]
-    if value.numel() != 1 or (integer and value.is_floating_point()):
-        kind = "integer" if integer else "number"
-        return None, f"{key}: a {tuple(value.shape)} {value.dtype} tensor, expected one {kind}"
-    return (int(value.item()) if integer else float(value.item())), None
-
-
-def saved_latents_problems(tensors: Any, name: str) -> list[str]:
-    """A saved latent pair ``{"video", "audio", "frames", "fps"}``, checked against what the sampler and the
-    decoders accept before anything is allocated from it: frames / fps by their rules, video (B, 128, F', H', W')
-    with F' = 1 + (frames - 1) / 8 and a size within the rules and the token budget, audio (B, 8, T, 16) lasting
-    frames / fps seconds. ``name`` (the file) prefixes each message."""
-    missing = [key for key in ("video", "audio", "frames", "fps") if key not in tensors]
-    if missing:
-        return [f"{name}: no {', '.join(missing)} tensor; expected the video, audio, frames and fps of a saved "
-                "audio+video latent"]
-    (frames, frames_bad), (fps, fps_bad) = _scalar(tensors, "frames", True), _scalar(tensors, "fps", False)
-    problems = [f"{name}: {p}" for p in (frames_bad, fps_bad, value_problem("frames", frames) if frames_bad is None
-                                         else None, value_problem("fps", fps) if fps_bad is None else None) if p]
-    if problems:
-        return problems
-    video, audio = tensors["video"], tensors["audio"]
-    latent_frames = (int(frames) - 1) // LATENT_FRAMES + 1
-    if video.ndim != 5 or video.shape[1] != VIDEO_LATENT_CHANNELS or video.shape[2] != latent_frames \
-            or not video.is_floating_point():
-        return [f"{name}: video latent {tuple(video.shape)} {video.dtype}, expected a float (B, "
-                f"{VIDEO_LATENT_CHANNELS}, {latent_frames}, H / 32, W / 32) tensor for frames={frames}"]
-    height, width = video.shape[3] * LATENT_PIXELS, video.shape[4] * LATENT_PIXELS
-    problems = [f"{name}: {p}" for p in size_problems(width, height, frames, fps)]
-    lengths = {audio_latent_frames(int(frames), fps), audio_latent_frames(int(frames), fps, cover_duration=True)}
-    if audio.ndim != 4 or audio.shape[0] != video.shape[0] or audio.shape[1] != AUDIO_LATENT_CHANNELS \
-            or audio.shape[2] not in lengths or audio.shape[3] != AUDIO_MEL_BINS or not audio.is_floating_point():
-        problems.append(f"{name}: audio latent {tuple(audio.shape)} {audio.dtype}, expected a float ({video.shape[0]}, "
-                        f"{AUDIO_LATENT_CHANNELS}, {' or '.join(map(str, sorted(lengths)))}, {AUDIO_MEL_BINS}) tensor "
-                        f"for {frames} frames at {fps:g} fps")
-    return problems
 
 
 def context_widths(model_config: object) -> tuple[int, int] | None:

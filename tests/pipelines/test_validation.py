@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from aiprod.aiprod_core.pipelines.saved_latents import saved_latents_problems
 from aiprod.aiprod_core.pipelines.validation import (
     MAX_SEED,
     PIPELINES,
@@ -23,7 +24,6 @@ from aiprod.aiprod_core.pipelines.validation import (
     request_problems,
     resolve_frame_indices,
     rule,
-    saved_latents_problems,
     size_problems,
     tiling_config,
     tiling_problems,
