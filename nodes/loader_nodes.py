@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..aiprod_core.pipelines.validation import check_lora_generation, check_problems
+from ..aiprod_core.pipelines.validation import check_lora_generation
 from ..loaders.component_loader import check_component, load_component
 from ..loaders.detect import DIFFUSION_DECODER_KINDS, describe_file
 from ..loaders.lora import read_lora
@@ -38,6 +38,7 @@ from .model_files import (
     text_projection_options,
     unchanged_files,
 )
+from .problems import raise_problems
 from .quant_inputs import QUANT_INPUT, QUANT_MODES
 from .quant_inputs import quant_input as _quant_input
 from .quant_inputs import quant_mode as _quant_mode
@@ -455,6 +456,7 @@ def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None, qua
     its input, the file, what it is and what to use instead. The Gemma generation is checked against the
     transformer the projection / connectors files belong to, when their headers tell it."""
     problems: list[str | None] = [_quant_problem(quantized_weights)]
+    causes: list[ValueError] = []
 
     def attempt(parameter: str, choice: str, check):
         try:
@@ -462,6 +464,7 @@ def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None, qua
         except ValueError as exc:  # CheckpointFormatError included
             message = str(exc)
             problems.append(message if message.startswith(f"{parameter}=") else f"{parameter}={choice!r}: {message}")
+            causes.append(exc)
             return None
 
     gemma_path = attempt("gemma", gemma, lambda: resolve_text_encoder("gemma", gemma))
@@ -487,8 +490,10 @@ def _text_encoder_plans(gemma: str, checkpoint: str, connectors: str | None, qua
             on_connectors = second is not None and getattr(exc, "path", None) == second
             parameter, choice = ("connectors", connectors) if on_connectors else ("checkpoint", checkpoint)
             problems.append(f"{parameter}={choice!r}: {exc}")
-    check_problems(problems)
+            causes.append(exc)
+    raise_problems(problems, causes)
     return gemma_path, plan
+
 
 
 def _text_dtype(choice: str):

@@ -8,10 +8,12 @@ from collections.abc import Iterable, Sequence
 
 from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.pipelines.validation import PipelineKind, check_problems
+from ..loaders.errors import CheckpointFormatError
 from .inputs import input_rule
 from .types import GuiderSettings, TransformerHandle
 
-__all__ = ["answer", "check_inputs", "contexts_model_problems", "guider_model_problems", "input_problems"]
+__all__ = ["answer", "check_inputs", "contexts_model_problems", "guider_model_problems", "input_problems",
+           "raise_problems"]
 
 
 def input_problems(values: dict[str, object], names: Iterable[str], kind: PipelineKind | None = None) -> list[str]:
@@ -47,3 +49,15 @@ def contexts_model_problems(contexts: object, model: TransformerHandle | None, g
     if contexts is None or model is None:
         return []
     return rules.contexts_problems(contexts, guided, model.config())
+
+
+def raise_problems(problems: Sequence[str | None], causes: Sequence[ValueError]) -> None:
+    """Every problem in one error; a single file problem keeps its own type (``AIPROD.WrongComponentError``),
+    with the message that names the input."""
+    found = [p for p in problems if p]
+    if len(found) == 1 and len(causes) == 1 and isinstance(causes[0], CheckpointFormatError):
+        cause = causes[0]
+        error = type(cause).__new__(type(cause), found[0])  # its type and attributes, the message naming the input
+        error.__dict__.update(cause.__dict__)
+        raise error from causes[0]
+    check_problems(found)

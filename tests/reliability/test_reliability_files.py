@@ -10,6 +10,7 @@ import copy
 import itertools
 import json
 import os
+import re
 import shutil
 import struct
 import threading
@@ -34,8 +35,11 @@ def _nodes(prompt: dict, class_type: str) -> list[dict]:
 def _with_checkpoint(combo: str, dtype: str = "auto", seed: int | None = None) -> dict:
     """text_to_video (tiny, a fresh seed) with every checkpoint input set to ``combo``."""
     prompt = tiny_workflow("text_to_video", seed=next(_SEEDS) if seed is None else seed)
-    for inputs in _nodes(prompt, "AIPRODCheckpointLoader") + _nodes(prompt, "AIPRODTextEncoderLoader"):
-        inputs["checkpoint"] = combo
+    name = combo.rpartition("/")[2]  # the checkpoint loader lists file names; the text encoder's input spans folders
+    for inputs in _nodes(prompt, "AIPRODCheckpointLoader"):
+        inputs["checkpoint"] = name
+    for inputs in _nodes(prompt, "AIPRODTextEncoderLoader"):
+        inputs["checkpoint"] = f"{name} (checkpoints)"
     _nodes(prompt, "AIPRODCheckpointLoader")[0]["weight_dtype"] = dtype
     return prompt
 
@@ -59,7 +63,7 @@ def _next_prompt_runs(rel, client) -> None:
 def _assert_plain_error(error: dict, path: Path, *phrases: str) -> None:
     """ComfyUI shows ``exception_type`` as module.qualname: ours reads AIPROD.<Error>, never a file-system path."""
     assert error["exception_type"].startswith("AIPROD.") and "/" not in error["exception_type"], error
-    message = error["exception_message"]
+    message = re.sub(r"^\w+='[^']*': ", "", error["exception_message"])  # a node names its input first
     assert message.startswith(f"{path}: "), message
     for phrase in phrases:
         assert phrase in message, (phrase, message)
@@ -181,9 +185,9 @@ HOSTILE_CONFIGS = {
     "layers_1e9": (lambda c: c["transformer"].update(num_layers=10**9),
                    "transformer.num_layers=1000000000, expected 'an int in [1, 1024]'"),
     "layers_vs_blocks": (lambda c: c["transformer"].update(num_layers=40),
-                         "transformer.num_layers=40, expected 2 (the file has model.diffusion_model.transformer_"),
+                         "transformer.num_layers=40, expected 30 (the file has model.diffusion_model.transformer_"),
     "bwe_n_fft": (lambda c: c["vocoder"]["bwe"].update(n_fft=65536), "vocoder.bwe.n_fft=65536"),
-    "vae_section_a_list": (lambda c: c.update(vae=[1, 2]), "vae=[1, 2], expected 'a dict'"),
+    "vae_section_a_list": (lambda c: c.update(vae=[1, 2]), "vae=[1, 2], expected \"a dict (the video VAE section"),
 }
 
 

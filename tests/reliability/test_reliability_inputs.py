@@ -241,7 +241,7 @@ def test_wrong_model_type_in_a_loader_slot_fails_naming_it(rel, rel_client, node
 
 @pytest.mark.parametrize(("bad", "phrase"), [
     ("upsampler_as_lora", "LoRA"),
-    ("foreign_lora", "another model"),
+    ("foreign_lora", "does not match the model's"),
 ])
 def test_lora_that_does_not_fit_fails_naming_it(rel, rel_client, bad, phrase):
     """The LoRA node itself checks (headers only) that the LoRA fits the model: it fails before any model work."""
