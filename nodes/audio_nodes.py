@@ -31,21 +31,20 @@ from ..aiprod_core.sampling import StreamGuider
 from ..loaders.lora_apply import load_component_with_loras
 from .clip_inputs import audio_clip, audio_output
 from .files import filename_prefix_problem
-from .inputs import choice_input, float_input, int_input, seed_input
-from .pipeline_nodes import (
-    _REFINER,
-    _common_inputs,
-    _guided,
-    _guided_inputs,
-    _image_inputs,
-    _images,
-    _models,
-    _outputs,
-    _Pipeline,
-    _problems,
-    _request,
-    _wrap,
-    tiling_inputs,
+from .inputs import choice_input, float_input, int_input, seed_input, tiling_inputs
+from .pipeline_base import (
+    REFINER_TOOLTIP,
+    PipelineNode,
+    common_inputs,
+    generation_request,
+    guided_inputs,
+    guided_sampling,
+    image_conditions,
+    image_inputs,
+    pipeline_models,
+    pipeline_outputs,
+    pipeline_problems,
+    wrap_result,
 )
 from .problems import guider_model_problems, input_problems
 from .runtime import ComfyModelHost, StepProgress, load_device, mark_weight_streaming
@@ -96,7 +95,7 @@ def _audio_problems(values: dict[str, Any]) -> list[str]:
                                             values.get("max_duration", 0.0), frames / fps)  # fmt: skip
 
 
-class AIPRODAudioToVideoPipeline(_Pipeline):
+class AIPRODAudioToVideoPipeline(PipelineNode):
     """A video driven by an audio track: the audio frozen, the video generated in two stages; the output audio is
     the input track itself."""
 
@@ -112,9 +111,9 @@ class AIPRODAudioToVideoPipeline(_Pipeline):
             "and frozen: never noised or denoised. The video is generated at half size with the guider's video "
             "guidance, x2-upsampled and refined by 'refiner' (ltx-pipelines A2VidPipelineTwoStage). The audio "
             "output is the input track, sample for sample. Width and height: multiples of 64; frames 8k+1.",
-            inputs=[*_common_inputs(cls.KIND), ModelSocket.Input("refiner", tooltip=_REFINER), *_guided_inputs(),
+            inputs=[*common_inputs(cls.KIND), ModelSocket.Input("refiner", tooltip=REFINER_TOOLTIP), *guided_inputs(),
                     io.Audio.Input("audio", tooltip="The track that drives the video (e.g. core 'Load Audio')."),
-                    *_audio_window_inputs(), *_image_inputs(), *tiling_inputs()],
+                    *_audio_window_inputs(), *image_inputs(), *tiling_inputs()],
             outputs=[*_outputs_a2v()],
         )
 
@@ -122,24 +121,24 @@ class AIPRODAudioToVideoPipeline(_Pipeline):
     def check_lazy_status(cls, conditioning: PromptContexts | None = None, **values: Any) -> list[str]:
         if conditioning is not None:
             return []
-        rules.check_problems(_problems(cls.KIND, values) + _audio_problems(values))
+        rules.check_problems(pipeline_problems(cls.KIND, values) + _audio_problems(values))
         return ["conditioning"]
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        request = _request(values, _images(values),
+        request = generation_request(values, image_conditions(values),
                            values["steps"] + REFINE_STEPS)  # fmt: skip
         audio_vae: AudioVAE = values["audio_vae"]
-        models = replace(_models(values, values["refiner"]), audio_encoder=_encoder(audio_vae))
-        guided = _guided(values.get("guider"), values["steps"], values["model"])
+        models = replace(pipeline_models(values, values["refiner"]), audio_encoder=_encoder(audio_vae))
+        guided = guided_sampling(values.get("guider"), values["steps"], values["model"])
         result = audio_to_video(models, values["conditioning"], request, audio_clip(values["audio"]), guided,
                                 ComfyModelHost(), start_time=values["start_time"],
                                 max_duration=values["max_duration"])  # fmt: skip
-        return _wrap(result)
+        return wrap_result(result)
 
 
 def _outputs_a2v() -> list:
-    outputs = _outputs()
+    outputs = pipeline_outputs()
     outputs[1] = io.Audio.Output(display_name="audio", tooltip="The input track from start_time, unchanged.")
     return outputs
 

@@ -12,21 +12,21 @@ from ..aiprod_core.pipelines import validation as rules
 from ..aiprod_core.pipelines.dfr import DFR_ROUNDS, dfr, dfr_output_frames
 from ..aiprod_core.pipelines.dfr_layout import round_tiles
 from ..aiprod_core.pipelines.validation import PipelineKind
-from .pipeline_nodes import (
+from .inputs import tiling_inputs
+from .pipeline_base import (
     CATEGORY,
     DISTILLED_STEPS,
     REFINE_STEPS,
-    _common_inputs,
-    _image_inputs,
-    _images,
-    _models,
-    _outputs,
-    _Pipeline,
-    _problems,
-    _request,
-    _run,
-    _wrap,
-    tiling_inputs,
+    PipelineNode,
+    common_inputs,
+    generation_request,
+    image_conditions,
+    image_inputs,
+    pipeline_models,
+    pipeline_outputs,
+    pipeline_problems,
+    run_pipeline,
+    wrap_result,
 )
 from .problems import contexts_model_problems
 from .types import ModelSocket, TransformerHandle, UpsamplerSocket
@@ -46,7 +46,7 @@ def _generation_problems(model: TransformerHandle | None, name: str) -> list[str
 
 
 def _dfr_node_problems(values: dict[str, Any]) -> list[str]:
-    problems = _problems(PipelineKind.DISTILLED, values)
+    problems = pipeline_problems(PipelineKind.DISTILLED, values)
     problems += _generation_problems(values.get("model"), "model")
     problems += _generation_problems(values.get("detailing_model"), "detailing_model")
     if values.get("frames") == 1:
@@ -61,7 +61,7 @@ def _dfr_node_problems(values: dict[str, Any]) -> list[str]:
     return problems
 
 
-class AIPRODDFRPipeline(_Pipeline):
+class AIPRODDFRPipeline(PipelineNode):
     """DFR on the LTX-2.5 distilled model: keyframe slots, detailing re-render, temporal x2 / x4."""
 
     KIND = PipelineKind.DISTILLED
@@ -77,7 +77,7 @@ class AIPRODDFRPipeline(_Pipeline):
             "(with the detailing IC-LoRA when 'detailing_model' is connected), then 0-2 temporal rounds double the "
             "frame rate with the temporal upscaler. Output: (frames - 1) x 2^rounds + 1 frames at fps x 2^rounds. "
             "Width and height: multiples of 64; frames 8k+1 (at least 9).",
-            inputs=[*_common_inputs(cls.KIND),
+            inputs=[*common_inputs(cls.KIND),
                     ModelSocket.Input("detailing_model", optional=True,
                                       tooltip="Optional: the model with the LTX-2.5 detailing IC-LoRA (AIPROD "
                                       "IC-LoRA Loader, strength 0.5 as the reference) for the full-size pass; "
@@ -86,8 +86,8 @@ class AIPRODDFRPipeline(_Pipeline):
                                           tooltip="LTX-2.5's temporal upscaler x2, needed when temporal_rounds > 0."),
                     io.Int.Input("temporal_rounds", default=0, min=0, max=max(DFR_ROUNDS),
                                  tooltip="Temporal x2 rounds: 0 (fps as given), 1 (x2), 2 (x4)."),
-                    *_image_inputs(), *tiling_inputs()],
-            outputs=_outputs(),
+                    *image_inputs(), *tiling_inputs()],
+            outputs=pipeline_outputs(),
         )
 
     @classmethod
@@ -103,14 +103,15 @@ class AIPRODDFRPipeline(_Pipeline):
         rules.check_problems(_dfr_node_problems(values))
         rounds = values["temporal_rounds"]
         tiles = sum(len(t) for t in round_tiles(values["frames"], rounds))
-        request = _request(values, _images(values), DISTILLED_STEPS + REFINE_STEPS + TEMPORAL_ROUND_STEPS * tiles)
+        total = DISTILLED_STEPS + REFINE_STEPS + TEMPORAL_ROUND_STEPS * tiles
+        request = generation_request(values, image_conditions(values), total)
         detailing: TransformerHandle | None = values.get("detailing_model")
-        models = _models(values, detailing)
+        models = pipeline_models(values, detailing)
         temporal = values.get("temporal_upsampler")
         temporal_module = None if temporal is None else temporal.get()
-        result = _run(dfr, models, PromptContexts(values["conditioning"].positive), request,
+        result = run_pipeline(dfr, models, PromptContexts(values["conditioning"].positive), request,
                       temporal_rounds=rounds, temporal_upsampler=temporal_module,
                       detailing_downscale=None if detailing is None else detailing.reference_downscale_factor,
                       generation=values["model"].generation)  # fmt: skip
         assert result.frames.shape[0] == dfr_output_frames(values["frames"], rounds)
-        return _wrap(result)
+        return wrap_result(result)

@@ -28,7 +28,7 @@ from ..aiprod_core.pipelines.edits import append_continuation, canvas_latents, e
 from ..aiprod_core.pipelines.validation import PipelineKind, tiling_config
 from .clip_inputs import audio_clip, audio_output, source_clip, source_inputs
 from .inputs import TILING, choice_input, float_input, int_input, seed_input, tiling_inputs
-from .pipeline_nodes import _guided, _models, _outputs, _wrap
+from .pipeline_base import guided_sampling, pipeline_models, pipeline_outputs, wrap_result
 from .problems import guider_model_problems, input_problems
 from .runtime import ComfyModelHost, DecodeProgress, StepProgress
 from .types import (
@@ -89,13 +89,14 @@ def _common_inputs() -> list:
 
 
 def _guided_of(values: dict[str, Any]):
-    return None if values.get("schedule") == "distilled" else _guided(values.get("guider"), values.get("steps") or 1,
-                                                                      values["model"])  # fmt: skip
+    if values.get("schedule") == "distilled":
+        return None
+    return guided_sampling(values.get("guider"), values.get("steps") or 1, values["model"])
 
 
 def _edit_models(values: dict[str, Any]) -> PipelineModels:
     audio_vae: AudioVAE = values["audio_vae"]
-    return replace(_models({**values, "upsampler": None}),
+    return replace(pipeline_models({**values, "upsampler": None}),
                    audio_encoder=None if audio_vae.encoder is None else audio_vae.encoder.get())  # fmt: skip
 
 
@@ -174,7 +175,7 @@ class AIPRODRetakePipeline(_EditPipeline):
                     io.Boolean.Input("regenerate_video", default=True, tooltip="Off: the video is kept exactly."),
                     io.Boolean.Input("regenerate_audio", default=True, tooltip="Off: the audio is kept exactly."),
                     *_schedule_inputs(), seed_input(), *tiling_inputs()],
-            outputs=_outputs(),
+            outputs=pipeline_outputs(),
         )
 
     @classmethod
@@ -193,7 +194,7 @@ class AIPRODRetakePipeline(_EditPipeline):
         request = cls.request(values, cls._steps(values))
         result = retake(_edit_models(values), cls._contexts(values), request, _guided_of(values),
                         host=ComfyModelHost())  # fmt: skip
-        return _wrap(result)
+        return wrap_result(result)
 
 
 class AIPRODExtendPipeline(_EditPipeline):
@@ -217,7 +218,7 @@ class AIPRODExtendPipeline(_EditPipeline):
                                  tooltip="How many of the clip's last frames the continuation sees (8k+1; capped "
                                  "at the clip's length)."),
                     *_schedule_inputs(), seed_input(), *tiling_inputs()],
-            outputs=_outputs(),
+            outputs=pipeline_outputs(),
         )
 
     @classmethod
@@ -234,7 +235,7 @@ class AIPRODExtendPipeline(_EditPipeline):
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
         request = cls.request(values, cls._steps(values))
-        return _wrap(extend(_edit_models(values), cls._contexts(values), request, _guided_of(values),
+        return wrap_result(extend(_edit_models(values), cls._contexts(values), request, _guided_of(values),
                             host=ComfyModelHost()))  # fmt: skip
 
 
@@ -330,7 +331,7 @@ class AIPRODAppendContinuation(io.ComfyNode):
                     io.Audio.Input("canvas_audio", tooltip="The decoded canvas audio ('AIPROD Audio Decode')."),
                     io.Int.Input("context_frames", default=25, min=1, max=rules.MAX_FRAMES, step=8,
                                  tooltip="As given to 'AIPROD Encode Clip' (capped at the clip's length).")],
-            outputs=_outputs()[:3],
+            outputs=pipeline_outputs()[:3],
         )
 
     @classmethod

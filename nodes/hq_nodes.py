@@ -7,20 +7,19 @@ from comfy_api.latest import io
 
 from ..aiprod_core.pipelines import GuidedSampling, two_stage_hq
 from ..aiprod_core.pipelines.validation import PipelineKind
-from .inputs import int_input
-from .pipeline_nodes import (
+from .inputs import int_input, tiling_inputs
+from .pipeline_base import (
     CATEGORY,
     REFINE_STEPS,
-    _common_inputs,
-    _image_inputs,
-    _images,
-    _models,
-    _outputs,
-    _Pipeline,
-    _request,
-    _run,
-    _wrap,
-    tiling_inputs,
+    PipelineNode,
+    common_inputs,
+    generation_request,
+    image_conditions,
+    image_inputs,
+    pipeline_models,
+    pipeline_outputs,
+    run_pipeline,
+    wrap_result,
 )
 from .types import GuiderSettings, GuiderSocket, ModelSocket
 
@@ -37,7 +36,7 @@ def _hq_guided(guider: GuiderSettings | None, steps: int) -> GuidedSampling:
     return GuidedSampling(steps, guider.video, guider.audio)
 
 
-class AIPRODTwoStageHQPipeline(_Pipeline):
+class AIPRODTwoStageHQPipeline(PipelineNode):
     """Two stages with res_2s: guided half-size stage, x2 upsample, refinement, both stages second order."""
 
     KIND = PipelineKind.TWO_STAGES_HQ
@@ -52,18 +51,19 @@ class AIPRODTwoStageHQPipeline(_Pipeline):
             "TI2VidTwoStagesHQPipeline): 'model' = the dev model with the distilled LoRA at 0.25, 'refiner' = with "
             "it at 0.5; 15 steps; default guidance the HQ preset (STG off). Two transformer calls per step. Width "
             "and height: multiples of 64; frames 8k+1.",
-            inputs=[*_common_inputs(cls.KIND),
+            inputs=[*common_inputs(cls.KIND),
                     ModelSocket.Input("refiner", tooltip="Stage-2 transformer (dev model + distilled LoRA at 0.5)."),
                     int_input("steps", HQ_STEPS, "res_2s steps of stage 1 (ltx-pipelines' HQ: 15)."),
                     GuiderSocket.Input("guider", optional=True, tooltip="Guidance; default: ltx-pipelines' HQ "
                                        "preset (CFG 3 video / 7 audio, STG off, rescale 0.45 / 1.0)."),
-                    *_image_inputs(), *tiling_inputs()],
-            outputs=_outputs(),
+                    *image_inputs(), *tiling_inputs()],
+            outputs=pipeline_outputs(),
         )
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
         steps = values["steps"]
-        request = _request(values, _images(values), steps + REFINE_STEPS)
+        request = generation_request(values, image_conditions(values), steps + REFINE_STEPS)
         guided = _hq_guided(values.get("guider"), steps)
-        return _wrap(_run(two_stage_hq, _models(values, values["refiner"]), values["conditioning"], request, guided))
+        models = pipeline_models(values, values["refiner"])
+        return wrap_result(run_pipeline(two_stage_hq, models, values["conditioning"], request, guided))

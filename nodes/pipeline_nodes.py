@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from comfy_api.latest import io
 
 from ..aiprod_core.pipelines import (
-    GenerationRequest,
-    GenerationResult,
-    GuidedSampling,
     ImageCondition,
-    PipelineModels,
     PromptContexts,
     ReferenceCondition,
     distilled,
@@ -23,24 +17,32 @@ from ..aiprod_core.pipelines import (
     two_stage,
 )
 from ..aiprod_core.pipelines import validation as rules
-from ..aiprod_core.pipelines.generations import generation_defaults
-from ..aiprod_core.pipelines.validation import PipelineKind, tiling_config
-from .inputs import TILING, float_input, int_input, reference_frames, seed_input, size_inputs, tiling_inputs
-from .problems import answer, contexts_model_problems, guider_model_problems, input_problems
-from .runtime import ComfyModelHost, DecodeProgress, StepProgress
+from ..aiprod_core.pipelines.validation import PipelineKind
+from .inputs import float_input, reference_frames, tiling_inputs
+from .pipeline_base import (
+    CATEGORY,
+    DISTILLED_STEPS,
+    INDICES_EXAMPLE,
+    REFINE_STEPS,
+    REFINER_TOOLTIP,
+    PipelineNode,
+    common_inputs,
+    frame_index_problems,
+    generation_request,
+    guided_inputs,
+    guided_sampling,
+    image_conditions,
+    image_crf,
+    image_inputs,
+    pipeline_models,
+    pipeline_outputs,
+    run_pipeline,
+    wrap_result,
+)
+from .problems import answer
 from .types import (
-    AudioVAE,
-    AudioVAESocket,
-    ConditioningSocket,
-    GuiderSettings,
-    GuiderSocket,
-    LatentBundle,
-    LatentSocket,
     ModelSocket,
     TransformerHandle,
-    UpsamplerSocket,
-    VideoVAE,
-    VideoVAESocket,
 )
 
 __all__ = [
@@ -51,137 +53,7 @@ __all__ = [
     "AIPRODTwoStagePipeline",
 ]
 
-CATEGORY = "AIPROD/pipelines"
-REFINE_STEPS = 3
-DISTILLED_STEPS = 8
-
-
-def _common_inputs(kind: PipelineKind) -> list:
-    models = [
-        ModelSocket.Input("model", tooltip="The transformer (stage 1)."),
-        VideoVAESocket.Input("video_vae", tooltip="The video VAE."),
-        AudioVAESocket.Input("audio_vae", tooltip="The audio VAE + vocoder."),
-        ConditioningSocket.Input("conditioning", lazy=True, tooltip="Encoded prompts (encoded only once every "
-                                 "other input of this node passed its checks)."),
-    ]
-    if kind.two_stage:
-        models.append(UpsamplerSocket.Input("upsampler", tooltip="The x2 latent upsampler."))
-    return [*models, *size_inputs(kind), seed_input()]
-
-
-def _outputs() -> list:
-    return [
-        io.Image.Output(display_name="images", tooltip="Frames (F, H, W, 3) in 0..1."),
-        io.Audio.Output(display_name="audio", tooltip="Audio covering exactly frames / fps seconds."),
-        io.Float.Output(display_name="fps", tooltip="The clip's frame rate."),
-        LatentSocket.Output(display_name="latent", tooltip="The final audio+video latents."),
-    ]
-
-
-def _guided_inputs() -> list:
-    return [int_input("steps", 30, "Steps of the guided stage (LTX-2.3 / LTX-2.5: 30, LTX-2: 40)."),
-            GuiderSocket.Input("guider", optional=True, tooltip="Guidance; default: ltx-pipelines' for the model's "
-                               "generation (STG block 28 for LTX-2.3 / LTX-2.5, 29 for LTX-2).")]
-
-
-def _image_inputs() -> list:
-    return [
-        io.Image.Input("image", optional=True, tooltip="Optional first-frame image (image-to-video)."),
-        float_input("image_strength", 1.0, "1 keeps the first frame exactly."),
-    ]
-
-
-_VALUES = ("seed", "steps", "image_strength", "reference_strength", "strength")
-
-
-def _problems(kind: PipelineKind, values: dict[str, Any]) -> list[str]:
-    """Every problem of a pipeline node's inputs, before its prompt is encoded: size and rate on the pipeline's
-    grid, seed / steps / strengths, tiling, keyframe indices, and the guider's STG blocks against the model."""
-    problems = rules.size_problems(*(values.get(k) for k in ("width", "height", "frames", "fps")), kind)
-    problems += input_problems(values, _VALUES)
-    problems += rules.tiling_problems(*(values.get(k) for k in TILING))
-    if values.get("frame_indices") is not None:
-        problems += _index_problems(values["frame_indices"], values.get("frames"), values.get("images"))
-    model = values.get("model")
-    if kind.rules.guided and model is not None and not problems:
-        problems += guider_model_problems(_guided(values.get("guider"), values.get("steps") or 1, model), model)
-    return problems
-
-
-class _Pipeline(io.ComfyNode):
-    """What every pipeline node shares: its checks run before the conditioning (lazy) is encoded."""
-
-    KIND = PipelineKind.ONE_STAGE
-
-    @classmethod
-    def check_lazy_status(cls, conditioning: PromptContexts | None = None, **values: Any) -> list[str]:
-        if conditioning is None:
-            rules.check_problems(_problems(cls.KIND, values))
-            return ["conditioning"]
-        if not cls.KIND.rules.guided:  # positive-only pipelines: the negative contexts are not used
-            conditioning = PromptContexts(conditioning.positive)
-        rules.check_problems(contexts_model_problems(conditioning, values.get("model")))
-        return []
-
-
-def _image_crf(values: dict[str, Any]) -> int:
-    """The H.264 CRF the model's generation was trained against (LTX-2 / 2.3: 33, LTX-2.5: 18)."""
-    model = values.get("model")
-    return generation_defaults(model.generation if model is not None else None).image_crf
-
-
-def _images(values: dict[str, Any]) -> tuple[ImageCondition, ...]:
-    image = values.get("image")
-    if image is None:
-        return ()
-    return (ImageCondition(image[0].cpu(), 0, values["image_strength"], _image_crf(values)),)
-
-
-def _request(values: dict[str, Any], images: tuple[ImageCondition, ...], total_steps: int) -> GenerationRequest:
-    tiling = tiling_config(*(values[k] for k in TILING))
-    model = values.get("model")
-    stage_1 = generation_defaults(model.generation if model is not None else None).distilled_stage_1
-    return GenerationRequest(values["width"], values["height"], values["frames"], values["fps"], values["seed"],
-                             images=images, tiling=tiling, callback=StepProgress(total_steps),
-                             decode_callback=DecodeProgress(), distilled_stage_1=stage_1)
-
-
-def _models(values: dict[str, Any], refiner: TransformerHandle | None = None) -> PipelineModels:
-    model: TransformerHandle = values["model"]
-    video_vae: VideoVAE = values["video_vae"]
-    audio_vae: AudioVAE = values["audio_vae"]
-    upsampler = values.get("upsampler")
-    return PipelineModels(
-        transformer=model.module(), video_encoder=video_vae.encoder.get(), video_decoder=video_vae.decoder.get(),
-        audio_decoder=audio_vae.decoder.get(), vocoder=audio_vae.vocoder.get(),
-        upsampler=None if upsampler is None else upsampler.get(),
-        refiner=None if refiner is None else refiner.module(), dtype=model.dtype,
-    )  # fmt: skip
-
-
-def _guided(guider: GuiderSettings | None, steps: int, model: TransformerHandle) -> GuidedSampling:
-    """The guider's settings, or ltx-pipelines' defaults for the model's generation."""
-    if guider is None:
-        return GuidedSampling(steps=steps, **_default_streams(model))
-    return GuidedSampling(steps, guider.video, guider.audio)
-
-
-def _default_streams(model: TransformerHandle) -> dict[str, Any]:
-    defaults = GuidedSampling.defaults(ltx23=rules.generation_family(model.generation) != "2.0")
-    return {"video": defaults.video, "audio": defaults.audio}
-
-
-def _wrap(result: GenerationResult) -> io.NodeOutput:
-    audio = {"waveform": result.waveform.unsqueeze(0).cpu(), "sample_rate": int(result.sample_rate)}
-    return io.NodeOutput(result.frames.cpu(), audio, float(result.fps), LatentBundle(result.latents, denoised=True))
-
-
-def _run(pipeline, *args: Any, **kwargs: Any) -> GenerationResult:
-    """Pipeline errors are ``ValueError`` naming the parameter; they reach the user as an execution error."""
-    return pipeline(*args, **kwargs, host=ComfyModelHost())
-
-
-class AIPRODTextToVideoPipeline(_Pipeline):
+class AIPRODTextToVideoPipeline(PipelineNode):
     """Text/image-to-video in one guided stage at the target size."""
 
     KIND = PipelineKind.ONE_STAGE
@@ -194,21 +66,20 @@ class AIPRODTextToVideoPipeline(_Pipeline):
             category=CATEGORY,
             description="One guided stage at the full size (ltx-pipelines TI2VidOneStagePipeline). Width and "
             "height: multiples of 32; frames 8k+1.",
-            inputs=[*_common_inputs(cls.KIND), *_guided_inputs(), *_image_inputs(), *tiling_inputs()],
-            outputs=_outputs(),
+            inputs=[*common_inputs(cls.KIND), *guided_inputs(), *image_inputs(), *tiling_inputs()],
+            outputs=pipeline_outputs(),
         )
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        request = _request(values, _images(values), values["steps"])
-        guided = _guided(values.get("guider"), values["steps"], values["model"])
-        return _wrap(_run(text_to_video, _models(values), values["conditioning"], request, guided))
+        request = generation_request(values, image_conditions(values), values["steps"])
+        guided = guided_sampling(values.get("guider"), values["steps"], values["model"])
+        models = pipeline_models(values)
+        return wrap_result(run_pipeline(text_to_video, models, values["conditioning"], request, guided))
 
 
-_REFINER = "Stage-2 transformer (base model + distilled LoRA)."
 
-
-class AIPRODTwoStagePipeline(_Pipeline):
+class AIPRODTwoStagePipeline(PipelineNode):
     """Guided half-size stage, x2 upsample, 3 distilled refinement steps by the refiner."""
 
     KIND = PipelineKind.TWO_STAGES
@@ -221,20 +92,21 @@ class AIPRODTwoStagePipeline(_Pipeline):
             category=CATEGORY,
             description="Guided stage at half size, x2 latent upsample, 3 refinement steps by 'refiner' (the model "
             "with the distilled LoRA). Width and height: multiples of 64; frames 8k+1.",
-            inputs=[*_common_inputs(cls.KIND), ModelSocket.Input("refiner", tooltip=_REFINER), *_guided_inputs(),
-                    *_image_inputs(), *tiling_inputs()],
-            outputs=_outputs(),
+            inputs=[*common_inputs(cls.KIND), ModelSocket.Input("refiner", tooltip=REFINER_TOOLTIP), *guided_inputs(),
+                    *image_inputs(), *tiling_inputs()],
+            outputs=pipeline_outputs(),
         )
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        request = _request(values, _images(values),
+        request = generation_request(values, image_conditions(values),
                            values["steps"] + REFINE_STEPS)
-        guided = _guided(values.get("guider"), values["steps"], values["model"])
-        return _wrap(_run(two_stage, _models(values, values["refiner"]), values["conditioning"], request, guided))
+        guided = guided_sampling(values.get("guider"), values["steps"], values["model"])
+        models = pipeline_models(values, values["refiner"])
+        return wrap_result(run_pipeline(two_stage, models, values["conditioning"], request, guided))
 
 
-class AIPRODDistilledPipeline(_Pipeline):
+class AIPRODDistilledPipeline(PipelineNode):
     """The distilled model: 8 fixed steps at half size, x2 upsample, 3 fixed steps."""
 
     KIND = PipelineKind.DISTILLED
@@ -247,18 +119,19 @@ class AIPRODDistilledPipeline(_Pipeline):
             category=CATEGORY,
             description="The distilled checkpoint: 8 steps at half size, x2 upsample, 3 refinement steps, positive "
             "prompt only (ltx-pipelines DistilledPipeline). Width and height: multiples of 64; frames 8k+1.",
-            inputs=[*_common_inputs(cls.KIND), *_image_inputs(), *tiling_inputs()],
-            outputs=_outputs(),
+            inputs=[*common_inputs(cls.KIND), *image_inputs(), *tiling_inputs()],
+            outputs=pipeline_outputs(),
         )
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
-        request = _request(values, _images(values),
+        request = generation_request(values, image_conditions(values),
                            DISTILLED_STEPS + REFINE_STEPS)
-        return _wrap(_run(distilled, _models(values), PromptContexts(values["conditioning"].positive), request))
+        positive = PromptContexts(values["conditioning"].positive)
+        return wrap_result(run_pipeline(distilled, pipeline_models(values), positive, request))
 
 
-class AIPRODICLoraPipeline(_Pipeline):
+class AIPRODICLoraPipeline(PipelineNode):
     """IC-LoRA: stage 1 with the reference (control) video, stage 2 by the base model."""
 
     KIND = PipelineKind.IC_LORA
@@ -272,47 +145,30 @@ class AIPRODICLoraPipeline(_Pipeline):
             description="Stage 1 by the model with the IC-LoRA (8 distilled steps) conditioned on the reference "
             "video at 1 / the LoRA's reference_downscale_factor (read from its metadata), x2 upsample, stage 2 by "
             "'refiner' (3 steps). Reference tokens are cropped from the result.",
-            inputs=[*_common_inputs(cls.KIND),
+            inputs=[*common_inputs(cls.KIND),
                     ModelSocket.Input("refiner",
                                       tooltip="Stage-2 transformer WITHOUT the IC-LoRA (the base distilled model): "
                                       "the IC-LoRA conditions stage 1 only."),
                     io.Image.Input("reference_frames", optional=True, tooltip="Reference video as IMAGE frames."),
                     io.Video.Input("reference_video", optional=True, tooltip="Or a VIDEO input."),
                     float_input("reference_strength", 1.0, "Conditioning strength of the reference tokens."),
-                    *_image_inputs(), *tiling_inputs()],
-            outputs=_outputs(),
+                    *image_inputs(), *tiling_inputs()],
+            outputs=pipeline_outputs(),
         )
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
         pixels = reference_frames(values.get("reference_frames"), values.get("reference_video"))
         references = (ReferenceCondition(pixels, values["reference_strength"]),)
-        request = _request(values, _images(values),
+        request = generation_request(values, image_conditions(values),
                            DISTILLED_STEPS + REFINE_STEPS)
         model: TransformerHandle = values["model"]
-        return _wrap(_run(ic_lora, _models(values, values["refiner"]),
+        return wrap_result(run_pipeline(ic_lora, pipeline_models(values, values["refiner"]),
                           PromptContexts(values["conditioning"].positive), request, references,
                           downscale_factor=model.reference_downscale_factor))
 
 
-_INDICES_EXAMPLE = "'0, -1'"
-
-
-def _index_problems(text: object, frames: object, images: torch.Tensor | None = None) -> list[str]:
-    """frame_indices: integers (strictly parsed), one per image when the images are known, inside the clip."""
-    try:
-        indices = rules.parse_indices(text, "frame_indices", _INDICES_EXAMPLE)
-    except ValueError as exc:
-        return [str(exc)]
-    if images is not None and len(indices) != images.shape[0]:
-        return [f"frame_indices={text!r}: {len(indices)} indices for {images.shape[0]} images; give one per image"]
-    if not isinstance(frames, int) or rules.value_problem("frames", frames):
-        return []
-    problems = rules.image_problems([rules.ImageCondition(i) for i in indices], frames)
-    return [f"frame_indices={text!r}: {problem}" for problem in problems]
-
-
-class AIPRODKeyframePipeline(_Pipeline):
+class AIPRODKeyframePipeline(PipelineNode):
     """Keyframe interpolation: every image a keyframe at its frame index, through the two-stage flow."""
 
     KIND = PipelineKind.KEYFRAME_INTERPOLATION
@@ -325,28 +181,28 @@ class AIPRODKeyframePipeline(_Pipeline):
             category=CATEGORY,
             description="Each image of the batch is a keyframe at the matching entry of frame_indices (negative = "
             "from the end, -1 = last frame); guided half-size stage, x2 upsample, refinement by 'refiner'.",
-            inputs=[*_common_inputs(cls.KIND), ModelSocket.Input("refiner", tooltip=_REFINER), *_guided_inputs(),
+            inputs=[*common_inputs(cls.KIND), ModelSocket.Input("refiner", tooltip=REFINER_TOOLTIP), *guided_inputs(),
                     io.Image.Input("images", tooltip="Keyframe images (one per batch entry)."),
                     io.String.Input("frame_indices", default="0, -1",
                                     tooltip="Pixel frame of each image, comma-separated (negative counts from the "
                                     "end). Every index must lie inside the clip."),
                     float_input("strength", 1.0, "Keyframe conditioning strength."),
                     *tiling_inputs()],
-            outputs=_outputs(),
+            outputs=pipeline_outputs(),
         )
 
     @classmethod
     def validate_inputs(cls, frame_indices: str | None = None) -> bool | str:
         """Only frame_indices is declared (ComfyUI pins a failure to every declared input)."""
-        return answer(_index_problems(frame_indices, None) if frame_indices is not None else [])
+        return answer(frame_index_problems(frame_indices, None) if frame_indices is not None else [])
 
     @classmethod
     def execute(cls, **values) -> io.NodeOutput:
         images: torch.Tensor = values["images"]
-        indices = rules.parse_indices(values["frame_indices"], "frame_indices", _INDICES_EXAMPLE)
-        conditions = tuple(ImageCondition(images[i].cpu(), index, values["strength"], _image_crf(values))
+        indices = rules.parse_indices(values["frame_indices"], "frame_indices", INDICES_EXAMPLE)
+        conditions = tuple(ImageCondition(images[i].cpu(), index, values["strength"], image_crf(values))
                            for i, index in enumerate(indices))
-        request = _request(values, conditions, values["steps"] + REFINE_STEPS)
-        guided = _guided(values.get("guider"), values["steps"], values["model"])
-        return _wrap(_run(keyframe_interpolation, _models(values, values["refiner"]), values["conditioning"],
-                          request, guided))
+        request = generation_request(values, conditions, values["steps"] + REFINE_STEPS)
+        guided = guided_sampling(values.get("guider"), values["steps"], values["model"])
+        models = pipeline_models(values, values["refiner"])
+        return wrap_result(run_pipeline(keyframe_interpolation, models, values["conditioning"], request, guided))

@@ -224,7 +224,9 @@ def test_default_guidance_on_25_is_the_reference_one(n, files25, demo_models) ->
     """No guider: 2.5's defaults (ltx-pipelines LTX_2_4_PARAMS: STG block 28), refused on a 2-block tiny model
     by name before anything is encoded."""
     values = _graph(n, files25, demo_models, variant="dev")
-    streams = n.pipelines._default_streams(values["model"])
+    from aiprod.nodes.pipeline_base import default_streams
+
+    streams = default_streams(values["model"])
     assert streams["video"] == core.GuidedSampling.defaults(ltx23=True).video
     with pytest.raises(ValueError, match="28"):
         n.pipelines.AIPRODTextToVideoPipeline.check_lazy_status(**{**values, "steps": 2, "conditioning": None})
