@@ -91,7 +91,7 @@ _GEMMA_SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn
                    "<start_of_image>", "<end_of_image>", "<image_soft_token>")  # ids 0..9 (Gemma: pad 0 eos 1 bos 2)
 GEMMA_VOCAB_SIZE = 272  # 10 specials + 256 byte symbols, rounded up to a multiple of 16
 # Gemma-3's chat format (system prompt folded into the first user turn, "assistant" spoken as "model").
-_CHAT_TEMPLATE = (
+GEMMA3_CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{%- if messages[0]['role'] == 'system' -%}"
     "{%- set first = messages[0]['content'] -%}"
@@ -323,7 +323,7 @@ def tokenizer_files() -> dict[str, bytes]:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
         mask_token="<mask>", additional_special_tokens=list(_GEMMA_SPECIALS[5:]), padding_side="left",
-        model_max_length=131072, chat_template=_CHAT_TEMPLATE,
+        model_max_length=131072, chat_template=GEMMA3_CHAT_TEMPLATE,
     )
     # transformers 5 ignores `additional_special_tokens` in the constructor: register the turn markers as special
     # tokens explicitly (already in the vocabulary, so no new ids), the same on 4.5x and 5.x

@@ -14,6 +14,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
+from support.word_tokenizer import write_word_tokenizer
 
 from aiprod.loaders.errors import LoraMismatchError
 from aiprod.loaders.lora_apply import check_text_encoder_lora, gemma_lora_transform
@@ -26,7 +27,6 @@ TEXT_CONFIG = {
     "rope_local_base_freq": 10_000, "rope_scaling": {"rope_type": "linear", "factor": 8.0},
     "max_position_embeddings": 1024, "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
 }
-WORDS = "a cat dog runs over the red car at night".split()
 PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
                "mlp.up_proj", "mlp.down_proj")
 COMFY = "text_encoders.gemma3_12b.transformer."
@@ -34,23 +34,12 @@ RANK, ALPHA, STRENGTH = 4, 2.0, 0.8
 NORM = "model.layers.0.input_layernorm.weight"
 
 
-def _write_tokenizer(folder) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(("<pad>", "<eos>", "<bos>", "<unk>", *WORDS))}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                            unk_token="<unk>").save_pretrained(folder)
-
-
 def _write_gemma(folder, state: dict[str, torch.Tensor]):
     folder.mkdir()
     path = folder / "gemma_3_12B_it.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     (folder / "config.json").write_text(json.dumps(TEXT_CONFIG))
-    _write_tokenizer(folder)
+    write_word_tokenizer(folder)
     return path
 
 

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from support import quant_files as qf
+from support.comfy_folders import model_folders
 
 from aiprod.loaders.component_loader import plan_load
 from aiprod.loaders.quant.linear import QuantLinear
@@ -72,17 +73,10 @@ def error_bound(kind: str, weight: torch.Tensor) -> torch.Tensor:
 @pytest.fixture
 def folders(comfy_cpu, tmp_path):
     """ComfyUI's checkpoints / diffusion_models folders -> empty tmp folders (restored afterwards)."""
-    import folder_paths
-
-    saved = {k: (list(v[0]), v[1]) for k, v in folder_paths.folder_names_and_paths.items()}
     for name in ("checkpoints", "diffusion_models"):
         (tmp_path / name).mkdir()
-        folder_paths.folder_names_and_paths[name] = ([str(tmp_path / name)], set(folder_paths.supported_pt_extensions))
-    folder_paths.filename_list_cache.clear()
-    yield tmp_path
-    folder_paths.folder_names_and_paths.clear()
-    folder_paths.folder_names_and_paths.update(saved)
-    folder_paths.filename_list_cache.clear()
+    with model_folders({name: tmp_path / name for name in ("checkpoints", "diffusion_models")}):
+        yield tmp_path
 
 
 def _loader(transformer_only: bool):

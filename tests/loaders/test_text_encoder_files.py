@@ -8,13 +8,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from support import tiny_configs as tc
+from support.word_tokenizer import write_word_tokenizer
 
 from aiprod.loaders.errors import CheckpointFormatError
 from aiprod.loaders.text_encoder_files import TokenizerFileError, find_gemma_files, load_gemma
 
 LFS_POINTER = ("version https://git-lfs.github.com/spec/v1\n"
                "oid sha256:61a7b147390c64585d6c3543dd6fc636906c9af3865a5548f27f31aee1d4c8e2\nsize 4689074\n")
-WORDS = "a cat dog runs over the red car at night".split()
 TEXT_CONFIG = {
     "model_type": "gemma3_text", "vocab_size": 32, "hidden_size": tc.TINY_GEMMA_HIDDEN_SIZE,
     "intermediate_size": 96, "num_hidden_layers": tc.TINY_GEMMA_NUM_LAYERS, "num_attention_heads": 4,
@@ -38,17 +38,6 @@ def gemma_state() -> dict[str, torch.Tensor]:
     return {k: v.detach().to(torch.bfloat16).contiguous() for k, v in encoder.state_dict().items()}
 
 
-def _write_tokenizer(folder) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(("<pad>", "<eos>", "<bos>", "<unk>", *WORDS))}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                            unk_token="<unk>").save_pretrained(folder)
-
-
 @pytest.fixture
 def gemma_folder(tmp_path, gemma_state):
     """A Hugging Face Gemma3ForConditionalGeneration-style folder (text weights + a vision key, two shards)."""
@@ -62,7 +51,7 @@ def gemma_folder(tmp_path, gemma_state):
     second["vision_tower.vision_model.post_layernorm.weight"] = torch.ones(8, dtype=torch.bfloat16)
     save_file(second, str(folder / "model-00002-of-00002.safetensors"))
     (folder / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": TEXT_CONFIG}))
-    _write_tokenizer(folder)
+    write_word_tokenizer(folder)
     return folder
 
 
@@ -73,7 +62,7 @@ def gemma_single_file(tmp_path, gemma_state):
     folder.mkdir()
     path = folder / "gemma_3_12B_it.safetensors"
     save_file(dict(gemma_state), str(path))
-    _write_tokenizer(folder)
+    write_word_tokenizer(folder)
     return path
 
 

@@ -23,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from support import quant_files as qf
+from support.comfy_folders import model_folders
 
 from aiprod.loaders.errors import LoraMismatchError
 from aiprod.loaders.quant.linear import QuantLinear
@@ -39,17 +40,10 @@ KINDS = {"comfy_quant-float8_e4m3fn": ("float8_e4m3fn", LAYER), "comfy_quant-nvf
 @pytest.fixture
 def folders(comfy_cpu, tmp_path):
     """ComfyUI's diffusion_models / loras folders -> empty tmp folders (restored afterwards)."""
-    import folder_paths
-
-    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
     for name in ("diffusion_models", "loras"):
         (tmp_path / name).mkdir()
-        folder_paths.folder_names_and_paths[name] = ([str(tmp_path / name)], set(folder_paths.supported_pt_extensions))
-    folder_paths.filename_list_cache.clear()
-    yield tmp_path
-    folder_paths.folder_names_and_paths.clear()
-    folder_paths.folder_names_and_paths.update(saved)
-    folder_paths.filename_list_cache.clear()
+    with model_folders({name: tmp_path / name for name in ("diffusion_models", "loras")}):
+        yield tmp_path
 
 
 def _quantized_file(tiny_set, folder, case: str):

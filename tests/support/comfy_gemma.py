@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from support import tiny_configs as tc
+from support.demo_module import load_demo_models_module
 
 __all__ = [
     "CHAT_TEMPLATE",
@@ -48,25 +49,8 @@ CORPUS_LINES = (
     "into a detailed video generation prompt with specific visuals and integrated audio.",
     "Style: realistic with cinematic lighting. In a medium close-up, a woman sits at a small wooden table.",
 )
-# The Gemma-3 chat format as a transformers chat template (the demo tokenizer carries the same one).
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set first = messages[0]['content'] -%}"
-    "{%- set sys = first if first is string else first[0]['text'] -%}"
-    "{%- set prefix = sys + '\n\n' -%}{%- set turns = messages[1:] -%}"
-    "{%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}"
-    "{%- for m in turns -%}"
-    "{%- set role = 'model' if m['role'] == 'assistant' else m['role'] -%}"
-    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') }}"
-    "{%- if m['content'] is string -%}{{ m['content'] | trim }}{%- else -%}{%- for item in m['content'] -%}"
-    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
-    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{{ '<end_of_turn>\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
-)
+# The Gemma-3 chat format as a transformers chat template: the demo tokenizer's (one definition).
+CHAT_TEMPLATE = load_demo_models_module().GEMMA3_CHAT_TEMPLATE
 # A few keys of each part ComfyUI's file carries besides the text backbone (Gemma3_12B: vision_model, projector).
 VISION_KEYS = {
     "vision_model.embeddings.patch_embedding.weight": (32, 3, 14, 14),
