@@ -1,5 +1,5 @@
-"""Conditioning: image replacement, keyframes, IC-LoRA reference videos, attention strengths (video); temporal
-region masks and frozen streams (video or audio)."""
+"""Conditioning: image replacement, keyframes, IC-LoRA reference videos, attention strengths, LTX-2.5's keyframe
+marker (video); temporal region masks and frozen streams (video or audio)."""
 
 from .items import (
     AttentionStrength,
@@ -10,7 +10,7 @@ from .items import (
     ReferenceVideo,
     apply_conditionings,
 )
-from .keyframe_slots import GeneratedKeyframeSlots, PinnedKeyframe
+from .keyframe_slots import GeneratedKeyframeSlots, PinnedKeyframe, mark_first_frame
 from .regions import Frozen, TemporalRegionMask
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "ReferenceVideo",
     "TemporalRegionMask",
     "apply_conditionings",
+    "mark_first_frame",
 ]

@@ -1,10 +1,14 @@
-"""LTX-2.5 generated keyframe slots (the DFR pipeline) and the single-pixel-frame keyframes it pins.
+"""LTX-2.5's keyframe marker: the first latent frame, generated keyframe slots (the DFR pipeline) and the
+single-pixel-frame keyframes DFR pins.
 
+- ``mark_first_frame``: the initial keyframes mask of every video state sampled by a transformer with the learned
+  keyframe embedding (``use_keyframes_abs_pos_embedding``): 1 on the target's first latent frame, which the causal
+  VAE gives a single pixel frame, 0 elsewhere (ltx-core 1.2.0 ``VideoLatentTools.create_initial_state``, for every
+  pipeline and stage). Conditioning items keep it: replaced frames stay as they are, appended tokens are unmarked.
 - ``GeneratedKeyframeSlots``: appends one latent frame's worth of tokens per target pixel frame, fully denoised
   (denoise strength 1, clean value 0), seeded from zeros or ``initial`` latents. Each slot's time span is exactly
   one pixel frame, ``[t, t + 1) / fps``, and its tokens are marked in ``keyframes_mask`` so the transformer adds
-  its learned keyframe embedding (``use_keyframes_abs_pos_embedding``). The first latent frame of the target is
-  marked too (the causal VAE gives it one pixel frame; ltx-core 1.2.0 marks it whenever the marker exists).
+  its learned keyframe embedding.
 - ``PinnedKeyframe``: a *given* single-frame latent appended at pixel frame ``t`` with the same one-frame span,
   held at ``strength`` and never marked (the temporal rounds' anchors).
 
@@ -24,7 +28,7 @@ from ..sampling.state import LatentState, VideoLatentShape
 from .items import ConditioningError, _append
 from .masks import append_attention_strength
 
-__all__ = ["GeneratedKeyframeSlots", "PinnedKeyframe", "single_frame_positions", "slot_tokens"]
+__all__ = ["GeneratedKeyframeSlots", "PinnedKeyframe", "mark_first_frame", "single_frame_positions", "slot_tokens"]
 
 
 def single_frame_positions(layout: VideoLayout, pixel_frame: int, batch: int, device: torch.device | str
@@ -39,12 +43,13 @@ def single_frame_positions(layout: VideoLayout, pixel_frame: int, batch: int, de
     return positions
 
 
-def _first_frame_marker(state: LatentState, layout: VideoLayout) -> torch.Tensor:
-    """(B, T, 1): 1 on the target's first latent frame, 0 elsewhere (the reference's initial keyframes mask)."""
+def mark_first_frame(state: LatentState, layout: VideoLayout) -> LatentState:
+    """``state`` with ``keyframes_mask`` (B, T, 1) set to 1 on the target's first latent frame and 0 on every other
+    token (the reference's initial keyframes mask; any appended tokens stay unmarked)."""
     per_frame = layout.shape.height * layout.shape.width
     marker = torch.zeros((*state.latent.shape[:2], 1), device=state.latent.device, dtype=state.denoise_mask.dtype)
     marker[:, : min(per_frame, state.tokens)] = 1.0
-    return marker
+    return replace(state, keyframes_mask=marker)
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,9 @@ class GeneratedKeyframeSlots:
                                         f"(B={batch}, H={target.height}, W={target.width})")
             tokens = torch.cat([patchify_video(initial[:, :, k : k + 1]) for k in range(initial.shape[2])], dim=1)
         positions = torch.cat([single_frame_positions(layout, f, batch, device) for f in self.pixel_frames], dim=2)
-        marker = state.keyframes_mask if state.keyframes_mask is not None else _first_frame_marker(state, layout)
+        marker = state.keyframes_mask  # without one no token was marked yet (ltx-core's extend_keyframes_mask)
+        if marker is None:
+            marker = torch.zeros_like(state.denoise_mask)
         ones = torch.ones((batch, tokens.shape[1], 1), device=device, dtype=state.denoise_mask.dtype)
         attention = state.attention_mask
         if attention is not None:

@@ -32,7 +32,7 @@ from .dfr_layout import TemporalTile, resolve_canvas, temporal_tiles
 from .latents import AVLatents, PromptContexts, empty_latents
 from .models import ModelHost, PipelineModels
 from .run import GenerationRequest, GenerationResult, Run, start_run
-from .stages import decode_audio, decode_video, sample, upsample
+from .stages import decode_audio, decode_video, has_keyframe_marker, sample, upsample
 from .validation import PipelineKind, generation_family
 
 __all__ = ["DFR_ROUNDS", "DFRResult", "dfr", "dfr_output_frames", "dfr_problems"]
@@ -65,8 +65,7 @@ def dfr_problems(models: PipelineModels, frames: object, temporal_rounds: object
     if family is not None and family != "2.5":
         problems.append(f"model: generation={generation!r} (LTX-{family}); DFR needs an LTX-2.5 checkpoint (its "
                         "generated keyframe slots need the keyframe embedding LTX-2 / LTX-2.3 do not have)")
-    elif models.transformer is not None and not getattr(models.transformer.config, "use_keyframes_abs_pos_embedding",
-                                                         False):  # fmt: skip
+    elif models.transformer is not None and not has_keyframe_marker(models.transformer):
         problems.append("model: use_keyframes_abs_pos_embedding=False (an LTX-2 / LTX-2.3 transformer); DFR needs "
                         "an LTX-2.5 checkpoint with the keyframe embedding")
     if isinstance(frames, int) and frames == 1:

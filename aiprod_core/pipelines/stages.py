@@ -21,6 +21,7 @@ from ..conditioning import (
     Keyframe,
     ReferenceVideo,
     apply_conditionings,
+    mark_first_frame,
 )
 from ..sampling import GaussianNoiser, Guidance, Prompt, StepReport, X0Denoiser, denoise
 from ..sampling.samplers import Sampler
@@ -29,6 +30,7 @@ from ..sampling.steps import DiffusionStep
 from ..upsampler import upsample_latent
 from ..video_vae import DiffusionVideoDecoder, TilingConfig, tiled_decode
 from ..video_vae import decode_video as decode_with_either
+from .generations import generation_defaults
 from .latents import AVLatents, PromptContexts
 from .models import ModelHost
 from .pixels import reference_mask_to_latent, reference_video_pixels
@@ -40,6 +42,7 @@ __all__ = [
     "decode_audio",
     "decode_oom_message",
     "decode_video",
+    "has_keyframe_marker",
     "image_conditionings",
     "prompt_contexts",
     "reference_conditionings",
@@ -57,13 +60,15 @@ class ImageCondition:
     """An image (H, W, 3) or (1, H, W, 3) in [0, 1] (or uint8) at pixel frame ``frame_index`` (negative: from the end)
     with conditioning ``strength``.
 
-    ``crf``: the H.264 round trip the reference applies to conditioning images (0 skips it).
+    ``crf``: the H.264 round trip the reference applies to conditioning images (0 skips it); None: the model
+    generation's value (LTX-2 / LTX-2.3: 33, LTX-2.5: 18), resolved where the image is encoded
+    (`image_conditionings`' ``generation``), as ltx-pipelines 1.2.0 resolves an unset ``crf`` from its checkpoint.
     """
 
     image: torch.Tensor
     frame_index: int = 0
     strength: float = 1.0
-    crf: float = DEFAULT_IMAGE_CRF
+    crf: float | None = DEFAULT_IMAGE_CRF
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,13 @@ class ReferenceCondition:
     strength: float = 1.0
     attention_strength: float = 1.0
     attention_mask: torch.Tensor | None = None
+
+
+def has_keyframe_marker(transformer: nn.Module | None) -> bool:
+    """Whether the transformer has LTX-2.5's learned keyframe embedding (config ``use_keyframes_abs_pos_embedding``):
+    only then does `sample` build a keyframes mask, so LTX-2 / LTX-2.3 states carry none."""
+    config = getattr(transformer, "config", None)
+    return bool(getattr(config, "use_keyframes_abs_pos_embedding", False)) and bool(getattr(config, "with_video", True))
 
 
 def _dtype_of(module: nn.Module) -> torch.dtype:
@@ -122,18 +134,23 @@ def image_conditionings(
     host: ModelHost,
     *,
     keyframes_only: bool = False,
+    generation: str | None = None,
 ) -> list[ConditioningItem]:
     """Encode images at the latents' resolution: frame 0 replaces the first latent frame, others are keyframes.
 
     ``keyframes_only``: every image (frame 0 included) becomes an appended keyframe (keyframe interpolation).
+    ``generation``: the model's generation label or model_version; an image whose ``crf`` is None is re-compressed
+    at its CRF (`generations.generation_defaults`; unknown: LTX-2.3's 33).
     """
     if not images:
         return []
+    default_crf = generation_defaults(generation).image_crf
     items: list[ConditioningItem] = []
     with host.use(encoder) as vae:
         dtype = _dtype_of(vae)
         for condition in images:
-            pixels = conditioning_image(condition.image, latents.height, latents.width, condition.crf)
+            crf = default_crf if condition.crf is None else condition.crf
+            pixels = conditioning_image(condition.image, latents.height, latents.width, crf)
             pixels = pixels.to(host.device, dtype)  # (1, 3, 1, H, W)
             latent = vae(pixels)  # (1, 128, 1, H', W')
             frame = condition.frame_index + (latents.frames if condition.frame_index < 0 else 0)
@@ -196,6 +213,10 @@ def sample(
     transformer runs audio-only and never touches its video branch. ``generator``: a seed, or a generator a
     pipeline keeps drawing from; ``step``: the sampler (default Euler). Returns the denoised latents without the
     appended conditioning tokens.
+
+    On a transformer with LTX-2.5's keyframe embedding (`has_keyframe_marker`) the video state's first latent frame
+    is marked before the conditionings apply, in every pipeline and stage, as ltx-core 1.2.0 marks every initial
+    state; other transformers get no mask at all.
     """
     device = host.device
     video_layout, audio_layout = latents.video_layout(), latents.audio_layout()
@@ -203,6 +224,8 @@ def sample(
     video = None
     if video_layout.tokens > 0:
         video = video_layout.initial_state(device, dtype, latents.video.to(device, dtype))
+        if has_keyframe_marker(transformer):
+            video = mark_first_frame(video, video_layout)
         video = noiser(apply_conditionings(video, list(conditionings), video_layout), noise_scale)
     audio = audio_layout.initial_state(device, dtype, latents.audio.to(device, dtype))
     audio = noiser(apply_conditionings(audio, list(audio_conditionings), audio_layout), noise_scale)  # type: ignore[arg-type]

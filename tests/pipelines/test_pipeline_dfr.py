@@ -14,7 +14,7 @@ import torch
 from pipeline_oracle import contexts, tiny_pair
 from support import tiny_configs as tc
 
-from aiprod.aiprod_core.conditioning import GeneratedKeyframeSlots, PinnedKeyframe, ReferenceVideo
+from aiprod.aiprod_core.conditioning import GeneratedKeyframeSlots, PinnedKeyframe, ReferenceVideo, mark_first_frame
 from aiprod.aiprod_core.conditioning.items import apply_conditionings
 from aiprod.aiprod_core.pipelines import GenerationRequest, PipelineModels, PromptContexts
 from aiprod.aiprod_core.pipelines.dfr import dfr, dfr_output_frames
@@ -106,7 +106,7 @@ def test_slot_conditioning_matches_diffusers() -> None:
                                                                          reference, frames, fps)  # fmt: skip
 
     layout = VideoLayout(VideoLatentShape.of(base), fps)
-    state = layout.initial_state("cpu", torch.float32, base)
+    state = mark_first_frame(layout.initial_state("cpu", torch.float32, base), layout)  # as `sample` does on 2.5
     state = apply_conditionings(state, [PinnedKeyframe(anchor, 24, 0.95), GeneratedKeyframeSlots((12, 36), initial),
                                         ReferenceVideo(reference, 2, 1.0)], layout)  # fmt: skip
     assert state.tokens == latents.shape[1] and slot_slice == slice(42 + 6, 42 + 6 + 12)
