@@ -10,7 +10,7 @@ from comfy_api.latest import io, ui
 
 from ..aiprod_core.pipelines import AVLatents, ImageCondition, ReferenceCondition, empty_latents
 from ..aiprod_core.pipelines import validation as rules
-from ..aiprod_core.pipelines.preprocess import DEFAULT_IMAGE_CRF
+from ..aiprod_core.pipelines.preprocess import MAX_CRF
 from ..aiprod_core.pipelines.saved_latents import saved_latents_problems
 from ..aiprod_core.pipelines.validation import PipelineKind, check_problems
 from .files import (
@@ -21,7 +21,7 @@ from .files import (
     saved_file_problem,
     write_tensors,
 )
-from .inputs import choice_input, float_input, int_input, reference_frames, size_inputs
+from .inputs import choice_input, float_input, input_rule, int_input, reference_frames, size_inputs
 from .problems import check_inputs
 from .types import LatentBundle, LatentSocket
 
@@ -36,6 +36,10 @@ __all__ = [
 
 CATEGORY = "AIPROD/latents"
 LATENT_KIND = "av_latents"
+# The Image Condition node's crf "auto": the sampler's model generation decides (LTX-2 / LTX-2.3: 33, LTX-2.5: 18;
+# ltx-pipelines 1.2.0 resolves an unset crf from its checkpoint). Outside x264's 0..51, so a saved explicit CRF
+# (the former default 33 included) stays what it was.
+AUTO_CRF = -1
 
 
 class AIPRODEmptyLatent(io.ComfyNode):
@@ -65,9 +69,22 @@ def image_inputs() -> list:
                      tooltip="Pixel frame the image is placed at: 0 = first, -1 = last (negative counts from the "
                      "end). Must lie inside the clip."),
         float_input("strength", 1.0, "1 keeps the image exactly; lower values let the model change it."),
-        float_input("crf", DEFAULT_IMAGE_CRF, "H.264 compression applied to the image first, as the model was "
-                    "trained (0 = none; LTX-2 / LTX-2.3: 33, LTX-2.5: 18).", step=1.0),
+        io.Float.Input("crf", default=AUTO_CRF, min=AUTO_CRF, max=MAX_CRF, step=1.0,
+                       tooltip="H.264 compression applied to the image first, as the model was trained. -1 = auto: "
+                       "the sampler's model decides (LTX-2 / LTX-2.3: 33, LTX-2.5: 18); 0 = none; 1..51 = that CRF "
+                       "on every model (a workflow saved with 33 keeps 33)."),
     ]
+
+
+def image_crf(crf: float) -> float | None:
+    """The node's ``crf`` for the core: None for ``AUTO_CRF`` (the generation's value, resolved by the sampler),
+    else the CRF itself; anything else outside 0..51 is refused naming the input."""
+    if crf == AUTO_CRF:
+        return None
+    problem = input_rule("crf").problem("crf", crf)
+    if problem:
+        raise ValueError(f"{problem}; or {AUTO_CRF} = auto (the model generation's CRF)")
+    return crf
 
 
 def add_images(bundle: LatentBundle, images: list[ImageCondition], keyframes_only: bool) -> LatentBundle:
@@ -108,8 +125,8 @@ class AIPRODImageCondition(io.ComfyNode):
     @classmethod
     def execute(cls, latent: LatentBundle, image: torch.Tensor, frame_index: int, strength: float, crf: float,
                 as_keyframe: bool) -> io.NodeOutput:
-        check_inputs(locals(), ("strength", "crf"))
-        condition = ImageCondition(image[0].cpu(), frame_index, strength, crf)
+        check_inputs(locals(), ("strength",))
+        condition = ImageCondition(image[0].cpu(), frame_index, strength, image_crf(crf))
         return io.NodeOutput(add_images(latent, [condition], as_keyframe))
 
 

@@ -144,7 +144,8 @@ def run_stage(model: TransformerHandle, bundle: LatentBundle, conditioning: Prom
         if video_vae is None:
             raise ValueError("video_vae=None: image / reference conditioning needs the video VAE input connected")
         encoder = video_vae.encoder.get()
-        items += image_conditionings(encoder, bundle.images, latents, host, keyframes_only=bundle.keyframes_only)
+        items += image_conditionings(encoder, bundle.images, latents, host, keyframes_only=bundle.keyframes_only,
+                                     generation=model.generation)  # an image's crf None: the generation's
         items += reference_conditionings(encoder, bundle.references, latents, host, bundle.downscale_factor)
     contexts = conditioning.to(host.device, model.dtype)
     guidance = (Guidance(contexts.positive) if guider is None

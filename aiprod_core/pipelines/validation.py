@@ -362,11 +362,12 @@ def guider_problems(guider: StreamGuider | SigmaBinnedGuider, stream: str = "vid
 @dataclass(frozen=True)
 class ImageCondition:
     """An image to condition on: pixel frame ``frame_index`` (Python-style, -1 = last), ``strength`` in [0, 1],
-    H.264 ``crf`` (0 = none), and the image's (H, W) when known (any size: it is resized and centre-cropped)."""
+    H.264 ``crf`` (0 = none, None = the model generation's value), and the image's (H, W) when known (any size: it is
+    resized and centre-cropped)."""
 
     frame_index: int
     strength: float = 1.0
-    crf: float = DEFAULT_IMAGE_CRF
+    crf: float | None = DEFAULT_IMAGE_CRF
     size: tuple[int, int] | None = None
 
 
@@ -385,8 +386,8 @@ def _images(images: Sequence[ImageCondition], frames: int) -> tuple[tuple[int, .
                 problems.append(f"{name}.frame_index={image.frame_index!r}: frame {index} already has "
                                 f"images[{resolved.index(index)}]")
         resolved.append(index)
-        problems += [p for p in (rule("strength").problem(f"{name}.strength", image.strength),
-                                 rule("crf").problem(f"{name}.crf", image.crf)) if p]
+        crf = None if image.crf is None else rule("crf").problem(f"{name}.crf", image.crf)  # None: the generation's
+        problems += [p for p in (rule("strength").problem(f"{name}.strength", image.strength), crf) if p]
         if image.size is not None and (len(image.size) != 2 or min(image.size) < 2):  # H, W
             problems.append(f"{name}.size={image.size!r}: an image needs at least 2x2 pixels (H.264 round trip)")
     return tuple(resolved), problems
