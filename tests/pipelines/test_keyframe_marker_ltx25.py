@@ -7,6 +7,9 @@ The facts (Lightricks/LTX-2 release 1.2.0, ``packages/ltx-core/src/ltx_core``), 
   ``DiffusionStage.__call__`` l. 539-563; ``utils/helpers.py`` ``create_noised_state`` l. 441), and
   ``modality_from_latent_state`` (helpers.py l. 490) hands the mask to the transformer, which adds the marker
   only when it has one (``model/transformer/transformer_args.py`` l. 23-42, 269).
+- images: frame 0 replaces the first latent frame, the others are appended keyframes (ltx-pipelines
+  ``utils/helpers.py`` ``combined_image_conditionings`` l. 272-309; keyframe interpolation appends all of them,
+  ``image_conditionings_by_adding_guiding_latent`` l. 343-365);
 - image replacement (``conditioning/types/latent_cond.py`` l. 38-43) leaves the mask as it is: frame 0 stays
   marked whatever its strength; appended keyframes (``keyframe_cond.py`` l. 84-86, frame 0 of keyframe
   interpolation included) and IC-LoRA references (``reference_video_cond.py`` l. 104) extend it unmarked
