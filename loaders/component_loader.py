@@ -30,6 +30,7 @@ from .components import COMPONENTS, FOLDER_HINTS, ComponentSpec
 from .config_check import check_config, config_metadata
 from .detect import LORA_MARKERS, describe_file
 from .errors import CheckpointFormatError, StateDictMismatchError, WrongComponentError
+from .foreign_files import identify_foreign
 from .fp8 import FP8_DTYPES, dequantise
 from .gguf_config import gguf_config
 from .gguf_file import is_gguf, read_gguf_header
@@ -163,6 +164,14 @@ def _pick_layout(header: SafetensorsHeader, spec: ComponentSpec) -> KeyMap:
                               _where_it_belongs(header.path))
 
 
+def _refuse_foreign(header: SafetensorsHeader, label: str) -> None:
+    """A file of another architecture (a tiny preview VAE, a diffusers-folder file, an image model...) is named as
+    such, before any LTX-2 layout or config is looked for."""
+    foreign = identify_foreign(header)
+    if foreign is not None:
+        raise WrongComponentError(header.path, f"is a {foreign.name} file, not an LTX-2 {label}.", foreign.instead)
+
+
 def _quant_mode(quantized_weights: str | None, fp8: str | None) -> QuantMode:
     name, mode = ("quantized_weights", quantized_weights) if quantized_weights is not None else ("fp8", fp8)
     mode = "upcast" if mode is None else mode
@@ -194,6 +203,7 @@ def plan_load(path: str | os.PathLike[str], component: str, *, config: dict[str,
     mode = _quant_mode(quantized_weights, fp8)
     header = read_model_header(path)
     spec = COMPONENTS[component]
+    _refuse_foreign(header, spec.label)
     layout = _pick_layout(header, spec)
     chosen_config = _config_of(header, spec, config)
     keys = layout.select(header.tensors)

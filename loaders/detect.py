@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .errors import CheckpointFormatError
+from .foreign_files import identify_foreign
 from .gguf_file import is_gguf, read_gguf_header
 from .safetensors_header import SafetensorsHeader, parse_json, read_header
 
@@ -282,12 +283,15 @@ def describe_file(path: str | os.PathLike[str]) -> CheckpointDescription:
     components = _summaries(header)
     names = {c.name for c in components}
     problems: list[str] = []
+    foreign = identify_foreign(header)
+    if foreign is not None:  # another architecture: named as such, not as a broken LTX-2 file
+        problems.append(f"it is a {foreign.name} file, not an LTX-2 file. {foreign.instead}")
     if gguf:
         sections, model_version, problem = _gguf_config(header)
         problems += [problem] if problem else []
     else:
         sections, model_version = _config_sections(header), header.metadata.get("model_version", "")
-        if names & CONFIG_DEPENDENT and "config" not in header.metadata:
+        if names & CONFIG_DEPENDENT and "config" not in header.metadata and foreign is None:
             raise CheckpointFormatError(
                 header.path,
                 "has no `config` metadata, so the model architecture cannot be determined "
@@ -300,7 +304,7 @@ def describe_file(path: str | os.PathLike[str]) -> CheckpointDescription:
     dtypes = Counter(info.dtype for info in header.tensors.values()).most_common()
     if gguf:
         dtypes = Counter(header.ggml_types.values()).most_common()
-    kind = _ltx25_kind(_kind(names), header)
+    kind = f"{foreign.name} (not an LTX-2 file)" if foreign else _ltx25_kind(_kind(names), header)
     return CheckpointDescription(
         path=header.path, file_size=header.file_size, kind=kind,
         generation=_generation(model_version, names, header), model_version=model_version,

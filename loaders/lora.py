@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import CheckpointFormatError, LoraMismatchError
+from .foreign_files import foreign_lora_family
 from .key_maps import DIFFUSION_MODEL_PREFIX, LORA_KOHYA_MAP, LORA_SOURCE_MAPS, KeyMap
 from .lora_formats import UNSUPPORTED_SUFFIXES, DiffPatch, LoHaPatch, LoKrPatch, LowRankPatch, Patch, SetPatch
 from .mapped_file import TORCH_DTYPES, MappedFile
@@ -86,14 +87,6 @@ NAMING_LABELS = {
     "GEMMA_LORA_HF_MAP": "Hugging Face Gemma (model.layers.* / language_model.*)",
     "GEMMA_LORA_KOHYA_MAP": "kohya text encoder (lora_te_*)",
 }
-# Module-name fragments of other architectures' LoRAs (named in the "does not fit" message).
-FOREIGN_SIGNATURES = (("double_blocks.", "Flux / HunyuanVideo"), ("single_blocks.", "Flux"),
-                      ("joint_blocks.", "SD3"), ("input_blocks.", "SD 1.x / SDXL UNet"),
-                      ("down_blocks.", "SD UNet (diffusers)"), ("text_model.encoder.", "CLIP text encoder"),
-                      ("lora_unet_input_blocks", "SD 1.x / SDXL UNet"), ("lora_te_text_model", "CLIP text encoder"),
-                      ("lora_unet_double_blocks", "Flux"), ("cross_attn.", "Wan"))
-
-
 class LoraFormatError(LoraMismatchError):
     """A LoRA holding an adapter kind this pack does not apply (OFT, BOFT, GLoRA, ...), named in the message."""
 
@@ -375,10 +368,8 @@ class LoraMatch:
 
 
 def _foreign(keys: list[str]) -> str:
-    for fragment, name in FOREIGN_SIGNATURES:
-        if any(fragment in key for key in keys):
-            return f" Its keys look like a {name} LoRA."
-    return ""
+    family = foreign_lora_family(keys)
+    return f" Its keys look like a {family.name} LoRA." if family else ""
 
 
 def _refuse_unsupported(lora: LoraFile) -> None:

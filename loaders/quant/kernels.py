@@ -72,6 +72,12 @@ def _kitchen() -> Any:
     return _KITCHEN[0]
 
 
+def _fast_kernels_for(weight: torch.Tensor) -> bool:
+    """Whether comfy-kitchen's kernels (when importable) de-quantise ``weight``: on CUDA, where it has them; on the
+    CPU our own code is the same arithmetic (equal to its eager backend, `tests/loaders/test_quant_kernels.py`)."""
+    return weight.is_cuda
+
+
 def _per_tensor_fp8(weight: torch.Tensor, scales: Mapping[str, torch.Tensor], params: Mapping[str, Any],
                     dtype: torch.dtype) -> torch.Tensor:
     if weight.dtype == torch.uint8:  # fp8 stored in a uint8 container
@@ -86,7 +92,7 @@ def _nvfp4(weight: torch.Tensor, scales: Mapping[str, torch.Tensor], params: Map
            dtype: torch.dtype) -> torch.Tensor:
     block_scales, tensor_scale = scales["weight_scale"], scales["weight_scale_2"]
     rows, cols = weight.shape[0], weight.shape[1] * 2
-    ck = _kitchen() if weight.is_cuda else None
+    ck = _kitchen() if _fast_kernels_for(weight) else None
     if ck is not None:
         return ck.dequantize_nvfp4(weight, tensor_scale.float(), block_scales.view(torch.float8_e4m3fn), dtype)
     table = torch.tensor(E2M1_VALUES, device=weight.device).to(dtype)
@@ -101,7 +107,7 @@ def _mxfp8(weight: torch.Tensor, scales: Mapping[str, torch.Tensor], params: Map
            dtype: torch.dtype) -> torch.Tensor:
     rows, cols = weight.shape
     exponents = scales["weight_scale"].view(torch.uint8)
-    ck = _kitchen() if weight.is_cuda else None
+    ck = _kitchen() if _fast_kernels_for(weight) else None
     if ck is not None:
         return ck.dequantize_mxfp8(weight, exponents.view(torch.float8_e8m0fnu), dtype)
     block = _e8m0_to_float(unswizzle_blocks(exponents, rows, cols // MXFP8_BLOCK))

@@ -156,3 +156,20 @@ def test_our_gguf_encoders_decode_like_the_gguf_package(name):
     encoded = encoder(w.reshape(-1, block)).reshape(6, -1)
     expected = gguf.quants.dequantize(encoded.numpy(), getattr(gguf.GGMLQuantizationType, name))
     assert torch.equal(dequantize_ggml(name, encoded, (6, 512), torch.float32), torch.from_numpy(expected))
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("fmt", ["nvfp4", "mxfp8"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_the_comfy_kitchen_branch_gives_our_values(monkeypatch, fmt, shape):
+    """The branch that hands a weight to comfy-kitchen's kernels (taken on CUDA) forced on the CPU, where its
+    dispatcher runs the eager backend: the arguments we pass (tensor / block scales, their dtypes and swizzled
+    layout, the output dtype) give bit for bit what our own arithmetic gives. No GPU is needed to catch a wrong
+    argument; the CUDA kernels' own numerics are comfy-kitchen's."""
+    from aiprod.loaders.quant import kernels
+
+    stored = {"nvfp4": qf.quantize_nvfp4, "mxfp8": qf.quantize_mxfp8}[fmt](_weight(shape, 4))
+    ours = _ours(fmt, stored, shape, torch.bfloat16)
+    monkeypatch.setattr(kernels, "_fast_kernels_for", lambda weight: True)
+    assert kernels._kitchen() is not None
+    assert torch.equal(_ours(fmt, stored, shape, torch.bfloat16), ours)
