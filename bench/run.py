@@ -23,9 +23,11 @@ PYTHON = sys.executable
 logger = logging.getLogger("bench")
 
 TIMED_CASES = ("transformer_forward", "transformer_forward_ltx25", "transformer_quant_keep", "vae_decode_tiled",
-               "checkpoint_load", "pipeline_one_stage_guided", "pipeline_distilled")
+               "checkpoint_load", "pipeline_one_stage_guided", "pipeline_distilled",
+               "pipeline_distilled_ltx25")
 # Cases measured once per variant, reported as "case/variant" ("" is reported under the case name).
-CASE_VARIANTS = {"transformer_forward_ltx25": ("", "kv_on", "kv_off")}
+CASE_VARIANTS = {"transformer_forward_ltx25": ("", "kv_on", "kv_off"),
+                 "pipeline_distilled_ltx25": ("", "kv_on", "kv_off")}
 GROWTH_CASE = "vae_decode_memory_growth"
 GROWTH_CASES = (GROWTH_CASE, "diffusion_decode_memory_growth")  # variants 1x / 4x the frames; ratio = peak 4x / 1x
 QUANT_CASE, QUANT_VARIANTS = "transformer_quant_keep", ("int8", "fp8")  # ours: kept quantized; ref: dense bf16

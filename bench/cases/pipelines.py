@@ -31,7 +31,7 @@ def contexts() -> Any:
     return PromptContexts.from_tensors(*tensors)
 
 
-def _audio_references() -> dict[str, torch.nn.Module]:
+def audio_references() -> dict[str, torch.nn.Module]:
     """ltx-core's audio decoder and vocoder with the test suite's honest init (computed DFT / mel buffers kept)."""
     from support import tiny_configs as tc
     from support.tiny_checkpoints import build_reference_module, checkpoint_components, init_module
@@ -44,7 +44,7 @@ def _audio_references() -> dict[str, torch.nn.Module]:
     return out
 
 
-def _encoder_and_upsampler(side: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+def encoder_and_upsampler(side: str) -> tuple[torch.nn.Module, torch.nn.Module]:
     from support import tiny_configs as tc
 
     from aiprod.aiprod_core.upsampler import LatentUpsampler, LatentUpsamplerConfig
@@ -67,21 +67,22 @@ def _encoder_and_upsampler(side: str) -> tuple[torch.nn.Module, torch.nn.Module]
     )
 
 
-def our_models(two_stage: bool) -> Any:
+def our_models(two_stage: bool, transformer: torch.nn.Module | None = None) -> Any:
+    """Our pipeline modules (``transformer``: the LTX-2.3 mid-size model of `transformer_forward` unless given)."""
     from support import tiny_configs as tc
 
     from aiprod.aiprod_core.audio_vae import AudioDecoder, AudioVAEConfig, VocoderConfig, build_vocoder
     from aiprod.aiprod_core.pipelines import PipelineModels
 
-    audio = _audio_references()
+    audio = audio_references()
     config = tc.checkpoint_config(sizes.GENERATION)
     audio_decoder = AudioDecoder(AudioVAEConfig.from_metadata(config))
     audio_decoder.load_state_dict(audio["audio_decoder"].state_dict(), strict=True)
     vocoder = build_vocoder(VocoderConfig.from_metadata(config))
     vocoder.load_state_dict(audio["vocoder"].state_dict(), strict=True)
-    encoder, upsampler = _encoder_and_upsampler("ours") if two_stage else (None, None)
+    encoder, upsampler = encoder_and_upsampler("ours") if two_stage else (None, None)
     return PipelineModels(
-        transformer=ours_model(),
+        transformer=ours_model() if transformer is None else transformer,
         video_encoder=encoder,
         video_decoder=ours_decoder(),
         audio_decoder=audio_decoder.eval(),
@@ -94,13 +95,13 @@ def our_models(two_stage: bool) -> Any:
 def reference_models(two_stage: bool) -> SimpleNamespace:
     from ltx_core.model.transformer import X0Model
 
-    encoder, upsampler = _encoder_and_upsampler("ref") if two_stage else (None, None)
+    encoder, upsampler = encoder_and_upsampler("ref") if two_stage else (None, None)
     return SimpleNamespace(
         transformer=X0Model(reference_model()),
         video_encoder=encoder,
         video_decoder=reference_decoder(),
         upsampler=upsampler,
-        **_audio_references(),
+        **audio_references(),
     )
 
 
