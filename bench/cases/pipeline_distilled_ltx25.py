@@ -153,6 +153,10 @@ class _Reference:
         video_coords = model.rope.prepare_video_coords(1, frames, height, width, video.device, fps=sizes.FPS)
         audio_coords = model.audio_rope.prepare_audio_coords(1, audio.shape[1], audio.device)
         timesteps = scheduler.timesteps[:-1] if skip_last else scheduler.timesteps
+        # ltx-core 1.2.0 marks the first latent frame of every state (tools.py create_initial_state); diffusers'
+        # plain blocks pass no marker, so it is passed here as ours (and the reference) build it
+        marker = torch.zeros(1, video.shape[1], 1, device=video.device)
+        marker[:, : height * width] = 1.0
         step_kwargs = {} if generator is None else {"generator": generator}
         for i, t in enumerate(timesteps):
             timestep = t.expand(1)
@@ -161,7 +165,7 @@ class _Reference:
                 audio_encoder_hidden_states=self.audio_context, timestep=timestep, audio_timestep=timestep,
                 sigma=timestep, video_coords=video_coords, audio_coords=audio_coords, num_frames=frames,
                 height=height, width=width, fps=sizes.FPS, audio_num_frames=audio.shape[1], use_cross_timestep=True,
-                return_dict=False,
+                video_keyframes_mask=marker, return_dict=False,
             )  # fmt: skip
             x0 = convert_velocity_to_x0(video, velocity.float(), i, scheduler)
             audio_x0 = convert_velocity_to_x0(audio, audio_velocity.float(), i, audio_scheduler)
