@@ -125,7 +125,8 @@ class LatentState:
     frozen: the stream is held fixed (every denoise strength 0): samplers leave its tokens untouched and the
         transformer sees it at sigma 0 (its prompt AdaLN and the other stream's cross-attention modulation too).
     keyframes_mask: optional (B, T, 1) marker (1) of the video tokens that get LTX-2.5's learned keyframe
-        embedding (generated keyframe slots and the first latent frame; `conditioning.GeneratedKeyframeSlots`).
+        embedding: the first latent frame of every state a transformer with the embedding samples
+        (`conditioning.mark_first_frame`) and DFR's generated keyframe slots (`conditioning.GeneratedKeyframeSlots`).
     """
 
     latent: torch.Tensor
