@@ -32,6 +32,8 @@ from aiprod.aiprod_core.video_vae import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VIDEO_SHAPE = (1, 3, 17, 64, 96)  # (B, 3, F, H, W): 3 latent frames of 2 x 3 cells
 LATENT_SHAPE = (1, 128, 3, 2, 3)  # (B, C, F', H', W')
+BF16_VIDEO_SHAPE = (1, 3, 9, 64, 64)  # 2 latent frames of 2 x 2 cells (reflect padding needs 2 cells)
+BF16_LATENT_SHAPE = (1, 128, 2, 2, 2)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -282,8 +284,9 @@ def test_decode_matches_reference(name: str) -> None:
 @pytest.mark.parametrize("name", CONFIGS)
 @torch.no_grad()
 def test_bf16_is_close_to_float32(name: str) -> None:
-    """bf16 compute vs float32 compute of the same bf16 weights (the checkpoints store bf16)."""
-    for part, data in (("encoder", _video()), ("decoder", _latent())):
+    """bf16 compute vs float32 compute of the same bf16 weights (the checkpoints store bf16), at a smaller clip than
+    the parity tests: this CPU has no bf16 convolution kernels (the full-size pair took ~50 s per generation)."""
+    for part, data in (("encoder", _video(shape=BF16_VIDEO_SHAPE)), ("decoder", _latent(shape=BF16_LATENT_SHAPE))):
         reference, _ = _pair(name, part)
         ours_bf16 = _ours(reference, name, part, dtype=torch.bfloat16)
         ours_f32 = copy.deepcopy(ours_bf16).float()
