@@ -116,6 +116,20 @@ def tiny_pair(generation: str) -> Pair:
 # --------------------------------------------------------------------------------------------------------
 
 
+def tiny_25_transformer(seed: int = 0) -> AVTransformer:
+    """Our transformer at the tiny LTX-2.3 sizes with LTX-2.5's switches (bias-free FF, the keyframe embedding),
+    random weights (the embedding at 10x the others' scale, so that the marker shows in the output)."""
+    config = tc.checkpoint_config(tc.LTX23)["transformer"]
+    config = {**config, "ff_bias": False, "audio_ff_bias": False, "use_keyframes_abs_pos_embedding": True}
+    model = AVTransformer(TransformerConfig.from_metadata({"transformer": config}))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            scale = 0.5 if name == "keyframes_abs_pos_embedding" else 0.05
+            parameter.copy_(torch.randn(parameter.shape, generator=gen) * scale)
+    return model.eval()
+
+
 def contexts(generation: str, seed: int = 9) -> PromptContexts:
     """Positive and negative contexts as the text path hands them to the transformer (after the connectors)."""
     gen = torch.Generator().manual_seed(seed)

@@ -37,7 +37,7 @@ import pytest
 import torch
 from edit_oracle import models as edit_models
 from edit_oracle import source, tone
-from pipeline_oracle import contexts, guided
+from pipeline_oracle import contexts, guided, tiny_25_transformer
 from support import tiny_configs as tc
 from support import tiny_ltx25 as t25
 
@@ -56,7 +56,6 @@ from aiprod.aiprod_core.pipelines import (
     sample,
 )
 from aiprod.aiprod_core.sampling import Guidance, Prompt
-from aiprod.aiprod_core.transformer import AVTransformer, TransformerConfig
 from aiprod.loaders.component_loader import load_component
 
 FPS = 24.0
@@ -76,26 +75,13 @@ class _Spy(torch.nn.Module):
         return out
 
 
-def _tiny_25_transformer(seed: int = 0) -> AVTransformer:
-    """The tiny LTX-2.3 transformer's sizes with LTX-2.5's switches (bias-free FF, the keyframe embedding)."""
-    config = tc.checkpoint_config(tc.LTX23)["transformer"]
-    config = {**config, "ff_bias": False, "audio_ff_bias": False, "use_keyframes_abs_pos_embedding": True}
-    model = AVTransformer(TransformerConfig.from_metadata({"transformer": config}))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            scale = 0.5 if name == "keyframes_abs_pos_embedding" else 0.05
-            parameter.copy_(torch.randn(parameter.shape, generator=gen) * scale)
-    return model.eval()
-
-
 @functools.cache
 def _models(generation: str) -> PipelineModels:
     """The tiny set (with an audio encoder); on "2.5" the LTX-2.3 sizes with a 2.5 transformer and refiner."""
     base = edit_models(tc.LTX23 if generation == "2.5" else generation)
     if generation != "2.5":
         return base
-    return replace(base, transformer=_tiny_25_transformer(0), refiner=_tiny_25_transformer(1))
+    return replace(base, transformer=tiny_25_transformer(0), refiner=tiny_25_transformer(1))
 
 
 def _ctx(generation: str) -> PromptContexts:

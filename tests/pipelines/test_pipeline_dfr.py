@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from pipeline_oracle import contexts, tiny_pair
+from pipeline_oracle import contexts, tiny_25_transformer, tiny_pair
 from support import tiny_configs as tc
 
 from aiprod.aiprod_core.conditioning import GeneratedKeyframeSlots, PinnedKeyframe, ReferenceVideo, mark_first_frame
@@ -21,7 +21,7 @@ from aiprod.aiprod_core.pipelines.dfr import dfr, dfr_output_frames
 from aiprod.aiprod_core.pipelines.dfr_layout import resolve_canvas, temporal_tiles
 from aiprod.aiprod_core.sampling.patchify import VideoLayout
 from aiprod.aiprod_core.sampling.state import VideoLatentShape
-from aiprod.aiprod_core.transformer import AVTransformer, TransformerConfig
+from aiprod.aiprod_core.transformer import AVTransformer
 from aiprod.aiprod_core.upsampler import LatentUpsampler, LatentUpsamplerConfig
 
 FPS = 24.0
@@ -140,19 +140,6 @@ def test_slots_refuse_bad_input() -> None:
 # ---------------------------------------------------------------------------------------- the pipeline, tiny 2.5
 
 
-def _tiny_25_transformer(seed: int = 0) -> AVTransformer:
-    """The tiny LTX-2.3 transformer's sizes with LTX-2.5's switches (bias-free video FF, keyframe embedding)."""
-    config = tc.checkpoint_config(tc.LTX23)["transformer"]
-    config = {**config, "ff_bias": False, "audio_ff_bias": False, "use_keyframes_abs_pos_embedding": True}
-    model = AVTransformer(TransformerConfig.from_metadata({"transformer": config}))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            scale = 0.5 if name == "keyframes_abs_pos_embedding" else 0.05
-            parameter.copy_(torch.randn(parameter.shape, generator=gen) * scale)
-    return model.eval()
-
-
 def _temporal_upsampler() -> LatentUpsampler:
     config = {**tc.upsampler_config(2.0), "spatial_upsample": False, "temporal_upsample": True}
     model = LatentUpsampler(LatentUpsamplerConfig.from_metadata(config))
@@ -179,7 +166,7 @@ class _Spy(torch.nn.Module):
 @functools.cache
 def _models() -> PipelineModels:
     base = tiny_pair(tc.LTX23).ours
-    return PipelineModels(**{**base.__dict__, "transformer": _tiny_25_transformer(), "refiner": None})
+    return PipelineModels(**{**base.__dict__, "transformer": tiny_25_transformer(), "refiner": None})
 
 
 def _contexts() -> PromptContexts:
