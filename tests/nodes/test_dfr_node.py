@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 from support import tiny_configs as tc
-from support.ltx25_files import build_ltx25_files, register_folders
+from support.ltx25_files import register_folders
 
 from aiprod.aiprod_core.pipelines import GenerationRequest, PipelineModels, PromptContexts
 from aiprod.aiprod_core.pipelines.dfr import dfr
@@ -19,11 +19,6 @@ from aiprod.loaders.lora_apply import load_component_with_loras
 
 SIZE, FRAMES, FPS, SEED = 128, 9, 24.0, 5  # half size 64: a 2 x 2 latent
 TILING = {"spatial_tile": 512, "spatial_overlap": 64, "temporal_tile": 64, "temporal_overlap": 24}
-
-
-@pytest.fixture(scope="module")
-def files25(tmp_path_factory, demo_models):
-    return build_ltx25_files(tmp_path_factory.mktemp("ltx25-dfr"), demo_models)
 
 
 @pytest.fixture

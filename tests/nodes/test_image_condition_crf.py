@@ -9,16 +9,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 from support import tiny_configs as tc
-from support.ltx25_files import build_ltx25_files, register_folders
+from support.ltx25_files import register_folders
 
 from aiprod.aiprod_core.pipelines import PromptContexts
 
 SEED = 3
-
-
-@pytest.fixture(scope="module")
-def files25(tmp_path_factory, demo_models):
-    return build_ltx25_files(tmp_path_factory.mktemp("crf-ltx25"), demo_models)
 
 
 @pytest.fixture

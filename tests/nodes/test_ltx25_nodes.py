@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 from support import tiny_configs as tc
-from support.ltx25_files import build_ltx25_files, register_folders
+from support.ltx25_files import register_folders
 
 from aiprod.aiprod_core import pipelines as core
 from aiprod.aiprod_core.duration_head import frames_for_seconds
@@ -22,11 +22,6 @@ from aiprod.loaders.detect import describe_file
 W, H, F, FPS, SEED = 64, 64, 9, 24.0, 3
 TILING = {"spatial_tile": 512, "spatial_overlap": 64, "temporal_tile": 64, "temporal_overlap": 24}
 CONTEXT = 32
-
-
-@pytest.fixture(scope="module")
-def files25(tmp_path_factory, demo_models):
-    return build_ltx25_files(tmp_path_factory.mktemp("ltx25-set"), demo_models)
 
 
 @pytest.fixture

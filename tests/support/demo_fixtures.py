@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 
 from .demo_module import demo25_models_dir, demo_models_dir, load_demo_models_module, load_ltx25_demo_module
+from .ltx25_files import build_ltx25_files
 
-__all__ = ["demo25_models", "demo_models", "demo_models_dir", "load_demo_models_module"]
+__all__ = ["demo25_models", "demo_models", "demo_models_dir", "files25", "load_demo_models_module"]
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,10 @@ def demo25_models():
     """The LTX-2.5 demo set (``scripts/demo_models_ltx25.py``, seed 0) under the official Lightricks/LTX-2.5 file
     names: an ``Ltx25Demo`` with ``paths`` and ``install_map()``; cached in ``demo-models-ltx25``."""
     return load_ltx25_demo_module().ensure_ltx25_demo_models(demo25_models_dir(), seed=0)
+
+
+@pytest.fixture(scope="session")
+def files25(tmp_path_factory, demo_models):
+    """The tiny LTX-2.5 node-test set (`support.ltx25_files`: diffusers-built 2.5 components under the official
+    names, read only), written once per session for every node test module that registers it."""
+    return build_ltx25_files(tmp_path_factory.mktemp("ltx25-set"), demo_models)
