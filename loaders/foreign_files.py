@@ -15,6 +15,7 @@ nodes name what the file is and what to use instead.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ LTXV_09 = ForeignFamily("LTX-Video 0.9 (the previous, video-only LTX generation)
 LTXV_09_CLASS = "Transformer3DModel"  # LTX-Video 0.9's transformer class in its `config` (LTX-2: AVTransformer3DModel)
 
 
+@functools.cache
 def _compiled(family: ForeignFamily) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(p) for p in family.patterns)
 
