@@ -130,6 +130,28 @@ def tiny_25_transformer(seed: int = 0) -> AVTransformer:
     return model.eval()
 
 
+def diffusers_dfr_layout(base: torch.Tensor, frames: int, fps: float, **inputs: Any) -> tuple[Any, ...]:
+    """diffusers' ``LTX2DFRPipeline.prepare_latents`` on already-normalised latents ``base`` (B, C, F', H', W'),
+    noise scale 0 (so the result is the layout), with its own rotary coordinate builder and a 1 x 1 patch;
+    ``inputs``: its conditioning arguments (``condition_latents``, ``keyframe_latents``, ``slot_frame_indices``,
+    ``reference_latents``, ...)."""
+    from diffusers.models.transformers.transformer_ltx2 import LTX2AudioVideoRotaryPosEmbed
+    from diffusers.pipelines.ltx2.pipeline_ltx2_dfr import LTX2DFRPipeline
+
+    pipe = SimpleNamespace(vae_spatial_compression_ratio=32, vae_temporal_compression_ratio=8,
+                           transformer_spatial_patch_size=1, transformer_temporal_patch_size=1,
+                           transformer=SimpleNamespace(rope=LTX2AudioVideoRotaryPosEmbed(dim=32)))
+    pipe._pack_latents = LTX2DFRPipeline._pack_latents
+    pipe._maybe_normalize_video_latents = lambda latents, normalized: latents
+    pipe._prepare_keyframe_coords = functools.partial(LTX2DFRPipeline._prepare_keyframe_coords, pipe)
+    _, height, width = base.shape[2:]
+    return LTX2DFRPipeline.prepare_latents(
+        pipe, height=height * 32, width=width * 32, num_frames=frames, frame_rate=fps, noise_scale=0.0,
+        dtype=torch.float32, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), latents=base,
+        **inputs,
+    )
+
+
 def contexts(generation: str, seed: int = 9) -> PromptContexts:
     """Positive and negative contexts as the text path hands them to the transformer (after the connectors)."""
     gen = torch.Generator().manual_seed(seed)

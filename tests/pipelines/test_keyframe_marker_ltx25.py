@@ -37,7 +37,7 @@ import pytest
 import torch
 from edit_oracle import models as edit_models
 from edit_oracle import source, tone
-from pipeline_oracle import contexts, guided, tiny_25_transformer
+from pipeline_oracle import contexts, diffusers_dfr_layout, guided, tiny_25_transformer
 from support import tiny_configs as tc
 from support import tiny_ltx25 as t25
 
@@ -184,22 +184,9 @@ def _diffusers_marker(base: torch.Tensor, conditions: list, keyframes: list, ref
     """diffusers' ``LTX2DFRPipeline.prepare_latents`` keyframes mask (B, T, 1) for these conditions, no slots:
     ``conditions`` (pixel frame, latent, strength) replace frame 0 or are appended; ``keyframes`` (pixel frame,
     latent, strength) are appended; ``reference`` after them."""
-    from diffusers.models.transformers.transformer_ltx2 import LTX2AudioVideoRotaryPosEmbed
-    from diffusers.pipelines.ltx2.pipeline_ltx2_dfr import LTX2DFRPipeline
-
-    pipe = SimpleNamespace(vae_spatial_compression_ratio=32, vae_temporal_compression_ratio=8,
-                           transformer_spatial_patch_size=1, transformer_temporal_patch_size=1,
-                           transformer=SimpleNamespace(rope=LTX2AudioVideoRotaryPosEmbed(dim=32)))
-    pipe._pack_latents = LTX2DFRPipeline._pack_latents
-    pipe._maybe_normalize_video_latents = lambda latents, normalized: latents
-    pipe._prepare_keyframe_coords = functools.partial(LTX2DFRPipeline._prepare_keyframe_coords, pipe)
-    _, height, width = base.shape[2:]
-    out = LTX2DFRPipeline.prepare_latents(
-        pipe, condition_latents=[(f, latent, s, 1) for f, latent, s in conditions], keyframe_latents=keyframes,
-        slot_frame_indices=None, reference_latents=reference, reference_downscale_factor=1, height=height * 32,
-        width=width * 32, num_frames=frames, frame_rate=FPS, noise_scale=0.0, dtype=torch.float32,
-        device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), latents=base,
-    )
+    out = diffusers_dfr_layout(
+        base, frames, FPS, condition_latents=[(f, latent, s, 1) for f, latent, s in conditions],
+        keyframe_latents=keyframes, slot_frame_indices=None, reference_latents=reference, reference_downscale_factor=1)
     return out[4]
 
 

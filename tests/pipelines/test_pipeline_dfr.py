@@ -7,11 +7,10 @@ positions, and every refusal before any model work."""
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
 
 import pytest
 import torch
-from pipeline_oracle import contexts, tiny_25_transformer, tiny_pair
+from pipeline_oracle import contexts, diffusers_dfr_layout, tiny_25_transformer, tiny_pair
 from support import tiny_configs as tc
 
 from aiprod.aiprod_core.conditioning import GeneratedKeyframeSlots, PinnedKeyframe, ReferenceVideo, mark_first_frame
@@ -74,22 +73,10 @@ def _diffusers_layout(base: torch.Tensor, anchor: tuple[int, torch.Tensor], slot
                       initial: torch.Tensor, reference: torch.Tensor, frames: int, fps: float):  # fmt: skip
     """diffusers' ``prepare_latents`` on already-normalised latents, noise scale 0 (so the result is the layout),
     with its own rotary coordinate builder."""
-    from diffusers.models.transformers.transformer_ltx2 import LTX2AudioVideoRotaryPosEmbed
-    from diffusers.pipelines.ltx2.pipeline_ltx2_dfr import LTX2DFRPipeline
-
-    pipe = SimpleNamespace(vae_spatial_compression_ratio=32, vae_temporal_compression_ratio=8,
-                           transformer_spatial_patch_size=1, transformer_temporal_patch_size=1,
-                           transformer=SimpleNamespace(rope=LTX2AudioVideoRotaryPosEmbed(dim=32)))
-    pipe._pack_latents = LTX2DFRPipeline._pack_latents
-    pipe._maybe_normalize_video_latents = lambda latents, normalized: latents
-    pipe._prepare_keyframe_coords = functools.partial(LTX2DFRPipeline._prepare_keyframe_coords, pipe)
-    _, height, width = base.shape[2:]
-    return LTX2DFRPipeline.prepare_latents(
-        pipe, condition_latents=[], keyframe_latents=[(anchor[0], anchor[1], 0.95)], slot_frame_indices=slots,
-        slot_initial_latents=initial, reference_latents=reference, reference_downscale_factor=2,
-        height=height * 32, width=width * 32, num_frames=frames, frame_rate=fps, noise_scale=0.0,
-        dtype=torch.float32, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0), latents=base,
-    )
+    return diffusers_dfr_layout(base, frames, fps, condition_latents=[],
+                                keyframe_latents=[(anchor[0], anchor[1], 0.95)], slot_frame_indices=slots,
+                                slot_initial_latents=initial, reference_latents=reference,
+                                reference_downscale_factor=2)
 
 
 def test_slot_conditioning_matches_diffusers() -> None:
